@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# moat's one entry point for people and CI (see README):
+#   ./dev.sh run [moat args]   install what is missing, build, run build/moat
+#   ./dev.sh test [--sanitize] install what is missing, build, run every test suite
+#   ./dev.sh fuzz [SECONDS]    build the libFuzzer targets (clang) and run each SECONDS (default 30)
+#   ./dev.sh bench [NAME]      build and run the benchmarks in bench/
+# Idempotent: packages are installed only when missing, builds are incremental.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libc-ares-dev libldns-dev
+            libgnutls28-dev libyaml-dev libcriterion-dev)
+TEST_PKGS=(python3 bind9-dnsutils knot-dnsutils gnutls-bin curl nginx-light dnsmasq-base
+           nftables iproute2 valgrind)
+FUZZ_PKGS=(clang lld libclang-rt-14-dev)
+
+need_pkgs() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "dev.sh: installing ${missing[*]}" >&2
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "dev.sh: need root (or sudo) to apt-get install ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  # A fresh machine has no package lists yet; refresh them once per run.
+  if [ -z "${_APT_UPDATED:-}" ]; then
+    "${sudo[@]}" apt-get update -q >&2
+    _APT_UPDATED=1
+  fi
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+}
+
+build() { # build DIR [meson options...]
+  local dir=$1; shift
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" "$@" >&2
+  fi
+  ninja -C "$dir" >&2
+}
+
+cmd=${1:-run}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+run)
+  need_pkgs "${BUILD_PKGS[@]}"
+  build build
+  exec build/moat "$@"
+  ;;
+test)
+  need_pkgs "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
+  if [ "${1:-}" = "--sanitize" ]; then
+    shift
+    build build-san -Dsanitize=true
+    # Leak checks on; a UBSan report fails the test (built with no recovery).
+    # san-check.sh fails a test whose output holds a sanitizer report.
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+      meson test -C build-san --print-errorlogs --num-processes 2 \
+      --wrapper "$PWD/tests/san-check.sh" "$@"
+  else
+    build build
+    meson test -C build --print-errorlogs --num-processes 2 "$@"
+  fi
+  ;;
+fuzz)
+  need_pkgs "${BUILD_PKGS[@]}" "${FUZZ_PKGS[@]}"
+  secs=${1:-30}
+  if [ ! -f build-fuzz/build.ninja ]; then
+    CC=clang meson setup build-fuzz -Dfuzz=true >&2
+  fi
+  ninja -C build-fuzz >&2
+  exec tests/fuzz/run.sh build-fuzz "$secs"
+  ;;
+bench)
+  need_pkgs "${BUILD_PKGS[@]}"
+  if [ ! -f build-bench/build.ninja ]; then
+    meson setup build-bench --buildtype=release >&2
+  fi
+  ninja -C build-bench >&2
+  name=${1:-filter}
+  case "$name" in
+  filter) exec build-bench/bench/filter/bench_filter ;;
+  *) exec "bench/$name/run.sh" build-bench ;;
+  esac
+  ;;
+*)
+  echo "usage: ./dev.sh run [moat args] | test [--sanitize] | fuzz [SECONDS] | bench [NAME]" >&2
+  exit 1
+  ;;
+esac

@@ -1,0 +1,131 @@
+/* filter/cursor.h: a bounds-checked read cursor over untrusted bytes.
+ *
+ * Every parser of guest or upstream bytes (DNS, TLS ClientHello, HTTP head)
+ * reads through this cursor and never does pointer arithmetic on the input
+ * itself. A read past the end sets a sticky error and returns zero, so a
+ * parser can do a run of reads and check filter_cur_ok() once (the same idea
+ * as knot-dns's wire_ctx and c-ares's ares_buf_t).
+ *
+ * The cursor never owns the bytes; the caller keeps them alive.
+ */
+#ifndef MOAT_FILTER_CURSOR_H
+#define MOAT_FILTER_CURSOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct filter_cur {
+    const uint8_t *base; /* first byte of the window */
+    size_t len;          /* window length */
+    size_t off;          /* next byte to read */
+    bool err;            /* sticky: a read went past the window */
+} filter_cur_t;
+
+/* Start a cursor over len bytes at p. */
+static inline filter_cur_t filter_cur_make(const uint8_t *p, size_t len)
+{
+    filter_cur_t c = {p, len, 0, false};
+    return c;
+}
+
+/* Bytes left to read (0 once an error is set). */
+static inline size_t filter_cur_left(const filter_cur_t *c)
+{
+    return c->err ? 0 : c->len - c->off;
+}
+
+/* True while no read has gone past the end. */
+static inline bool filter_cur_ok(const filter_cur_t *c)
+{
+    return !c->err;
+}
+
+/* Current offset from the start of the window. */
+static inline size_t filter_cur_pos(const filter_cur_t *c)
+{
+    return c->off;
+}
+
+static inline bool filter_cur_need(filter_cur_t *c, size_t n)
+{
+    if (c->err || c->len - c->off < n) {
+        c->err = true;
+        return false;
+    }
+    return true;
+}
+
+static inline uint8_t filter_cur_u8(filter_cur_t *c)
+{
+    if (!filter_cur_need(c, 1))
+        return 0;
+    return c->base[c->off++];
+}
+
+/* Network byte order. */
+static inline uint16_t filter_cur_u16(filter_cur_t *c)
+{
+    if (!filter_cur_need(c, 2))
+        return 0;
+    uint16_t v = (uint16_t)((uint16_t)c->base[c->off] << 8 | c->base[c->off + 1]);
+    c->off += 2;
+    return v;
+}
+
+static inline uint32_t filter_cur_u24(filter_cur_t *c)
+{
+    if (!filter_cur_need(c, 3))
+        return 0;
+    uint32_t v = (uint32_t)c->base[c->off] << 16 | (uint32_t)c->base[c->off + 1] << 8 |
+                 c->base[c->off + 2];
+    c->off += 3;
+    return v;
+}
+
+static inline uint32_t filter_cur_u32(filter_cur_t *c)
+{
+    if (!filter_cur_need(c, 4))
+        return 0;
+    uint32_t v = (uint32_t)c->base[c->off] << 24 | (uint32_t)c->base[c->off + 1] << 16 |
+                 (uint32_t)c->base[c->off + 2] << 8 | c->base[c->off + 3];
+    c->off += 4;
+    return v;
+}
+
+/* Skip n bytes. */
+static inline void filter_cur_skip(filter_cur_t *c, size_t n)
+{
+    if (filter_cur_need(c, n))
+        c->off += n;
+}
+
+/* Take n bytes: returns a pointer to them, or NULL (and sets the error). */
+static inline const uint8_t *filter_cur_take(filter_cur_t *c, size_t n)
+{
+    if (!filter_cur_need(c, n))
+        return NULL;
+    const uint8_t *p = c->base + c->off;
+    c->off += n;
+    return p;
+}
+
+/* Take the next n bytes as a cursor of their own (for length-prefixed
+ * vectors). On short input the returned cursor is already in error. */
+static inline filter_cur_t filter_cur_sub(filter_cur_t *c, size_t n)
+{
+    const uint8_t *p = filter_cur_take(c, n);
+    filter_cur_t s = {p, p ? n : 0, 0, p == NULL};
+    return s;
+}
+
+/* Look at the byte at offset i from the current position without moving;
+ * returns -1 when it is past the end (does not set the error). */
+static inline int filter_cur_peek(const filter_cur_t *c, size_t i)
+{
+    if (c->err || c->len - c->off <= i)
+        return -1;
+    return c->base[c->off + i];
+}
+
+#endif

@@ -1,0 +1,154 @@
+/* filter/policy.h: the compiled allowlist and the one decision API.
+ *
+ * filter_policy_compile() turns the config's rules into lookup structures
+ * whose cost per decision does not grow with the number of rules:
+ *   - names: exact and wildcard rules in one hash keyed by the normalised
+ *     name; a lookup hashes every suffix of the guest's name in a single
+ *     right-to-left pass, so it costs O(length of the name);
+ *   - addresses: one hash keyed by (prefix length, masked address), probed
+ *     once per prefix length in use, longest first (at most 33 + 129
+ *     lengths), so it costs O(number of distinct lengths);
+ *   - ports: sorted, merged ranges per rule; rules sharing a name or prefix
+ *     are merged into one segment list, so many rules for one name cost one
+ *     binary search.
+ *
+ * Everyone decides through this header: `moat explain`, the resolver, the
+ * proxy. A compiled policy is immutable and may be shared by any number of
+ * readers on the loop; it is freed with filter_policy_free() by whoever
+ * compiled it (the daemon swaps whole generations on reload).
+ */
+#ifndef MOAT_FILTER_POLICY_H
+#define MOAT_FILTER_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "filter/addr.h"
+#include "filter/rule.h"
+
+typedef struct filter_policy filter_policy_t;
+
+/* What the policy is compiled from (all borrowed for the call only). */
+typedef struct filter_policy_input {
+    bool filtering; /* the config has an `allow` key (even an empty list) */
+    const filter_rule_t *rules;
+    size_t n_rules;
+    /* Ports a name rule without `ports` allows: tls_ports and http_ports. */
+    const filter_port_range_t *tls_ports;
+    size_t n_tls_ports;
+    const filter_port_range_t *http_ports;
+    size_t n_http_ports;
+    /* moat's own listeners (any kind), refused as destinations (§2.4).
+     * Non-IP entries are skipped. A listener on a wildcard address (0.0.0.0,
+     * ::, either family) refuses its port on loopback, on the unspecified
+     * address and on the address of every other entry here: the policy
+     * cannot know the host's interface addresses, so a caller that wants
+     * them refused lists them (addr:port) as well. */
+    const struct sockaddr_storage *own;
+    size_t n_own;
+} filter_policy_input_t;
+
+/* Compile. Returns 0 and sets *out, or -ENOMEM / -EINVAL (a rule that the
+ * config should have refused) with *out NULL. Copies everything it keeps.
+ * With filtering false the rules are ignored (there is no `allow` key). */
+int filter_policy_compile(const filter_policy_input_t *in, filter_policy_t **out);
+
+/* Free a compiled policy (NULL is fine). */
+void filter_policy_free(filter_policy_t *p);
+
+/* True when the config had an `allow` key. */
+bool filter_policy_filtering(const filter_policy_t *p);
+
+/* Number of rules compiled (for `moat check`'s summary). */
+size_t filter_policy_rule_count(const filter_policy_t *p);
+
+typedef enum filter_verdict {
+    FILTER_ALLOW,
+    FILTER_BLOCK,
+} filter_verdict_t;
+
+typedef enum filter_reason {
+    FILTER_REASON_ALLOWLIST,     /* "allowlist": a rule matched */
+    FILTER_REASON_FILTER_OFF,    /* "filter-off": no `allow` key */
+    FILTER_REASON_NOT_ALLOWED,   /* "not-allowed": no rule matches */
+    FILTER_REASON_PORT,          /* "port-not-allowed": a rule matches, not on this port */
+    FILTER_REASON_BAD_NAME,      /* "bad-name": not a valid host name */
+    FILTER_REASON_REFUSED_RANGE, /* "refused-range": §2.4 always-refused */
+    FILTER_REASON_PRIVATE_RANGE, /* "private-range": §2.4 private/CGNAT for a name */
+    FILTER_REASON_OWN_LISTENER,  /* "own-listener": one of moat's own listeners */
+} filter_reason_t;
+
+/* The reason as it appears in logs and metrics labels. */
+const char *filter_reason_str(filter_reason_t r);
+
+/* A compiled rule, as decisions report it. Owned by the policy. */
+typedef struct filter_rule_info {
+    filter_rule_kind_t kind;
+    const char *text;                 /* as written in the config */
+    unsigned line, col;               /* where */
+    const filter_port_range_t *ports; /* effective ports, sorted and merged; NULL iff n_ports 0 */
+    size_t n_ports;                   /* 0: an address rule allows every port; a name rule
+                                         none (no ports and empty tls/http_ports) */
+} filter_rule_info_t;
+
+/* Rule i (0-based, config order) for `moat check`'s summary; NULL past the
+ * end. Owned by the policy. */
+const filter_rule_info_t *filter_policy_rule_at(const filter_policy_t *p, size_t i);
+
+typedef struct filter_decision {
+    filter_verdict_t verdict;
+    filter_reason_t reason;
+    const filter_rule_info_t *rule; /* the rule that decided, or NULL */
+} filter_decision_t;
+
+/* Port argument meaning "on any port" (explain without PORT, DNS). */
+#define FILTER_ANY_PORT (-1)
+
+/* Decide a host name: guest bytes, normalised inside (a name that does not
+ * normalise is BLOCK/bad-name). port is 1..65535 or FILTER_ANY_PORT. With
+ * filtering off: ALLOW/filter-off. Looks only at name rules; refused ranges
+ * are about addresses and are checked where addresses are known. Every rule
+ * matching the name counts (exact and every `*.` ancestor): ALLOW when any
+ * allows port, reporting the exact rule first, else the most specific
+ * wildcard; BLOCK/port-not-allowed (rule: one that matched) when none does;
+ * BLOCK/not-allowed (rule NULL) when none matches. With FILTER_ANY_PORT any
+ * matching rule allows (§2.1: every name rule makes the name resolvable). */
+filter_decision_t filter_match_name(const filter_policy_t *p, const char *name, size_t len,
+                                    int port);
+
+/* Every name rule matching a name (exact and wildcards, any port), for
+ * `moat explain` without a port. Writes up to max pointers (exact rules
+ * first, then wildcards most specific first, config order within each),
+ * returns how many matched in all (0 with filtering off or a bad name). */
+size_t filter_match_name_all(const filter_policy_t *p, const char *name, size_t len,
+                             const filter_rule_info_t **out, size_t max);
+
+/* Decide an address by the address rules only (§2.3 steps 0 and 3): ALLOW
+ * when a rule covers addr and port, BLOCK/port-not-allowed when one covers
+ * addr on other ports, BLOCK/not-allowed otherwise; ALLOW/filter-off when
+ * filtering is off. Does not look at refused ranges. The longest prefix
+ * that allows the port is reported (for port-not-allowed, the longest that
+ * covers addr). */
+filter_decision_t filter_match_addr(const filter_policy_t *p, const filter_addr_t *addr, int port);
+
+/* True when some address rule covers addr, whatever its ports (§2.1: this
+ * lifts §2.4's refusals and the DNS answer filter). */
+bool filter_addr_covered(const filter_policy_t *p, const filter_addr_t *addr);
+
+/* §2.4, filtering on or off: BLOCK/refused-range for an always-refused
+ * address, BLOCK/own-listener for one of moat's own listeners (addr:port,
+ * see filter_policy_input_t.own), unless an address rule covers addr (on
+ * any port: the rule's ports are checked by filter_match_addr); ALLOW/
+ * allowlist otherwise with rule NULL. port may be FILTER_ANY_PORT (the
+ * own-listener check is skipped). Not a verdict on its own: an ALLOW here
+ * only means "not refused". */
+filter_decision_t filter_check_refused(const filter_policy_t *p, const filter_addr_t *addr,
+                                       int port);
+
+/* §2.4 for the addresses a name resolved to: true when addr is private or
+ * CGNAT and no address rule covers it (only meaningful with filtering on). */
+bool filter_check_private(const filter_policy_t *p, const filter_addr_t *addr);
+
+#endif

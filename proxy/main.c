@@ -1,0 +1,134 @@
+/* proxy/main.c: moat's entry point. Parses the command line and wires the
+ * modules together; everything else lives in the modules. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "proxy/cli.h"
+#include "proxy/daemon.h"
+#include "proxy/log.h"
+#include "resolver/server.h"
+
+#ifndef MOAT_VERSION
+#define MOAT_VERSION "0.0.0"
+#endif
+
+static void main_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: moat [-c FILE]                      run (default: embedded config)\n"
+            "       moat check FILE                     validate FILE, print the compiled policy\n"
+            "       moat explain FILE TARGET [PORT]     the decision for a name or address\n"
+            "       moat --version | --help\n"
+            "\n"
+            "  -c, --config FILE   run with FILE (SIGHUP reloads it)\n"
+            "\n"
+            "exit status: 0 ok / allowed, 1 bad config or usage, 2 runtime failure,\n"
+            "             3 blocked (explain)\n"
+            "The embedded default config (filtering off, loopback only):\n\n%s",
+            cfg_default_yaml);
+}
+
+static int main_run(const char *config_path)
+{
+    moat_gen_t *gen;
+    cfg_diag_t diag;
+    int rc = moat_gen_load(config_path, &gen, &diag);
+    if (rc != 0) {
+        if (diag.n > 0)
+            cfg_diag_print(&diag, stderr);
+        else
+            fprintf(stderr, "moat: %s: %s\n", config_path ? config_path : "<default>",
+                    strerror(-rc));
+        cfg_diag_free(&diag);
+        return MOAT_EXIT_CONFIG;
+    }
+    cfg_diag_free(&diag);
+
+    rc = log_configure(gen->cfg);
+    if (rc != 0) {
+        fprintf(stderr, "moat: log.file %s: %s\n", gen->cfg->log.file, strerror(-rc));
+        moat_gen_unref(gen);
+        return MOAT_EXIT_CONFIG;
+    }
+
+    /* A peer that closes mid-write is an ordinary event for a proxy. */
+    signal(SIGPIPE, SIG_IGN);
+
+    moat_daemon_t *d;
+    rc = moat_daemon_create(config_path, gen, &d);
+    if (rc != 0) {
+        log_error("cannot start: %s", strerror(rc < 0 ? -rc : rc));
+        moat_gen_unref(gen);
+        log_shutdown();
+        return MOAT_EXIT_RUNTIME;
+    }
+    /* The DNS service is registered even with an empty dns.listen: it owns
+     * the upstream client and the address memory the proxy shares, and a
+     * reload may add listen addresses (resolver/server.h). */
+    moat_service_t *dns;
+    rc = dns_server_create(&dns);
+    if (rc == 0) {
+        rc = moat_daemon_add_service(d, dns);
+        if (rc != 0)
+            dns->ops->free(dns);
+    }
+    if (rc != 0) {
+        log_error("cannot start: dns: %s", strerror(-rc));
+        moat_daemon_free(d);
+        log_shutdown();
+        return MOAT_EXIT_RUNTIME;
+    }
+    int status = moat_daemon_run(d);
+    moat_daemon_free(d);
+    log_shutdown();
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "check") == 0) {
+        if (argc != 3) {
+            fprintf(stderr, "usage: moat check FILE\n");
+            return MOAT_EXIT_CONFIG;
+        }
+        return cli_check(argv[2], stdout, stderr);
+    }
+    if (argc >= 2 && strcmp(argv[1], "explain") == 0) {
+        if (argc != 4 && argc != 5) {
+            fprintf(stderr, "usage: moat explain FILE TARGET [PORT]\n");
+            return MOAT_EXIT_CONFIG;
+        }
+        return cli_explain(argv[2], argv[3], argc == 5 ? argv[4] : NULL, stdout, stderr);
+    }
+
+    const char *config_path = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
+            printf("moat %s\n", MOAT_VERSION);
+            return MOAT_EXIT_OK;
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            main_usage(stdout);
+            return MOAT_EXIT_OK;
+        }
+        if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+            if (i + 1 >= argc || config_path) {
+                fprintf(stderr, "moat: %s needs one FILE\n", a);
+                return MOAT_EXIT_CONFIG;
+            }
+            config_path = argv[++i];
+            continue;
+        }
+        if (strncmp(a, "--config=", 9) == 0 && !config_path) {
+            config_path = a + 9;
+            continue;
+        }
+        fprintf(stderr, "moat: unknown argument '%s' (see moat --help)\n", a);
+        return MOAT_EXIT_CONFIG;
+    }
+    return main_run(config_path);
+}

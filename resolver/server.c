@@ -1,0 +1,1261 @@
+/* resolver/server.c: the DNS service (see server.h, SPEC §2.2).
+ *
+ * One query, in order (srv_query):
+ *   parse (drop what has no readable header or is a response) → error rcode
+ *   answer → DoH canary (filtering on) → decide the name → blocked in
+ *   enforce: sinkhole answer → cache hit: patched copy → otherwise join the
+ *   pending upstream query for the same question (coalescing) or start one.
+ * Blocked answers and cache hits are built straight into the send buffer: no
+ * allocation on that path. A cache miss allocates one waiter (the client's
+ * parsed query and where to answer) and, for the first asker, one pending
+ * entry.
+ *
+ * UDP: we run the sockets ourselves on a uv_poll_t with recvmmsg/sendmmsg,
+ * SRV_UDP_BATCH messages per system call. libuv 1.44's UV_UDP_RECVMMSG only
+ * batches the receive side (and hands every datagram to a callback one at a
+ * time), and it has no sendmmsg; answering with uv_udp_try_send costs one
+ * sendmsg per answer. With batching both ways a burst of N queries costs
+ * about 2N/64 system calls. Measured (2-core VM, moat pinned to core 0,
+ * dnsperf -c 4 -q 500 pinned to core 1, log.level warn): 94k QPS for
+ * blocked A and for cache hits, with moat 28% busy, i.e. ~3.0 us of CPU per
+ * query; dnsperf, not moat, is the limit there (projected ~330k QPS for one
+ * core). bench/ (issue 3) is where the real numbers belong. A UDP answer
+ * that meets EAGAIN on send is dropped (the
+ * client retries), as unbound and dnsmasq do: queueing copies for a full
+ * socket buffer only adds latency to a flood.
+ *
+ * TCP (RFC 7766): 2-octet length framing (RFC 1035 §4.2.2), pipelining: each
+ * complete message is answered as soon as it is parsed (from the cache or
+ * locally at once, from upstream later: answers go out of order, §6.2.1.1),
+ * answers up to 65535 octets and never TC, an idle timeout, a cap on clients
+ * and on bytes queued for a slow reader.
+ */
+#include "resolver/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "filter/addr.h"
+#include "filter/policy.h"
+#include "proxy/log.h"
+#include "resolver/answer.h"
+#include "resolver/cache.h"
+#include "resolver/query.h"
+#include "resolver/rewrite.h"
+
+/* Datagrams per recvmmsg/sendmmsg call, and calls per wake-up before the
+ * loop gets a turn (fairness with TCP and upstream answers). */
+#define SRV_UDP_BATCH  64
+#define SRV_UDP_ROUNDS 16
+/* Room per received datagram: a query is header + question + OPT (+ a few
+ * options), far below this; a longer datagram is read cut and fails to parse
+ * (FORMERR), as it would anyway. */
+#define SRV_UDP_RX_SLOT 4096
+/* Room per UDP answer: at most DNS_EDNS_UDP_SIZE go out (dns_udp_limit). */
+#define SRV_UDP_TX_SLOT 2048
+/* Receive buffer asked for per UDP socket (best effort) to ride out bursts. */
+#define SRV_UDP_RCVBUF (4 << 20)
+/* RFC 7766 §6.2.3: close a TCP client idle this long (no query, no answer
+ * written, nothing pending upstream). */
+#define SRV_TCP_IDLE_MS 10000
+/* Concurrent TCP clients; a connection past this is closed at once. */
+#define SRV_TCP_MAX_CLIENTS 1024
+/* Answer bytes queued for a TCP client that does not read; past this the
+ * connection is closed (a pipelining client that never reads would otherwise
+ * grow our memory without bound). */
+#define SRV_TCP_MAX_QUEUED (256 * 1024)
+#define SRV_TCP_BACKLOG    511
+/* Largest TCP read buffer: one whole message with its length. */
+#define SRV_TCP_RBUF_MAX (2 + DNS_TCP_MAX)
+/* Queries (all clients) waiting for upstream answers; past this a miss is
+ * answered SERVFAIL at once. Bounds waiter memory at ~1.4 KiB each. */
+#define SRV_MAX_WAITERS     16384
+#define SRV_PENDING_BUCKETS 4096 /* power of two */
+/* Address memory entries (SPEC §2.2 last bullet): (client, name, address)
+ * triples, ~100 bytes each, so about 6.5 MiB at most. */
+#define DNS_SERVER_ADDRMEM_ENTRIES 65536
+/* Scratch for TCP answers and upstream answers being patched: the length
+ * prefix, the largest message, and room for the rewrite's re-encoding and an
+ * appended OPT. */
+#define SRV_SCRATCH (2 + DNS_TCP_MAX + 4096)
+
+typedef struct dns_server dns_server_t;
+typedef struct srv_conn srv_conn_t;
+typedef struct srv_pending srv_pending_t;
+
+typedef struct srv_listener {
+    dns_server_t *srv;
+    struct srv_listener *next; /* in srv->listeners while active */
+    bool tcp;
+    cfg_addr_t addr;
+    union {
+        uv_poll_t poll; /* UDP */
+        uv_tcp_t tcp;
+    } h;
+    int fd;        /* UDP socket; -1 once closed */
+    unsigned refs; /* UDP: waiters that will answer through this socket */
+    bool stopped;  /* removed or draining: reads no more */
+    bool closing;  /* uv_close called */
+    bool keep;     /* reload: still in the config */
+} srv_listener_t;
+
+typedef struct srv_waiter {
+    struct srv_waiter *next;          /* in the pending entry */
+    struct srv_waiter *cprev, *cnext; /* in the TCP connection */
+    dns_query_t q;
+    filter_decision_t dec;
+    bool audit;
+    uint64_t start_ms;
+    filter_addr_t caddr;
+    uint16_t cport;
+    srv_listener_t *udp; /* UDP: the socket to answer from */
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+    srv_conn_t *conn; /* TCP: NULL once the client went away */
+} srv_waiter_t;
+
+struct srv_pending {
+    srv_pending_t *hnext; /* bucket chain */
+    dns_server_t *srv;
+    dns_cache_key_t key;
+    size_t bucket;
+    moat_gen_t *gen; /* the generation its waiters were decided under */
+    dns_upstream_req_t *req;
+    srv_waiter_t *head, *tail;
+};
+
+struct srv_conn {
+    uv_tcp_t h;
+    dns_server_t *srv;
+    srv_conn_t *prev, *next;
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+    uint8_t *rbuf;
+    size_t rlen, rcap;
+    uint64_t last_active;
+    size_t queued; /* bytes handed to uv_write and not yet written */
+    srv_waiter_t *waiters;
+    size_t n_waiters;
+    bool eof;     /* the client half-closed: answer what is pending, then close */
+    bool closing; /* uv_close called */
+};
+
+typedef struct srv_write {
+    uv_write_t req;
+    srv_conn_t *conn;
+    size_t len;
+    uint8_t data[];
+} srv_write_t;
+
+struct dns_server {
+    moat_service_t svc; /* first: the daemon's handle on us */
+    uv_loop_t *loop;
+    moat_gen_t *gen;
+    dns_sinkhole_t sinkhole;
+    dns_upstream_t *up;
+    dns_cache_t *cache;
+    uint32_t cache_size;
+    dns_addrmem_t *addrmem;
+    srv_listener_t *listeners; /* active (reading) ones */
+    size_t n_listeners;        /* alive: active, stopped or closing */
+    srv_conn_t *conns;
+    size_t n_conns;
+    uv_timer_t sweep;
+    bool started, draining, closing, drain_called, close_called;
+    moat_service_done_cb drain_done, close_done;
+    unsigned open_handles; /* listeners, connections, the sweep timer, the upstream */
+    srv_pending_t *buckets[SRV_PENDING_BUCKETS];
+    size_t n_pending, n_waiters;
+    uint64_t hash_seed;
+    /* UDP batches. */
+    struct mmsghdr rx_msgs[SRV_UDP_BATCH], tx_msgs[SRV_UDP_BATCH];
+    struct iovec rx_iov[SRV_UDP_BATCH], tx_iov[SRV_UDP_BATCH];
+    struct sockaddr_storage rx_names[SRV_UDP_BATCH];
+    uint8_t rx_buf[SRV_UDP_BATCH][SRV_UDP_RX_SLOT];
+    uint8_t tx_buf[SRV_UDP_BATCH][SRV_UDP_TX_SLOT];
+    uint8_t scratch[SRV_SCRATCH];
+};
+
+static const moat_service_ops_t srv_ops;
+
+static void srv_check_drained(dns_server_t *s);
+static void srv_check_closed(dns_server_t *s);
+static void srv_conn_close(srv_conn_t *c);
+static void srv_listener_stop(srv_listener_t *l);
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static dns_server_t *srv_of(moat_service_t *svc)
+{
+    return (dns_server_t *)svc->data;
+}
+
+static const char *srv_qtype_name(uint16_t t, char *buf, size_t n)
+{
+    switch (t) {
+    case DNS_TYPE_A:
+        return "A";
+    case DNS_TYPE_NS:
+        return "NS";
+    case DNS_TYPE_CNAME:
+        return "CNAME";
+    case DNS_TYPE_SOA:
+        return "SOA";
+    case DNS_TYPE_PTR:
+        return "PTR";
+    case DNS_TYPE_MX:
+        return "MX";
+    case DNS_TYPE_TXT:
+        return "TXT";
+    case DNS_TYPE_AAAA:
+        return "AAAA";
+    case DNS_TYPE_SRV:
+        return "SRV";
+    case DNS_TYPE_SVCB:
+        return "SVCB";
+    case DNS_TYPE_HTTPS:
+        return "HTTPS";
+    case DNS_TYPE_ANY:
+        return "ANY";
+    case 13:
+        return "HINFO";
+    case 35:
+        return "NAPTR";
+    case 43:
+        return "DS";
+    case 46:
+        return "RRSIG";
+    case 48:
+        return "DNSKEY";
+    case 52:
+        return "TLSA";
+    case 257:
+        return "CAA";
+    default:
+        snprintf(buf, n, "TYPE%u", t);
+        return buf;
+    }
+}
+
+static const char *srv_rcode_name(int rcode, char *buf, size_t n)
+{
+    switch (rcode) {
+    case DNS_RCODE_NOERROR:
+        return "NOERROR";
+    case DNS_RCODE_FORMERR:
+        return "FORMERR";
+    case DNS_RCODE_SERVFAIL:
+        return "SERVFAIL";
+    case DNS_RCODE_NXDOMAIN:
+        return "NXDOMAIN";
+    case DNS_RCODE_NOTIMP:
+        return "NOTIMP";
+    case DNS_RCODE_REFUSED:
+        return "REFUSED";
+    default:
+        snprintf(buf, n, "RCODE%d", rcode);
+        return buf;
+    }
+}
+
+static bool srv_sa_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0 &&
+           x->sin6_scope_id == y->sin6_scope_id;
+}
+
+/* SPEC §4: one line per decision. Formats only when the line will be written. */
+static void srv_log(dns_server_t *s, const dns_query_t *q, const filter_addr_t *caddr,
+                    uint16_t cport, const filter_decision_t *dec, bool audit, const char *reason,
+                    const uint8_t *ans, int ans_len, uint64_t start_ms)
+{
+    bool loud = dec->verdict == FILTER_BLOCK || s->gen->cfg->log.allowed;
+    if (!log_enabled(loud ? CFG_LOG_INFO : CFG_LOG_DEBUG))
+        return;
+    char abuf[FILTER_ADDR_STRLEN], client[FILTER_ADDR_STRLEN + 10], tbuf[16], rbuf[16];
+    filter_addr_format(caddr, abuf, sizeof abuf);
+    snprintf(client, sizeof client, caddr->family == AF_INET6 ? "[%s]:%u" : "%s:%u", abuf, cport);
+    int rcode = ans_len >= 4 ? (ans[3] & 0x0f) : DNS_RCODE_SERVFAIL;
+    uint64_t now = uv_now(s->loop);
+    log_decision_t d = {
+        .kind = "dns",
+        .listener = "dns",
+        .client = client,
+        .name = q->name,
+        .name_len = q->name_len,
+        .qtype = srv_qtype_name(q->qtype, tbuf, sizeof tbuf),
+        .rcode = ans_len > 0 ? srv_rcode_name(rcode, rbuf, sizeof rbuf) : "NONE",
+        .verdict = dec->verdict,
+        .reason = reason ? reason : filter_reason_str(dec->reason),
+        .rule = dec->rule,
+        .audit = audit,
+        .duration_ms = now > start_ms ? now - start_ms : 0,
+    };
+    log_decision(&d);
+}
+
+typedef struct srv_addr_ctx {
+    dns_server_t *s;
+    const filter_addr_t *client;
+    const char *name;
+    size_t name_len;
+    uint64_t now;
+} srv_addr_ctx_t;
+
+/* SPEC §2.2 last bullet: remember what this client was told. */
+static void srv_remember_cb(const dns_cache_addr_t *a, void *arg)
+{
+    srv_addr_ctx_t *x = arg;
+    (void)dns_addrmem_put(x->s->addrmem, x->client, x->name, x->name_len, &a->addr, a->ttl, x->now);
+}
+
+/* ---- TCP connections ---------------------------------------------------------- */
+
+static void srv_conn_closed_cb(uv_handle_t *h)
+{
+    srv_conn_t *c = h->data;
+    dns_server_t *s = c->srv;
+    free(c->rbuf);
+    free(c);
+    s->open_handles--;
+    srv_check_drained(s);
+    srv_check_closed(s);
+}
+
+static void srv_conn_close(srv_conn_t *c)
+{
+    if (c->closing)
+        return;
+    dns_server_t *s = c->srv;
+    c->closing = true;
+    /* Waiters stay with their pending entry, answering nobody. */
+    for (srv_waiter_t *w = c->waiters; w; w = w->cnext)
+        w->conn = NULL;
+    c->waiters = NULL;
+    c->n_waiters = 0;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->n_conns--;
+    uv_close((uv_handle_t *)&c->h, srv_conn_closed_cb);
+}
+
+/* Close a connection that has nothing left to do once it stops reading. */
+static void srv_conn_maybe_finish(srv_conn_t *c)
+{
+    if (c->closing)
+        return;
+    if ((c->eof || c->srv->draining) && c->n_waiters == 0 && c->queued == 0)
+        srv_conn_close(c);
+}
+
+static void srv_write_cb(uv_write_t *req, int status)
+{
+    srv_write_t *w = (srv_write_t *)req;
+    srv_conn_t *c = w->conn;
+    c->queued -= w->len;
+    free(w);
+    if (c->closing)
+        return;
+    if (status < 0) {
+        srv_conn_close(c);
+        return;
+    }
+    c->last_active = uv_now(c->srv->loop);
+    srv_conn_maybe_finish(c);
+}
+
+/* Send one framed message; copies only what the socket did not take at once. */
+static void srv_conn_send(srv_conn_t *c, const uint8_t *data, size_t len)
+{
+    if (c->closing)
+        return;
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    int n = uv_try_write((uv_stream_t *)&c->h, &b, 1);
+    if (n >= 0 && (size_t)n == len)
+        return;
+    if (n < 0 && n != UV_EAGAIN) {
+        srv_conn_close(c);
+        return;
+    }
+    size_t done = n > 0 ? (size_t)n : 0, rest = len - done;
+    if (c->queued + rest > SRV_TCP_MAX_QUEUED) {
+        srv_conn_close(c);
+        return;
+    }
+    srv_write_t *w = malloc(sizeof *w + rest);
+    if (!w) {
+        srv_conn_close(c);
+        return;
+    }
+    w->conn = c;
+    w->len = rest;
+    memcpy(w->data, data + done, rest);
+    b = uv_buf_init((char *)w->data, (unsigned)rest);
+    if (uv_write(&w->req, (uv_stream_t *)&c->h, &b, 1, srv_write_cb) != 0) {
+        free(w);
+        srv_conn_close(c);
+        return;
+    }
+    c->queued += rest;
+}
+
+/* ---- answering ------------------------------------------------------------------ */
+
+/* Answer msg at out (cap bytes); the TCP caller puts its length in front. */
+static void srv_send_udp(srv_listener_t *l, const struct sockaddr *sa, socklen_t len,
+                         const uint8_t *msg, size_t n)
+{
+    if (l->fd < 0)
+        return;
+    (void)sendto(l->fd, msg, n, MSG_DONTWAIT, sa, len);
+}
+
+static void srv_waiter_detach(dns_server_t *s, srv_waiter_t *w)
+{
+    if (w->udp) {
+        srv_listener_t *l = w->udp;
+        w->udp = NULL;
+        if (--l->refs == 0 && l->stopped)
+            srv_listener_stop(l);
+    }
+    if (w->conn) {
+        srv_conn_t *c = w->conn;
+        if (w->cprev)
+            w->cprev->cnext = w->cnext;
+        else
+            c->waiters = w->cnext;
+        if (w->cnext)
+            w->cnext->cprev = w->cprev;
+        c->n_waiters--;
+        w->conn = NULL;
+    }
+    s->n_waiters--;
+}
+
+/* Answer one waiter from the rewritten upstream answer rr, or SERVFAIL with
+ * EDE ede when rr is NULL. */
+static void srv_answer_waiter(dns_server_t *s, srv_waiter_t *w, const dns_rewrite_result_t *rr,
+                              uint16_t ede)
+{
+    uint8_t *buf = s->scratch + 2;
+    size_t cap = SRV_SCRATCH - 2;
+    size_t limit = w->udp ? dns_udp_limit(&w->q) : DNS_TCP_MAX;
+    int n = -1;
+    if (rr && rr->len + 16 <= cap) {
+        memcpy(buf, rr->wire, rr->len);
+        n = dns_answer_patch(buf, rr->len, cap, &w->q, limit);
+    }
+    if (n < 0) {
+        /* RFC 8914 §4.23 / §4.24. */
+        n = dns_answer_error_ede(&w->q, DNS_RCODE_SERVFAIL, ede, NULL, buf, cap);
+    } else if (rr->qname_len > 0 && rr->n_addrs > 0) {
+        srv_addr_ctx_t x = {s, &w->caddr, rr->qname, rr->qname_len, uv_now(s->loop)};
+        for (size_t i = 0; i < rr->n_addrs; i++)
+            srv_remember_cb(&rr->addrs[i], &x);
+    }
+    if (n > 0) {
+        if (w->udp) {
+            srv_send_udp(w->udp, (const struct sockaddr *)&w->peer, w->peer_len, buf, (size_t)n);
+        } else if (w->conn) {
+            s->scratch[0] = (uint8_t)(n >> 8);
+            s->scratch[1] = (uint8_t)n;
+            srv_conn_send(w->conn, s->scratch, (size_t)n + 2);
+        }
+    }
+    srv_log(s, &w->q, &w->caddr, w->cport, &w->dec, w->audit, NULL, buf, n, w->start_ms);
+}
+
+static void srv_pending_unlink(dns_server_t *s, srv_pending_t *p)
+{
+    srv_pending_t **pp = &s->buckets[p->bucket];
+    while (*pp && *pp != p)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = p->hnext;
+    s->n_pending--;
+}
+
+static void srv_pending_free(dns_server_t *s, srv_pending_t *p)
+{
+    for (srv_waiter_t *w = p->head, *n; w; w = n) {
+        n = w->next;
+        srv_waiter_detach(s, w);
+        free(w);
+    }
+    moat_gen_unref(p->gen);
+    free(p);
+}
+
+static void srv_upstream_cb(void *arg, int status, const uint8_t *wire, size_t len)
+{
+    srv_pending_t *p = arg;
+    dns_server_t *s = p->srv;
+    p->req = NULL;
+    srv_pending_unlink(s, p);
+
+    dns_rewrite_result_t rr;
+    bool ok = false;
+    uint16_t ede = DNS_EDE_NETWORK_ERROR;
+    if (status == 0) {
+        ok = dns_rewrite(p->gen->policy, wire, len, &rr) == 0;
+        if (!ok)
+            log_debug("dns: upstream answer for %s did not parse; SERVFAIL", p->head->q.name);
+    } else {
+        if (status == -ETIMEDOUT)
+            ede = DNS_EDE_NO_REACHABLE_AUTHORITY;
+        log_debug("dns: upstream failed for %s: %s", p->head->q.name, strerror(-status));
+    }
+    /* Answers rewritten under an older policy are not cached (the cache was
+     * cleared when the policy changed). */
+    if (ok && p->gen == s->gen)
+        (void)dns_cache_put(s->cache, &p->key, rr.wire, rr.len, rr.addrs, rr.n_addrs,
+                            uv_now(s->loop));
+    for (srv_waiter_t *w = p->head; w; w = w->next)
+        srv_answer_waiter(s, w, ok ? &rr : NULL, ede);
+    if (ok)
+        dns_rewrite_result_free(&rr);
+    srv_pending_free(s, p);
+    srv_check_drained(s);
+}
+
+static size_t srv_bucket(const dns_server_t *s, const dns_cache_key_t *k)
+{
+    /* FNV-1a with a per-process random seed; chains are also bounded by
+     * SRV_MAX_WAITERS. */
+    uint64_t h = 14695981039346656037ull ^ s->hash_seed;
+    for (size_t i = 0; i < k->name_len; i++)
+        h = (h ^ k->name[i]) * 1099511628211ull;
+    h = (h ^ k->qtype) * 1099511628211ull;
+    h = (h ^ k->qclass) * 1099511628211ull;
+    return (size_t)(h ^ (h >> 32)) & (SRV_PENDING_BUCKETS - 1);
+}
+
+typedef struct srv_client {
+    const struct sockaddr *sa;
+    socklen_t sa_len;
+    srv_listener_t *udp; /* UDP: the socket it came in on */
+    srv_conn_t *conn;    /* TCP */
+    filter_addr_t addr;
+    uint16_t port;
+} srv_client_t;
+
+/* Cache miss: join or start the upstream query. 0, or negative errno (the
+ * caller answers SERVFAIL). */
+static int srv_forward(dns_server_t *s, const dns_query_t *q, const dns_cache_key_t *k,
+                       const filter_decision_t *dec, bool audit, const srv_client_t *cl)
+{
+    if (s->n_waiters >= SRV_MAX_WAITERS || !s->up)
+        return -EBUSY;
+    size_t b = srv_bucket(s, k);
+    srv_pending_t *p = s->buckets[b];
+    while (p && !(p->gen == s->gen && p->key.qtype == k->qtype && p->key.qclass == k->qclass &&
+                  p->key.name_len == k->name_len && memcmp(p->key.name, k->name, k->name_len) == 0))
+        p = p->hnext;
+
+    srv_waiter_t *w = malloc(sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->next = w->cprev = w->cnext = NULL;
+    w->q = *q;
+    w->dec = *dec;
+    w->audit = audit;
+    w->start_ms = uv_now(s->loop);
+    w->caddr = cl->addr;
+    w->cport = cl->port;
+    w->udp = NULL;
+    w->conn = NULL;
+    w->peer_len = 0;
+
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (!p) {
+            free(w);
+            return -ENOMEM;
+        }
+        p->srv = s;
+        p->key = *k;
+        p->bucket = b;
+        int rc = dns_upstream_query(s->up, q->qname, q->qname_len, q->qtype, q->edns_do,
+                                    srv_upstream_cb, p, &p->req);
+        if (rc != 0) {
+            free(p);
+            free(w);
+            return rc;
+        }
+        p->gen = moat_gen_ref(s->gen);
+        p->hnext = s->buckets[b];
+        s->buckets[b] = p;
+        s->n_pending++;
+    }
+    if (p->tail)
+        p->tail->next = w;
+    else
+        p->head = w;
+    p->tail = w;
+    w->next = NULL;
+    s->n_waiters++;
+    if (cl->udp) {
+        w->udp = cl->udp;
+        cl->udp->refs++;
+        memcpy(&w->peer, cl->sa, cl->sa_len);
+        w->peer_len = cl->sa_len;
+    } else {
+        srv_conn_t *c = cl->conn;
+        w->conn = c;
+        w->cprev = NULL;
+        w->cnext = c->waiters;
+        if (c->waiters)
+            c->waiters->cprev = w;
+        c->waiters = w;
+        c->n_waiters++;
+    }
+    return 0;
+}
+
+/* One query (SPEC §2.2). Writes an answer to send now into out (cap bytes)
+ * and returns its length, or returns 0: dropped, or waiting for upstream. */
+static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_client_t *cl,
+                        uint8_t *out, size_t cap)
+{
+    dns_query_t q;
+    if (dns_query_parse(msg, len, &q) != 0)
+        return 0; /* no header, or a response: drop */
+    int n;
+    if (q.rcode_hint != DNS_RCODE_NOERROR) {
+        n = dns_answer_error(&q, q.rcode_hint, out, cap);
+        return n > 0 ? (size_t)n : 0;
+    }
+    size_t limit = cl->udp ? dns_udp_limit(&q) : DNS_TCP_MAX;
+    const moat_gen_t *gen = s->gen;
+    bool filtering = gen->cfg->filtering;
+    uint64_t now = uv_now(s->loop);
+    if (filter_addr_from_sockaddr(cl->sa, &cl->addr, &cl->port) != 0)
+        return 0;
+
+    filter_decision_t dec;
+    if (filtering && dns_query_is_canary(&q)) {
+        dec = (filter_decision_t){FILTER_BLOCK, FILTER_REASON_NOT_ALLOWED, NULL};
+        n = dns_answer_canary(&q, &s->sinkhole, out, cap, limit);
+        srv_log(s, &q, &cl->addr, cl->port, &dec, false, "doh-canary", out, n, now);
+        return n > 0 ? (size_t)n : 0;
+    }
+    if (filtering && q.not_host)
+        dec = (filter_decision_t){FILTER_BLOCK, FILTER_REASON_BAD_NAME, NULL};
+    else
+        dec = filter_match_name(gen->policy, q.name, q.name_len, FILTER_ANY_PORT);
+    bool audit = false;
+    if (dec.verdict == FILTER_BLOCK) {
+        if (gen->cfg->mode != CFG_MODE_AUDIT) {
+            /* Never upstream (SPEC §2.2, §6). */
+            n = dns_answer_sinkhole(&q, &s->sinkhole, out, cap, limit);
+            srv_log(s, &q, &cl->addr, cl->port, &dec, false, NULL, out, n, now);
+            return n > 0 ? (size_t)n : 0;
+        }
+        audit = true;
+    }
+
+    dns_cache_key_t k;
+    if (dns_cache_key_from_wire(&k, q.qname, q.qname_len, q.qtype, q.qclass) != 0) {
+        n = dns_answer_error(&q, DNS_RCODE_SERVFAIL, out, cap);
+        return n > 0 ? (size_t)n : 0;
+    }
+    srv_addr_ctx_t x = {s, &cl->addr, q.name, q.name_len, now};
+    size_t alen;
+    uint8_t *abuf = out;
+    size_t acap = cap;
+    int rc = dns_cache_get(s->cache, &k, now, abuf, acap, &alen, srv_remember_cb, &x);
+    if (rc == -ENOSPC && out != s->scratch + 2) {
+        /* A big cached answer for a UDP client: patch (truncate) it in the
+         * scratch buffer, then copy what goes out. */
+        abuf = s->scratch;
+        acap = sizeof s->scratch;
+        rc = dns_cache_get(s->cache, &k, now, abuf, acap, &alen, srv_remember_cb, &x);
+    }
+    if (rc == 0) {
+        n = dns_answer_patch(abuf, alen, acap, &q, limit);
+        if (n > 0 && abuf != out) {
+            if ((size_t)n <= cap)
+                memcpy(out, abuf, (size_t)n);
+            else
+                n = -ENOSPC;
+        }
+        if (n < 0)
+            n = dns_answer_error(&q, DNS_RCODE_SERVFAIL, out, cap);
+        srv_log(s, &q, &cl->addr, cl->port, &dec, audit, NULL, out, n, now);
+        return n > 0 ? (size_t)n : 0;
+    }
+
+    rc = srv_forward(s, &q, &k, &dec, audit, cl);
+    if (rc == 0)
+        return 0;
+    n = dns_answer_error_ede(&q, DNS_RCODE_SERVFAIL, DNS_EDE_OTHER, "overloaded", out, cap);
+    srv_log(s, &q, &cl->addr, cl->port, &dec, audit, NULL, out, n, now);
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* ---- UDP ----------------------------------------------------------------------- */
+
+static void srv_udp_poll_cb(uv_poll_t *h, int status, int events)
+{
+    srv_listener_t *l = h->data;
+    dns_server_t *s = l->srv;
+    (void)events;
+    if (status < 0)
+        return;
+    for (int round = 0; round < SRV_UDP_ROUNDS && !l->stopped; round++) {
+        for (int i = 0; i < SRV_UDP_BATCH; i++) {
+            s->rx_iov[i].iov_base = s->rx_buf[i];
+            s->rx_iov[i].iov_len = SRV_UDP_RX_SLOT;
+            struct msghdr *m = &s->rx_msgs[i].msg_hdr;
+            memset(m, 0, sizeof *m);
+            m->msg_name = &s->rx_names[i];
+            m->msg_namelen = sizeof s->rx_names[i];
+            m->msg_iov = &s->rx_iov[i];
+            m->msg_iovlen = 1;
+        }
+        int got = recvmmsg(l->fd, s->rx_msgs, SRV_UDP_BATCH, MSG_DONTWAIT, NULL);
+        if (got <= 0)
+            break; /* EAGAIN: drained; other errors (ICMP reports): next wake-up */
+        unsigned k = 0;
+        for (int i = 0; i < got; i++) {
+            struct msghdr *m = &s->rx_msgs[i].msg_hdr;
+            srv_client_t cl = {
+                .sa = (const struct sockaddr *)&s->rx_names[i],
+                .sa_len = m->msg_namelen,
+                .udp = l,
+            };
+            size_t n = srv_query(s, s->rx_buf[i], s->rx_msgs[i].msg_len, &cl, s->tx_buf[k],
+                                 SRV_UDP_TX_SLOT);
+            if (n == 0)
+                continue;
+            s->tx_iov[k].iov_base = s->tx_buf[k];
+            s->tx_iov[k].iov_len = n;
+            struct msghdr *o = &s->tx_msgs[k].msg_hdr;
+            memset(o, 0, sizeof *o);
+            o->msg_name = &s->rx_names[i];
+            o->msg_namelen = m->msg_namelen;
+            o->msg_iov = &s->tx_iov[k];
+            o->msg_iovlen = 1;
+            k++;
+        }
+        for (unsigned sent = 0; sent < k;) {
+            int r = sendmmsg(l->fd, s->tx_msgs + sent, k - sent, MSG_DONTWAIT);
+            if (r > 0) {
+                sent += (unsigned)r;
+                continue;
+            }
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                sent++; /* this destination failed (e.g. unreachable): skip it */
+                continue;
+            }
+            break; /* socket buffer full: drop the rest (see the top) */
+        }
+        if (got < SRV_UDP_BATCH)
+            break;
+    }
+}
+
+/* ---- TCP ----------------------------------------------------------------------- */
+
+static void srv_conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    srv_conn_t *c = h->data;
+    (void)suggested;
+    size_t want = c->rlen + 1024;
+    if (c->rlen >= 2) {
+        size_t frame = 2 + (((size_t)c->rbuf[0] << 8) | c->rbuf[1]);
+        if (frame > want)
+            want = frame;
+    }
+    if (want > SRV_TCP_RBUF_MAX)
+        want = SRV_TCP_RBUF_MAX;
+    if (c->rcap < want) {
+        size_t ncap = c->rcap ? c->rcap * 2 : 1024;
+        if (ncap < want)
+            ncap = want;
+        if (ncap > SRV_TCP_RBUF_MAX)
+            ncap = SRV_TCP_RBUF_MAX;
+        uint8_t *n = realloc(c->rbuf, ncap);
+        if (n) {
+            c->rbuf = n;
+            c->rcap = ncap;
+        }
+    }
+    *b = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
+}
+
+static void srv_conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+{
+    srv_conn_t *c = st->data;
+    dns_server_t *s = c->srv;
+    (void)b;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        if (nread == UV_EOF) {
+            /* Half-close: answer what is pending, then close (RFC 7766 §6.2.4). */
+            c->eof = true;
+            uv_read_stop(st);
+            srv_conn_maybe_finish(c);
+        } else {
+            srv_conn_close(c);
+        }
+        return;
+    }
+    c->rlen += (size_t)nread;
+    c->last_active = uv_now(s->loop);
+    size_t off = 0;
+    /* RFC 1035 §4.2.2 framing; every complete message is answered now
+     * (RFC 7766 §6.2.1.1: pipelined queries processed concurrently). */
+    while (c->rlen - off >= 2 && !c->closing) {
+        size_t mlen = ((size_t)c->rbuf[off] << 8) | c->rbuf[off + 1];
+        if (c->rlen - off < 2 + mlen)
+            break;
+        if (mlen > 0) {
+            srv_client_t cl = {
+                .sa = (const struct sockaddr *)&c->peer,
+                .sa_len = c->peer_len,
+                .conn = c,
+            };
+            size_t n =
+                srv_query(s, c->rbuf + off + 2, mlen, &cl, s->scratch + 2, sizeof s->scratch - 2);
+            if (n > 0) {
+                s->scratch[0] = (uint8_t)(n >> 8);
+                s->scratch[1] = (uint8_t)n;
+                srv_conn_send(c, s->scratch, n + 2);
+            }
+        }
+        off += 2 + mlen;
+    }
+    if (c->closing)
+        return;
+    if (off > 0) {
+        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+        c->rlen -= off;
+    }
+}
+
+static void srv_tcp_accept_cb(uv_stream_t *server, int status)
+{
+    srv_listener_t *l = server->data;
+    dns_server_t *s = l->srv;
+    if (status < 0)
+        return;
+    srv_conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->srv = s;
+    uv_tcp_init(s->loop, &c->h);
+    c->h.data = c;
+    s->open_handles++;
+    /* Linked first so srv_conn_close can unlink it whatever happens next. */
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    if (uv_accept(server, (uv_stream_t *)&c->h) != 0 || s->n_conns > SRV_TCP_MAX_CLIENTS ||
+        s->draining || l->stopped) {
+        srv_conn_close(c);
+        return;
+    }
+    int plen = sizeof c->peer;
+    if (uv_tcp_getpeername(&c->h, (struct sockaddr *)&c->peer, &plen) != 0) {
+        srv_conn_close(c);
+        return;
+    }
+    c->peer_len = (socklen_t)plen;
+    c->last_active = uv_now(s->loop);
+    uv_tcp_nodelay(&c->h, 1);
+    if (uv_read_start((uv_stream_t *)&c->h, srv_conn_alloc_cb, srv_conn_read_cb) != 0)
+        srv_conn_close(c);
+}
+
+static void srv_sweep_cb(uv_timer_t *t)
+{
+    dns_server_t *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    for (srv_conn_t *c = s->conns, *n; c; c = n) {
+        n = c->next;
+        if (c->n_waiters == 0 && now - c->last_active >= SRV_TCP_IDLE_MS)
+            srv_conn_close(c);
+    }
+}
+
+/* ---- listeners ------------------------------------------------------------------ */
+
+static void srv_listener_closed_cb(uv_handle_t *h)
+{
+    srv_listener_t *l = h->data;
+    dns_server_t *s = l->srv;
+    if (!l->tcp && l->fd >= 0)
+        close(l->fd);
+    free(l);
+    s->n_listeners--;
+    s->open_handles--;
+    srv_check_drained(s);
+    srv_check_closed(s);
+}
+
+/* Stop reading; close once no waiter answers through it. Unlinks it from the
+ * active list. */
+static void srv_listener_stop(srv_listener_t *l)
+{
+    dns_server_t *s = l->srv;
+    if (!l->stopped) {
+        l->stopped = true;
+        srv_listener_t **pp = &s->listeners;
+        while (*pp && *pp != l)
+            pp = &(*pp)->next;
+        if (*pp)
+            *pp = l->next;
+        if (!l->tcp)
+            uv_poll_stop(&l->h.poll);
+    }
+    if (l->closing || (!l->tcp && l->refs > 0))
+        return;
+    l->closing = true;
+    uv_close((uv_handle_t *)&l->h, srv_listener_closed_cb);
+}
+
+static int srv_listener_open(dns_server_t *s, const cfg_addr_t *a, bool tcp)
+{
+    srv_listener_t *l = calloc(1, sizeof *l);
+    if (!l) {
+        log_error("dns: listen %s (%s): out of memory", a->text, tcp ? "tcp" : "udp");
+        return -ENOMEM;
+    }
+    l->srv = s;
+    l->tcp = tcp;
+    l->addr = *a;
+    l->fd = -1;
+    l->h.tcp.data = l;
+    int family = a->sa.ss_family;
+    int rc;
+    if (tcp) {
+        uv_tcp_init_ex(s->loop, &l->h.tcp, (unsigned)family);
+        l->h.tcp.data = l;
+        s->open_handles++;
+        s->n_listeners++;
+        /* libuv sets SO_REUSEADDR on bind. */
+        rc = uv_tcp_bind(&l->h.tcp, (const struct sockaddr *)&a->sa,
+                         family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)&l->h.tcp, SRV_TCP_BACKLOG, srv_tcp_accept_cb);
+        if (rc != 0) {
+            log_error("dns: listen %s (tcp): %s", a->text, uv_strerror(rc));
+            l->stopped = true;
+            l->closing = true;
+            uv_close((uv_handle_t *)&l->h, srv_listener_closed_cb);
+            return rc;
+        }
+    } else {
+        int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int one = 1, rcvbuf = SRV_UDP_RCVBUF;
+        if (fd < 0 ||
+            (family == AF_INET6 &&
+             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
+            bind(fd, (const struct sockaddr *)&a->sa, a->sa_len) != 0) {
+            rc = -errno;
+            if (fd >= 0)
+                close(fd);
+            log_error("dns: listen %s (udp): %s", a->text, uv_strerror(rc));
+            free(l);
+            return rc;
+        }
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+        rc = uv_poll_init(s->loop, &l->h.poll, fd);
+        if (rc != 0) {
+            close(fd);
+            log_error("dns: listen %s (udp): %s", a->text, uv_strerror(rc));
+            free(l);
+            return rc;
+        }
+        l->fd = fd;
+        l->h.poll.data = l;
+        s->open_handles++;
+        s->n_listeners++;
+        uv_poll_start(&l->h.poll, UV_READABLE, srv_udp_poll_cb);
+    }
+    l->next = s->listeners;
+    s->listeners = l;
+    log_info("dns listening on %s %s", tcp ? "tcp" : "udp", a->text);
+    return 0;
+}
+
+/* Open what cfg lists and is not open; with close_others, stop the rest. */
+static int srv_listeners_apply(dns_server_t *s, const cfg_t *cfg)
+{
+    int rc = 0;
+    for (srv_listener_t *l = s->listeners; l; l = l->next)
+        l->keep = false;
+    for (size_t i = 0; i < cfg->dns.listen.n; i++) {
+        const cfg_addr_t *a = &cfg->dns.listen.items[i];
+        for (int tcp = 0; tcp < 2; tcp++) {
+            srv_listener_t *l = s->listeners;
+            while (l && !(l->tcp == (bool)tcp && srv_sa_equal(&l->addr.sa, &a->sa)))
+                l = l->next;
+            if (l) {
+                l->keep = true;
+                continue;
+            }
+            int r = srv_listener_open(s, a, tcp);
+            if (r != 0 && rc == 0)
+                rc = r;
+            else if (r == 0)
+                s->listeners->keep = true;
+        }
+    }
+    for (srv_listener_t *l = s->listeners, *n; l; l = n) {
+        n = l->next;
+        if (!l->keep) {
+            log_info("dns: no longer listening on %s %s", l->tcp ? "tcp" : "udp", l->addr.text);
+            srv_listener_stop(l);
+        }
+    }
+    return rc;
+}
+
+/* ---- lifecycle -------------------------------------------------------------------- */
+
+static void srv_set_gen(dns_server_t *s, moat_gen_t *gen)
+{
+    moat_gen_t *old = s->gen;
+    s->gen = moat_gen_ref(gen);
+    if (old)
+        moat_gen_unref(old);
+    const cfg_t *cfg = gen->cfg;
+    memcpy(s->sinkhole.ipv4, cfg->sinkhole.ipv4, 4);
+    memcpy(s->sinkhole.ipv6, cfg->sinkhole.ipv6, 16);
+    s->sinkhole.ttl = cfg->sinkhole.ttl_s;
+    s->sinkhole.nxdomain = cfg->sinkhole.mode == CFG_SINKHOLE_NXDOMAIN;
+}
+
+static void srv_check_drained(dns_server_t *s)
+{
+    if (!s->draining || s->drain_called || s->closing)
+        return;
+    if (s->n_listeners || s->n_conns || s->n_pending)
+        return;
+    s->drain_called = true;
+    if (s->drain_done)
+        s->drain_done(&s->svc);
+}
+
+static void srv_check_closed(dns_server_t *s)
+{
+    if (!s->closing || s->close_called || s->open_handles)
+        return;
+    s->close_called = true;
+    if (s->close_done)
+        s->close_done(&s->svc);
+}
+
+static void srv_upstream_done_cb(void *arg)
+{
+    dns_server_t *s = arg;
+    s->open_handles--;
+    srv_check_closed(s);
+}
+
+static void srv_handle_closed_cb(uv_handle_t *h)
+{
+    dns_server_t *s = h->data;
+    s->open_handles--;
+    srv_check_closed(s);
+}
+
+/* Close everything now (close, or a failed start). */
+static void srv_shutdown(dns_server_t *s)
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    for (size_t b = 0; b < SRV_PENDING_BUCKETS; b++) {
+        for (srv_pending_t *p = s->buckets[b], *n; p; p = n) {
+            n = p->hnext;
+            dns_upstream_cancel(p->req);
+            srv_pending_free(s, p);
+        }
+        s->buckets[b] = NULL;
+    }
+    s->n_pending = 0;
+    while (s->listeners)
+        srv_listener_stop(s->listeners);
+    while (s->conns)
+        srv_conn_close(s->conns);
+    if (s->started) {
+        uv_timer_stop(&s->sweep);
+        uv_close((uv_handle_t *)&s->sweep, srv_handle_closed_cb);
+    }
+    if (s->up) {
+        dns_upstream_t *up = s->up;
+        s->up = NULL;
+        dns_upstream_destroy(up, srv_upstream_done_cb, s);
+    }
+}
+
+static int srv_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
+{
+    dns_server_t *s = srv_of(svc);
+    s->loop = loop;
+    srv_set_gen(s, gen);
+    const cfg_t *cfg = gen->cfg;
+    if (getrandom(&s->hash_seed, sizeof s->hash_seed, GRND_NONBLOCK) != sizeof s->hash_seed)
+        s->hash_seed = (uint64_t)uv_hrtime();
+
+    int rc = dns_cache_create(cfg->dns.cache_size, &s->cache);
+    if (rc != 0) {
+        log_error("dns: cache of %u entries: %s", cfg->dns.cache_size, strerror(-rc));
+        return rc;
+    }
+    s->cache_size = cfg->dns.cache_size;
+    rc = dns_upstream_create(loop, cfg, &s->up);
+    if (rc != 0) {
+        log_error("dns: upstream client: %s%s", strerror(-rc),
+                  cfg->dns.upstream.n ? "" : " (no dns.upstream: is /etc/resolv.conf usable?)");
+        return rc;
+    }
+    s->open_handles++; /* the upstream, until its done callback */
+    uv_timer_init(loop, &s->sweep);
+    s->sweep.data = s;
+    s->open_handles++;
+    s->started = true;
+    uv_timer_start(&s->sweep, srv_sweep_cb, 1000, 1000);
+
+    rc = srv_listeners_apply(s, cfg);
+    if (rc != 0) {
+        srv_shutdown(s); /* the daemon exits 2; our handles close as its loop ends */
+        return rc;
+    }
+    return 0;
+}
+
+static int srv_reload(moat_service_t *svc, moat_gen_t *gen)
+{
+    dns_server_t *s = srv_of(svc);
+    if (s->closing)
+        return 0;
+    srv_set_gen(s, gen);
+    const cfg_t *cfg = gen->cfg;
+    int rc = 0;
+    /* Cached answers were rewritten under the old policy (cache.h). */
+    if (cfg->dns.cache_size != s->cache_size) {
+        dns_cache_t *c;
+        int r = dns_cache_create(cfg->dns.cache_size, &c);
+        if (r == 0) {
+            dns_cache_free(s->cache);
+            s->cache = c;
+            s->cache_size = cfg->dns.cache_size;
+        } else {
+            log_error("dns: cache of %u entries: %s; keeping the old size", cfg->dns.cache_size,
+                      strerror(-r));
+            dns_cache_clear(s->cache);
+            rc = r;
+        }
+    } else {
+        dns_cache_clear(s->cache);
+    }
+    int r = dns_upstream_configure(s->up, cfg);
+    if (r != 0) {
+        log_error("dns: upstream servers: %s; keeping the old ones", strerror(-r));
+        rc = rc ? rc : r;
+    }
+    if (!s->draining) {
+        r = srv_listeners_apply(s, cfg);
+        rc = rc ? rc : r;
+    }
+    return rc;
+}
+
+static void srv_drain(moat_service_t *svc, moat_service_done_cb done)
+{
+    dns_server_t *s = srv_of(svc);
+    s->draining = true;
+    s->drain_done = done;
+    while (s->listeners)
+        srv_listener_stop(s->listeners);
+    for (srv_conn_t *c = s->conns, *n; c; c = n) {
+        n = c->next;
+        uv_read_stop((uv_stream_t *)&c->h);
+        srv_conn_maybe_finish(c);
+    }
+    srv_check_drained(s);
+}
+
+static void srv_close(moat_service_t *svc, moat_service_done_cb done)
+{
+    dns_server_t *s = srv_of(svc);
+    s->close_done = done;
+    srv_shutdown(s);
+    srv_check_closed(s);
+}
+
+static void srv_free(moat_service_t *svc)
+{
+    if (!svc)
+        return;
+    dns_server_t *s = srv_of(svc);
+    dns_cache_free(s->cache);
+    dns_addrmem_free(s->addrmem);
+    if (s->gen)
+        moat_gen_unref(s->gen);
+    free(s);
+}
+
+static const moat_service_ops_t srv_ops = {
+    .name = "dns",
+    .start = srv_start,
+    .reload = srv_reload,
+    .drain = srv_drain,
+    .close = srv_close,
+    .free = srv_free,
+};
+
+int dns_server_create(moat_service_t **out)
+{
+    *out = NULL;
+    dns_server_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    int rc = dns_addrmem_create(DNS_SERVER_ADDRMEM_ENTRIES, &s->addrmem);
+    if (rc != 0) {
+        free(s);
+        return rc;
+    }
+    s->svc.ops = &srv_ops;
+    s->svc.data = s;
+    *out = &s->svc;
+    return 0;
+}
+
+dns_addrmem_t *dns_server_addrmem(moat_service_t *svc)
+{
+    return svc ? srv_of(svc)->addrmem : NULL;
+}
+
+dns_upstream_t *dns_server_upstream(moat_service_t *svc)
+{
+    return svc ? srv_of(svc)->up : NULL;
+}

@@ -1,0 +1,24 @@
+/* tests/config/fuzz_config.c: any bytes through the YAML loader; it must
+ * return a config or diagnostics, never crash or leak. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config/config.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    cfg_t *cfg;
+    cfg_diag_t diag;
+    static FILE *devnull;
+    if (!devnull)
+        devnull = fopen("/dev/null", "w");
+    cfg_load_string("fuzz", (const char *)data, size, &cfg, &diag);
+    if (devnull)
+        cfg_diag_print(&diag, devnull);
+    cfg_free(cfg);
+    cfg_diag_free(&diag);
+    return 0;
+}

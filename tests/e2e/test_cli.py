@@ -1,0 +1,210 @@
+"""End-to-end: the command line of SPEC §1 (check, explain, --version, --help,
+usage errors, exit statuses), on the real binary."""
+import os
+import re
+import unittest
+
+from moatlib import TempDir, run_moat, write_config
+
+POLICY = """\
+mode: enforce
+proxy:
+  tls_ports: [443]
+  http_ports: [80]
+allow:
+  - api.openai.com
+  - "*.githubusercontent.com"
+  - {host: github.com, ports: [22, 443]}
+  - 203.0.113.0/24
+  - {cidr: "2001:db8::/32", ports: ["8000-8100"]}
+  - {host: internal.example, ports: [5432]}
+"""
+
+
+class CliTest(unittest.TestCase):
+    def setUp(self):
+        self._tmp = TempDir()
+        self.dir = self._tmp.__enter__()
+        self.policy = write_config(self.dir, POLICY)
+
+    def tearDown(self):
+        self._tmp.__exit__(None, None, None)
+
+    # --- version, help, usage ---------------------------------------------
+
+    def test_version(self):
+        r = run_moat("--version")
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r"^moat \d+\.\d+\.\d+\n$")
+
+    def test_help_shows_commands_and_default_config(self):
+        r = run_moat("--help")
+        self.assertEqual(r.returncode, 0)
+        for word in ("moat check FILE", "moat explain FILE TARGET [PORT]", "dns:", "listen"):
+            self.assertIn(word, r.stdout)
+
+    def test_unknown_argument_is_usage_error(self):
+        r = run_moat("--frobnicate")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("unknown argument", r.stderr)
+
+    def test_check_needs_a_file(self):
+        self.assertEqual(run_moat("check").returncode, 1)
+
+    def test_explain_needs_target(self):
+        self.assertEqual(run_moat("explain", self.policy).returncode, 1)
+
+    def test_config_flag_needs_file(self):
+        self.assertEqual(run_moat("-c").returncode, 1)
+
+    # --- check ----------------------------------------------------------------
+
+    def test_check_valid_prints_summary(self):
+        r = run_moat("check", self.policy)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("OK", r.stdout)
+        self.assertIn("6 rules", r.stdout)
+        self.assertIn("api.openai.com", r.stdout)
+        self.assertIn("*.githubusercontent.com", r.stdout)
+        # one screen: the summary stays short
+        self.assertLess(len(r.stdout.splitlines()), 40)
+
+    def test_check_empty_allow_is_air_gap(self):
+        p = write_config(self.dir, "allow: []\n", "gap.yaml")
+        r = run_moat("check", p)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("air gap", r.stdout)
+
+    def test_check_no_allow_is_filtering_off(self):
+        p = write_config(self.dir, "mode: enforce\n", "off.yaml")
+        r = run_moat("check", p)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("filtering  off", r.stdout)
+
+    def test_check_reports_every_error_with_position(self):
+        bad = (
+            "mode: enforce\n"               # 1
+            "dns:\n"                        # 2
+            "  timeout: 2\n"                # 3: bare number
+            "  colour: blue\n"              # 4: unknown key
+            "allow:\n"                      # 5
+            "  - \"*.com\"\n"               # 6: wildcard over a TLD
+            "  - 300.1.2.3\n"               # 7: not an address
+            "  - {host: a.example, ports: [0]}\n"  # 8: port 0
+            "  - 10.0.0.0/33\n"             # 9: bad prefix length
+        )
+        p = write_config(self.dir, bad, "bad.yaml")
+        r = run_moat("check", p)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stdout, "")
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        positions = []
+        for l in lines:
+            m = re.match(re.escape(p) + r":(\d+):(\d+): (.+)$", l)
+            self.assertIsNotNone(m, "not FILE:LINE:COL: message: %r" % l)
+            positions.append(int(m.group(1)))
+        for line in (3, 4, 6, 7, 8, 9):
+            self.assertIn(line, positions, r.stderr)
+
+    def test_check_missing_file(self):
+        r = run_moat("check", os.path.join(self.dir, "nope.yaml"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("nope.yaml", r.stderr)
+
+    def test_check_yaml_syntax_error_has_position(self):
+        p = write_config(self.dir, "allow:\n  - [unclosed\n", "syntax.yaml")
+        r = run_moat("check", p)
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr, re.escape(p) + r":\d+:\d+: ")
+
+    # --- explain --------------------------------------------------------------
+
+    def explain(self, *args):
+        return run_moat("explain", self.policy, *args)
+
+    def test_explain_exact_name_allowed_lists_ports(self):
+        r = self.explain("api.openai.com")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("allowed", r.stdout)
+        self.assertIn("80, 443", r.stdout)
+        self.assertRegex(r.stdout, r"moat\.yaml:6:\d+")
+
+    def test_explain_case_and_trailing_dot(self):
+        self.assertEqual(self.explain("API.OpenAI.com.", "443").returncode, 0)
+
+    def test_explain_blocked_name(self):
+        r = self.explain("evil.com")
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("not-allowed", r.stdout)
+        self.assertIn("sinkholed", r.stdout)
+
+    def test_explain_wildcard(self):
+        self.assertEqual(self.explain("raw.githubusercontent.com", "443").returncode, 0)
+        self.assertEqual(self.explain("a.b.githubusercontent.com", "443").returncode, 0)
+        self.assertEqual(self.explain("githubusercontent.com").returncode, 3)
+        self.assertEqual(self.explain("notgithubusercontent.com").returncode, 3)
+
+    def test_explain_ports(self):
+        self.assertEqual(self.explain("github.com", "22").returncode, 0)
+        r = self.explain("github.com", "80")
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("port-not-allowed", r.stdout)
+        self.assertEqual(self.explain("api.openai.com", "22").returncode, 3)
+
+    def test_explain_non_tls_port_notes_dns_requirement(self):
+        r = self.explain("internal.example", "5432")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("resolved", r.stdout)
+
+    def test_explain_addresses(self):
+        self.assertEqual(self.explain("203.0.113.9", "9999").returncode, 0)
+        self.assertEqual(self.explain("203.0.114.1").returncode, 3)
+        self.assertEqual(self.explain("2001:db8::1", "8050").returncode, 0)
+        self.assertEqual(self.explain("[2001:db8::1]", "8050").returncode, 0)
+        r = self.explain("2001:db8::1", "443")
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("port-not-allowed", r.stdout)
+
+    def test_explain_refused_ranges(self):
+        for target in ("127.0.0.1", "169.254.169.254", "::1", "::ffff:127.0.0.1", "224.0.0.1"):
+            r = self.explain(target, "80")
+            self.assertEqual(r.returncode, 3, target)
+            self.assertIn("refused-range", r.stdout, target)
+
+    def test_explain_bad_port_and_bad_address(self):
+        self.assertEqual(self.explain("github.com", "0").returncode, 1)
+        self.assertEqual(self.explain("github.com", "65536").returncode, 1)
+        self.assertEqual(self.explain("github.com", "https").returncode, 1)
+        self.assertEqual(self.explain("300.1.2.3").returncode, 1)
+
+    def test_explain_bad_name_is_blocked(self):
+        r = self.explain("a..b.com")
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("bad-name", r.stdout)
+
+    def test_explain_filtering_off_and_air_gap(self):
+        off = write_config(self.dir, "mode: enforce\n", "off.yaml")
+        r = run_moat("explain", off, "anything.example", "443")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("filter-off", r.stdout)
+        # refused ranges hold with filtering off too (SPEC §2.4)
+        self.assertEqual(run_moat("explain", off, "127.0.0.1", "80").returncode, 3)
+        gap = write_config(self.dir, "allow: []\n", "gap.yaml")
+        self.assertEqual(run_moat("explain", gap, "api.openai.com", "443").returncode, 3)
+        self.assertEqual(run_moat("explain", gap, "203.0.113.1", "443").returncode, 3)
+
+    def test_explain_audit_mode_says_so(self):
+        p = write_config(self.dir, "mode: audit\nallow: []\n", "audit.yaml")
+        r = run_moat("explain", p, "evil.com")
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("audit", r.stdout)
+
+    def test_explain_bad_config(self):
+        p = write_config(self.dir, "allow: [\"*\"]\n", "star.yaml")
+        r = run_moat("explain", p, "evil.com")
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr, r"star\.yaml:1:\d+: ")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
