@@ -138,9 +138,10 @@ filter_decision_t filter_match_addr(const filter_policy_t *p, const filter_addr_
 bool filter_addr_covered(const filter_policy_t *p, const filter_addr_t *addr);
 
 /* §2.4, filtering on or off: BLOCK/refused-range for an always-refused
- * address, BLOCK/own-listener for one of moat's own listeners (addr:port,
- * see filter_policy_input_t.own), unless an address rule covers addr (on
- * any port: the rule's ports are checked by filter_match_addr); ALLOW/
+ * address unless an address rule covers addr (on any port: the rule's ports
+ * are checked by filter_match_addr); BLOCK/own-listener for one of moat's
+ * own listeners (addr:port, see filter_policy_input_t.own) unless an address
+ * rule covers addr on that port (a loop back into moat must be named); ALLOW/
  * allowlist otherwise with rule NULL. port may be FILTER_ANY_PORT (the
  * own-listener check is skipped). Not a verdict on its own: an ALLOW here
  * only means "not refused". */
