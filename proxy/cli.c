@@ -83,15 +83,19 @@ int cli_check(const char *path, FILE *out, FILE *err)
     }
 
     fprintf(out, "%s: OK\n", path);
-    fprintf(out, "  mode       %s\n", c->mode == CFG_MODE_AUDIT ? "audit (decide and log, block nothing)" : "enforce");
+    fprintf(out, "  mode       %s\n",
+            c->mode == CFG_MODE_AUDIT ? "audit (decide and log, block nothing)" : "enforce");
     if (!c->filtering)
         fprintf(out, "  filtering  off (no `allow` key): DNS forwarded, TCP spliced unchecked\n");
     else if (c->n_allow == 0)
-        fprintf(out, "  filtering  on, allow: [] -- full air gap: every name sinkholed, every connection refused\n");
+        fprintf(out, "  filtering  on, allow: [] -- full air gap: every name sinkholed, every "
+                     "connection refused\n");
     else
-        fprintf(out, "  filtering  on: %zu rule%s (%zu exact name%s, %zu wildcard%s, %zu address rule%s)\n",
-                c->n_allow, c->n_allow == 1 ? "" : "s", n_exact, n_exact == 1 ? "" : "s", n_wild,
-                n_wild == 1 ? "" : "s", n_addr, n_addr == 1 ? "" : "s");
+        fprintf(
+            out,
+            "  filtering  on: %zu rule%s (%zu exact name%s, %zu wildcard%s, %zu address rule%s)\n",
+            c->n_allow, c->n_allow == 1 ? "" : "s", n_exact, n_exact == 1 ? "" : "s", n_wild,
+            n_wild == 1 ? "" : "s", n_addr, n_addr == 1 ? "" : "s");
     fprintf(out, "  dns        listen %s; upstream %s; timeout %llu ms; cache %u entries\n",
             cli_format_addrs(&c->dns.listen, a, sizeof a),
             c->dns.upstream.n ? cli_format_addrs(&c->dns.upstream, b, sizeof b)
@@ -123,7 +127,8 @@ int cli_check(const char *path, FILE *out, FILE *err)
     fprintf(out, "  log        %s, level %s, to %s; metrics %s\n",
             c->log.format == CFG_LOG_JSON ? "json" : "text",
             (const char *[]){"debug", "info", "warn", "error"}[c->log.level],
-            c->log.file ? c->log.file : "stderr", c->metrics.enabled ? c->metrics.listen.text : "off");
+            c->log.file ? c->log.file : "stderr",
+            c->metrics.enabled ? c->metrics.listen.text : "off");
 
     for (size_t i = 0; i < c->n_allow && i < CLI_RULES_SHOWN; i++) {
         const filter_rule_t *r = &c->allow[i];
@@ -199,7 +204,8 @@ static int cli_explain_addr(const moat_gen_t *gen, const char *path, const filte
                 filter_reason_str(d.reason));
     else
         fprintf(out, "%s port %d: blocked (%s)%s\n", text, port, filter_reason_str(d.reason),
-                d.rule ? ": the rule covering it allows other ports" : ": no address rule covers it");
+                d.rule ? ": the rule covering it allows other ports"
+                       : ": no address rule covers it");
     if (d.rule)
         cli_print_rule(out, path, d.rule);
     fprintf(out, "  (a connection through the tls or http listener is decided by the name it "
@@ -252,9 +258,10 @@ static int cli_explain_name(const moat_gen_t *gen, const char *path, const char 
         fprintf(out, "%s port %d: allowed (allowlist)\n", name, port);
         cli_print_rule(out, path, d.rule);
         if (!cli_port_in(&c->proxy.tls_ports, port) && !cli_port_in(&c->proxy.http_ports, port))
-            fprintf(out, "  port %d is neither a tls nor an http port: a transparent connection "
-                         "is admitted only to an address this client resolved the name to "
-                         "through moat\n",
+            fprintf(out,
+                    "  port %d is neither a tls nor an http port: a transparent connection "
+                    "is admitted only to an address this client resolved the name to "
+                    "through moat\n",
                     port);
         fprintf(out, "  DNS: %s\n", dns);
         return MOAT_EXIT_OK;
@@ -268,8 +275,7 @@ static int cli_explain_name(const moat_gen_t *gen, const char *path, const char 
     return MOAT_EXIT_BLOCKED;
 }
 
-int cli_explain(const char *path, const char *target, const char *port_text, FILE *out,
-                FILE *err)
+int cli_explain(const char *path, const char *target, const char *port_text, FILE *out, FILE *err)
 {
     int port = FILTER_ANY_PORT;
     if (port_text && cli_parse_port(port_text, &port) != 0) {

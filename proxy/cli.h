@@ -23,7 +23,6 @@ int cli_check(const char *path, FILE *out, FILE *err);
 /* `moat explain FILE TARGET [PORT]` (port_text NULL when absent): the decision
  * and the rule that made it on out; 0 allowed, 3 blocked, 1 bad usage or
  * config. */
-int cli_explain(const char *path, const char *target, const char *port_text, FILE *out,
-                FILE *err);
+int cli_explain(const char *path, const char *target, const char *port_text, FILE *out, FILE *err);
 
 #endif

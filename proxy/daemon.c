@@ -171,6 +171,8 @@ static void daemon_finish(moat_daemon_t *d)
     uv_close((uv_handle_t *)&d->grace, daemon_handle_closed_cb);
 }
 
+static void daemon_drain_next(moat_daemon_t *d);
+
 static void daemon_svc_closed_cb(moat_service_t *svc)
 {
     moat_daemon_t *d = svc->daemon;
@@ -179,12 +181,14 @@ static void daemon_svc_closed_cb(moat_service_t *svc)
     svc->state = SVC_CLOSED;
     if (--d->open_svcs == 0)
         daemon_finish(d);
+    else
+        daemon_drain_next(d);
 }
 
 static void daemon_svc_close(moat_service_t *svc)
 {
-    if (svc->state == SVC_CLOSING || svc->state == SVC_CLOSED)
-        return;
+    if (svc->state == SVC_IDLE || svc->state == SVC_CLOSING || svc->state == SVC_CLOSED)
+        return; /* never started, or already on its way */
     svc->state = SVC_CLOSING;
     svc->ops->close(svc, daemon_svc_closed_cb);
 }
@@ -197,12 +201,35 @@ static void daemon_svc_drained_cb(moat_service_t *svc)
     }
 }
 
+/* Services stop in reverse registration order, one after the other: a
+ * service registered later may use an earlier one (the proxy resolves names
+ * through the DNS service's upstream client), so the earlier one must outlive
+ * it. */
+static void daemon_drain_next(moat_daemon_t *d)
+{
+    for (size_t i = d->n_svcs; i-- > 0;) {
+        moat_service_t *svc = d->svcs[i];
+        if (svc->state == SVC_DRAINING || svc->state == SVC_CLOSING)
+            return; /* wait for it */
+        if (svc->state == SVC_STARTED) {
+            svc->state = SVC_DRAINING;
+            svc->ops->drain(svc, daemon_svc_drained_cb);
+            return;
+        }
+    }
+}
+
+static void daemon_close_all(moat_daemon_t *d)
+{
+    for (size_t i = d->n_svcs; i-- > 0;)
+        daemon_svc_close(d->svcs[i]);
+}
+
 static void daemon_grace_cb(uv_timer_t *t)
 {
     moat_daemon_t *d = t->data;
     log_info("shutdown grace over: closing what is still open");
-    for (size_t i = 0; i < d->n_svcs; i++)
-        daemon_svc_close(d->svcs[i]);
+    daemon_close_all(d);
 }
 
 static void daemon_stop(moat_daemon_t *d, const char *why)
@@ -210,8 +237,7 @@ static void daemon_stop(moat_daemon_t *d, const char *why)
     if (d->stopping) {
         log_info("%s again: closing now", why);
         uv_timer_stop(&d->grace);
-        for (size_t i = 0; i < d->n_svcs; i++)
-            daemon_svc_close(d->svcs[i]);
+        daemon_close_all(d);
         return;
     }
     d->stopping = true;
@@ -227,13 +253,7 @@ static void daemon_stop(moat_daemon_t *d, const char *why)
         return;
     }
     uv_timer_start(&d->grace, daemon_grace_cb, grace, 0);
-    for (size_t i = 0; i < d->n_svcs; i++) {
-        moat_service_t *svc = d->svcs[i];
-        if (svc->state != SVC_STARTED)
-            continue;
-        svc->state = SVC_DRAINING;
-        svc->ops->drain(svc, daemon_svc_drained_cb);
-    }
+    daemon_drain_next(d);
 }
 
 /* ---- reload (SIGHUP) ----------------------------------------------------- */
@@ -386,9 +406,8 @@ int moat_daemon_run(moat_daemon_t *d)
                 d->open_svcs++;
         if (d->open_svcs == 0)
             daemon_finish(d);
-        for (size_t i = 0; i < d->n_svcs; i++)
-            if (d->svcs[i]->state == SVC_STARTED)
-                daemon_svc_close(d->svcs[i]);
+        else
+            daemon_close_all(d);
     } else {
         log_info("moat running: config %s, generation %llu, mode %s, filtering %s, %zu rule%s",
                  d->gen->cfg->path, (unsigned long long)d->gen->id,

@@ -13,9 +13,11 @@
  * through moat_service_ops_t; services never install signal handlers or stop
  * the loop themselves.
  *
- * SIGTERM / SIGINT: every service drains (stops accepting, lets open work
- * finish); after shutdown_grace whatever is left is closed; the loop ends and
- * moat_daemon_run() returns 0. A second signal closes at once.
+ * SIGTERM / SIGINT: the services drain (stop accepting, let open work
+ * finish) and close one after the other in reverse registration order, so a
+ * service outlives every service registered after it (which may use it);
+ * after shutdown_grace whatever is left is closed, last registered first; the
+ * loop ends and moat_daemon_run() returns 0. A second signal closes at once.
  */
 #ifndef MOAT_PROXY_DAEMON_H
 #define MOAT_PROXY_DAEMON_H
@@ -28,9 +30,9 @@
 
 typedef struct moat_gen {
     unsigned refs;
-    uint64_t id;              /* 1 for the first, +1 per successful reload */
-    cfg_t *cfg;               /* owned */
-    filter_policy_t *policy;  /* owned */
+    uint64_t id;             /* 1 for the first, +1 per successful reload */
+    cfg_t *cfg;              /* owned */
+    filter_policy_t *policy; /* owned */
 } moat_gen_t;
 
 /* Load path (NULL: the embedded default) and compile its policy. Returns 0
@@ -70,7 +72,7 @@ typedef struct moat_service_ops {
 
 struct moat_service {
     const moat_service_ops_t *ops;
-    void *data;  /* the service's own state */
+    void *data; /* the service's own state */
     /* Daemon-private bookkeeping. */
     struct moat_daemon *daemon;
     int state;

@@ -13,7 +13,7 @@
 #define LOG_LINE_MAX 4096
 
 static struct {
-    int fd;          /* STDERR_FILENO or an opened log.file */
+    int fd; /* STDERR_FILENO or an opened log.file */
     bool json;
     cfg_log_level_t level;
     bool allowed_info;

@@ -44,19 +44,19 @@ void log_msg(cfg_log_level_t level, const char *const *kv, const char *fmt, ...)
 
 /* One decision (SPEC §4). Fields that do not apply are NULL / 0. */
 typedef struct log_decision {
-    const char *kind;        /* "dns" or "tcp" */
-    const char *listener;    /* "dns", "tls", "http", "transparent" */
-    const char *client;      /* "198.18.0.2:40000" */
-    const char *dest;        /* destination address, or NULL */
-    int dest_port;           /* 0 when not known */
-    const char *name;        /* SNI, Host or query name as seen (guest bytes) */
+    const char *kind;     /* "dns" or "tcp" */
+    const char *listener; /* "dns", "tls", "http", "transparent" */
+    const char *client;   /* "198.18.0.2:40000" */
+    const char *dest;     /* destination address, or NULL */
+    int dest_port;        /* 0 when not known */
+    const char *name;     /* SNI, Host or query name as seen (guest bytes) */
     size_t name_len;
-    const char *qtype;       /* DNS only: "A", "HTTPS", ... */
-    const char *rcode;       /* DNS only: "NOERROR", ... */
+    const char *qtype; /* DNS only: "A", "HTTPS", ... */
+    const char *rcode; /* DNS only: "NOERROR", ... */
     filter_verdict_t verdict;
-    const char *reason;      /* filter_reason_str() or a proxy reason ("no-sni", ...) */
+    const char *reason; /* filter_reason_str() or a proxy reason ("no-sni", ...) */
     const filter_rule_info_t *rule;
-    bool audit;              /* mode: audit let it through although the verdict is block */
+    bool audit; /* mode: audit let it through although the verdict is block */
     uint64_t bytes_up, bytes_down;
     uint64_t duration_ms;
 } log_decision_t;

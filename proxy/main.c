@@ -9,6 +9,7 @@
 #include "proxy/cli.h"
 #include "proxy/daemon.h"
 #include "proxy/log.h"
+#include "proxy/proxy.h"
 #include "resolver/server.h"
 
 #ifndef MOAT_VERSION
@@ -77,6 +78,21 @@ static int main_run(const char *config_path)
     }
     if (rc != 0) {
         log_error("cannot start: dns: %s", strerror(-rc));
+        moat_daemon_free(d);
+        log_shutdown();
+        return MOAT_EXIT_RUNTIME;
+    }
+    /* The proxy after the DNS service: it resolves with the DNS service's
+     * upstream client and reads its address memory (proxy/proxy.h). */
+    moat_service_t *px;
+    rc = px_proxy_create(dns, &px);
+    if (rc == 0) {
+        rc = moat_daemon_add_service(d, px);
+        if (rc != 0)
+            px->ops->free(px);
+    }
+    if (rc != 0) {
+        log_error("cannot start: proxy: %s", strerror(-rc));
         moat_daemon_free(d);
         log_shutdown();
         return MOAT_EXIT_RUNTIME;

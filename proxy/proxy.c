@@ -1,0 +1,485 @@
+/* proxy/proxy.c: the TCP proxy service (see proxy.h): listeners, accept,
+ * accept back-off, max_connections, the pipe pool, reload / drain / close.
+ * One connection's life is in conn.c.
+ *
+ * Listeners are plain nonblocking sockets watched by a uv_poll_t (not
+ * uv_tcp_t): connections are accepted with accept4() straight into
+ * nonblocking fds that conn.c peeks at with MSG_PEEK and splices with
+ * splice(2), neither of which a uv_tcp_t allows.
+ */
+#include "proxy/proxy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/log.h"
+#include "proxy/proxy_internal.h"
+
+/* Listen backlog (the kernel caps it at net.core.somaxconn). */
+#define PX_BACKLOG 4096
+/* Connections accepted per readable event before the loop gets a turn. */
+#define PX_ACCEPT_BATCH 64
+/* Accept back-off after EMFILE / ENFILE / ENOBUFS / ENOMEM: first delay,
+ * doubled per failed retry up to the cap. sniproxy #89: an accept loop that
+ * ignores EMFILE spins at 100% CPU, as the pending connection stays
+ * readable. */
+#define PX_BACKOFF_MIN_MS 100
+#define PX_BACKOFF_MAX_MS 1000
+
+static const moat_service_ops_t px_ops;
+
+static px_t *px_of(moat_service_t *svc)
+{
+    return (px_t *)svc->data;
+}
+
+const char *px_kind_str(px_kind_t k)
+{
+    switch (k) {
+    case PX_TRANSPARENT:
+        return "transparent";
+    case PX_TLS:
+        return "tls";
+    case PX_HTTP:
+        return "http";
+    }
+    return "?";
+}
+
+static bool px_sa_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0 &&
+           x->sin6_scope_id == y->sin6_scope_id;
+}
+
+void px_reset_fd(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
+}
+
+/* ---- pipe pool ------------------------------------------------------------------- */
+
+int px_pipe_get(px_t *px, px_pipe_t *out)
+{
+    if (px->n_pipes > 0) {
+        *out = px->pipes[--px->n_pipes];
+        return 0;
+    }
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        out->rfd = out->wfd = -1;
+        return -errno;
+    }
+    (void)fcntl(fds[1], F_SETPIPE_SZ, PX_PIPE_SIZE);
+    out->rfd = fds[0];
+    out->wfd = fds[1];
+    return 0;
+}
+
+void px_pipe_put(px_t *px, px_pipe_t *p)
+{
+    if (p->rfd < 0)
+        return;
+    if (px->n_pipes < PX_PIPE_POOL && !px->closing) {
+        px->pipes[px->n_pipes++] = *p;
+    } else {
+        close(p->rfd);
+        close(p->wfd);
+    }
+    p->rfd = p->wfd = -1;
+}
+
+static void px_pipes_free(px_t *px)
+{
+    while (px->n_pipes > 0) {
+        px_pipe_t *p = &px->pipes[--px->n_pipes];
+        close(p->rfd);
+        close(p->wfd);
+    }
+}
+
+/* ---- accept ---------------------------------------------------------------------- */
+
+static void px_listener_poll_cb(uv_poll_t *h, int status, int events);
+
+static void px_listeners_resume(px_t *px)
+{
+    for (px_listener_t *l = px->listeners; l; l = l->next)
+        uv_poll_start(&l->poll, UV_READABLE, px_listener_poll_cb);
+}
+
+static void px_backoff_cb(uv_timer_t *t)
+{
+    px_t *px = t->data;
+    if (px->closing || px->draining)
+        return;
+    /* Try again; a failure doubles the delay, a success ends the burst. */
+    px_listeners_resume(px);
+}
+
+static void px_backoff_start(px_t *px, int err)
+{
+    if (px->backoff_ms == 0) {
+        px->backoff_ms = PX_BACKOFF_MIN_MS;
+        log_warn("proxy: accept: %s; pausing accepts (back-off from %d ms up to %d ms)",
+                 strerror(err), PX_BACKOFF_MIN_MS, PX_BACKOFF_MAX_MS);
+    } else if (px->backoff_ms < PX_BACKOFF_MAX_MS) {
+        px->backoff_ms *= 2;
+        if (px->backoff_ms > PX_BACKOFF_MAX_MS)
+            px->backoff_ms = PX_BACKOFF_MAX_MS;
+    }
+    for (px_listener_t *l = px->listeners; l; l = l->next)
+        uv_poll_stop(&l->poll);
+    uv_timer_start(&px->backoff, px_backoff_cb, px->backoff_ms, 0);
+}
+
+/* The original destination of a transparent connection: SO_ORIGINAL_DST /
+ * IP6T_SO_ORIGINAL_DST after an nftables/iptables REDIRECT (or DNAT), else
+ * the socket's local address (TPROXY: the socket is bound to it). */
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80 /* linux/netfilter_ipv4.h */
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80 /* linux/netfilter_ipv6/ip6_tables.h */
+#endif
+static socklen_t px_original_dst(int fd, int family, struct sockaddr_storage *out)
+{
+    socklen_t len = sizeof *out;
+    memset(out, 0, sizeof *out);
+    int r = family == AF_INET6 ? getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, out, &len)
+                               : getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, out, &len);
+    if (r == 0 && (out->ss_family == AF_INET || out->ss_family == AF_INET6))
+        return len;
+    len = sizeof *out;
+    if (getsockname(fd, (struct sockaddr *)out, &len) != 0)
+        return 0;
+    return len;
+}
+
+static void px_accept(px_listener_t *l)
+{
+    px_t *px = l->px;
+    for (int i = 0; i < PX_ACCEPT_BATCH && !l->closing; i++) {
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            if (e == EAGAIN || e == EWOULDBLOCK)
+                break;
+            if (e == EINTR || e == ECONNABORTED || e == EPROTO || e == EPERM)
+                continue;
+            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+                px_backoff_start(px, e);
+                return;
+            }
+            log_warn("proxy: accept on %s %s: %s", px_kind_str(l->kind), l->addr.text, strerror(e));
+            break;
+        }
+        if (px->backoff_ms) {
+            px->backoff_ms = 0;
+            log_info("proxy: accepting again");
+        }
+        /* SPEC §2.3 step 5: past max_connections, an immediate reset (never
+         * accept and then blackhole). */
+        if (px->n_conns >= px->gen->cfg->proxy.max_connections) {
+            px_reset_fd(fd);
+            px_log_refused(px, l->kind, &peer, "max-connections");
+            continue;
+        }
+        struct sockaddr_storage dest;
+        socklen_t dlen = 0;
+        if (l->kind == PX_TRANSPARENT)
+            dlen = px_original_dst(fd, peer.ss_family, &dest);
+        px_conn_accept(px, l->kind, fd, &peer, dlen ? &dest : NULL, dlen);
+    }
+}
+
+static void px_listener_poll_cb(uv_poll_t *h, int status, int events)
+{
+    px_listener_t *l = h->data;
+    (void)events;
+    if (status < 0) {
+        log_warn("proxy: poll on %s %s: %s", px_kind_str(l->kind), l->addr.text,
+                 uv_strerror(status));
+        return;
+    }
+    px_accept(l);
+}
+
+/* ---- listeners ------------------------------------------------------------------- */
+
+static void px_listener_closed_cb(uv_handle_t *h)
+{
+    px_listener_t *l = h->data;
+    px_t *px = l->px;
+    close(l->fd);
+    free(l);
+    px->n_listeners--;
+    px->open_handles--;
+    px_check_drained(px);
+    px_check_closed(px);
+}
+
+static void px_listener_close(px_listener_t *l)
+{
+    px_t *px = l->px;
+    if (l->closing)
+        return;
+    l->closing = true;
+    px_listener_t **pp = &px->listeners;
+    while (*pp && *pp != l)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = l->next;
+    uv_close((uv_handle_t *)&l->poll, px_listener_closed_cb);
+}
+
+static int px_listener_open(px_t *px, px_kind_t kind, const cfg_addr_t *a)
+{
+    const char *ks = px_kind_str(kind);
+    int family = a->sa.ss_family, one = 1, rc;
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        (family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0)) {
+        rc = -errno;
+        goto fail;
+    }
+    if (kind == PX_TRANSPARENT) {
+        /* TPROXY delivers connections for foreign addresses only to a
+         * transparent socket; needs CAP_NET_ADMIN, so best effort: REDIRECT
+         * works without it. */
+        if (family == AF_INET6)
+            (void)setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one);
+        else
+            (void)setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one);
+    }
+    if (bind(fd, (const struct sockaddr *)&a->sa, a->sa_len) != 0 || listen(fd, PX_BACKLOG) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    px_listener_t *l = calloc(1, sizeof *l);
+    if (!l) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    rc = uv_poll_init_socket(px->loop, &l->poll, fd);
+    if (rc != 0) {
+        free(l);
+        goto fail;
+    }
+    l->px = px;
+    l->kind = kind;
+    l->addr = *a;
+    l->fd = fd;
+    l->poll.data = l;
+    l->keep = true;
+    px->open_handles++;
+    px->n_listeners++;
+    l->next = px->listeners;
+    px->listeners = l;
+    if (px->backoff_ms == 0)
+        uv_poll_start(&l->poll, UV_READABLE, px_listener_poll_cb);
+    log_info("proxy listening on %s %s", ks, a->text);
+    return 0;
+fail:
+    log_error("proxy: listen %s (%s): %s", a->text, ks, strerror(-rc));
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+/* Open what cfg lists and is not open, close the rest. A socket whose address
+ * is still listed is kept, even when it moved to another kind (it would
+ * otherwise be in use when the new one binds). */
+static int px_listeners_apply(px_t *px, const cfg_t *cfg)
+{
+    const cfg_addr_list_t *lists[3] = {&cfg->proxy.transparent, &cfg->proxy.tls, &cfg->proxy.http};
+    const px_kind_t kinds[3] = {PX_TRANSPARENT, PX_TLS, PX_HTTP};
+    int rc = 0;
+    for (px_listener_t *l = px->listeners; l; l = l->next)
+        l->keep = false;
+    for (size_t k = 0; k < 3; k++) {
+        for (size_t i = 0; i < lists[k]->n; i++) {
+            const cfg_addr_t *a = &lists[k]->items[i];
+            px_listener_t *l = px->listeners;
+            while (l && !(px_sa_equal(&l->addr.sa, &a->sa) && !l->keep))
+                l = l->next;
+            if (l) {
+                if (l->kind != kinds[k])
+                    log_info("proxy: %s is now a %s listener (was %s)", a->text,
+                             px_kind_str(kinds[k]), px_kind_str(l->kind));
+                l->kind = kinds[k];
+                l->keep = true;
+                continue;
+            }
+            int r = px_listener_open(px, kinds[k], a);
+            if (r != 0 && rc == 0)
+                rc = r;
+        }
+    }
+    for (px_listener_t *l = px->listeners, *n; l; l = n) {
+        n = l->next;
+        if (!l->keep) {
+            log_info("proxy: no longer listening on %s %s", px_kind_str(l->kind), l->addr.text);
+            px_listener_close(l);
+        }
+    }
+    return rc;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------- */
+
+void px_check_drained(px_t *px)
+{
+    if (!px->draining || px->drain_called || px->closing)
+        return;
+    if (px->n_listeners || px->n_conns)
+        return;
+    px->drain_called = true;
+    if (px->drain_done)
+        px->drain_done(&px->svc);
+}
+
+void px_check_closed(px_t *px)
+{
+    if (!px->closing || px->close_called || px->open_handles)
+        return;
+    px->close_called = true;
+    if (px->close_done)
+        px->close_done(&px->svc);
+}
+
+static void px_handle_closed_cb(uv_handle_t *h)
+{
+    px_t *px = h->data;
+    px->open_handles--;
+    px_check_closed(px);
+}
+
+static void px_set_gen(px_t *px, moat_gen_t *gen)
+{
+    moat_gen_t *old = px->gen;
+    px->gen = moat_gen_ref(gen);
+    if (old)
+        moat_gen_unref(old);
+}
+
+static void px_shutdown(px_t *px)
+{
+    if (px->closing)
+        return;
+    px->closing = true;
+    while (px->listeners)
+        px_listener_close(px->listeners);
+    while (px->conns)
+        px_conn_abort(px->conns, NULL);
+    if (px->started) {
+        uv_timer_stop(&px->backoff);
+        uv_close((uv_handle_t *)&px->backoff, px_handle_closed_cb);
+    }
+    px_pipes_free(px);
+}
+
+static int px_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
+{
+    px_t *px = px_of(svc);
+    px->loop = loop;
+    px_set_gen(px, gen);
+    uv_timer_init(loop, &px->backoff);
+    px->backoff.data = px;
+    px->open_handles++;
+    px->started = true;
+    int rc = px_listeners_apply(px, gen->cfg);
+    if (rc != 0) {
+        px_shutdown(px);
+        return rc;
+    }
+    return 0;
+}
+
+static int px_reload(moat_service_t *svc, moat_gen_t *gen)
+{
+    px_t *px = px_of(svc);
+    if (px->closing)
+        return 0;
+    px_set_gen(px, gen);
+    int rc = 0;
+    if (!px->draining)
+        rc = px_listeners_apply(px, gen->cfg);
+    px_conns_recheck(px, gen);
+    return rc;
+}
+
+static void px_drain(moat_service_t *svc, moat_service_done_cb done)
+{
+    px_t *px = px_of(svc);
+    px->draining = true;
+    px->drain_done = done;
+    uv_timer_stop(&px->backoff);
+    while (px->listeners)
+        px_listener_close(px->listeners);
+    px_check_drained(px);
+}
+
+static void px_close(moat_service_t *svc, moat_service_done_cb done)
+{
+    px_t *px = px_of(svc);
+    px->close_done = done;
+    px_shutdown(px);
+    px_check_closed(px);
+}
+
+static void px_free(moat_service_t *svc)
+{
+    if (!svc)
+        return;
+    px_t *px = px_of(svc);
+    px_pipes_free(px);
+    if (px->gen)
+        moat_gen_unref(px->gen);
+    free(px);
+}
+
+static const moat_service_ops_t px_ops = {
+    .name = "proxy",
+    .start = px_start,
+    .reload = px_reload,
+    .drain = px_drain,
+    .close = px_close,
+    .free = px_free,
+};
+
+int px_proxy_create(moat_service_t *dns, moat_service_t **out)
+{
+    *out = NULL;
+    if (!dns)
+        return -EINVAL;
+    px_t *px = calloc(1, sizeof *px);
+    if (!px)
+        return -ENOMEM;
+    px->dns = dns;
+    px->svc.ops = &px_ops;
+    px->svc.data = px;
+    *out = &px->svc;
+    return 0;
+}

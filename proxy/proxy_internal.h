@@ -1,0 +1,97 @@
+/* proxy/proxy_internal.h: what proxy.c (service, listeners, accept) and
+ * conn.c (one connection: peek, decide, dial, splice) share. Not an API.
+ */
+#ifndef MOAT_PROXY_PROXY_INTERNAL_H
+#define MOAT_PROXY_PROXY_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "config/config.h"
+#include "filter/addr.h"
+#include "filter/policy.h"
+#include "proxy/daemon.h"
+#include "resolver/upstream.h"
+
+/* Idle pipes kept for reuse by all connections (two fds each). A spliced
+ * connection holds a pipe per direction only while bytes are in flight, so
+ * an idle spliced connection costs its two sockets and nothing else. */
+#define PX_PIPE_POOL 64
+/* Pipe size asked for (best effort, F_SETPIPE_SZ): bigger pipes mean fewer
+ * splice calls per byte on bulk transfers. Memory is only used while bytes
+ * are in flight. */
+#define PX_PIPE_SIZE (256 * 1024)
+
+typedef enum px_kind { PX_TRANSPARENT, PX_TLS, PX_HTTP } px_kind_t;
+
+typedef struct px px_t;
+typedef struct px_conn px_conn_t;
+
+typedef struct px_listener {
+    px_t *px;
+    struct px_listener *next; /* in px->listeners while open */
+    px_kind_t kind;
+    cfg_addr_t addr;
+    uv_poll_t poll;
+    int fd;
+    bool keep;    /* reload: still in the config */
+    bool closing; /* uv_close called */
+} px_listener_t;
+
+typedef struct px_pipe {
+    int rfd, wfd;
+} px_pipe_t;
+
+struct px {
+    moat_service_t svc; /* first: the daemon's handle on us */
+    moat_service_t *dns;
+    uv_loop_t *loop;
+    moat_gen_t *gen;
+    px_listener_t *listeners;
+    size_t n_listeners; /* open or closing */
+    px_conn_t *conns;
+    size_t n_conns;
+    /* Accept back-off (EMFILE and friends): listeners stop polling until the
+     * timer fires. */
+    uv_timer_t backoff;
+    uint64_t backoff_ms; /* 0: not backing off */
+    bool started, draining, closing, drain_called, close_called;
+    moat_service_done_cb drain_done, close_done;
+    unsigned open_handles; /* listeners, connection handles, the back-off timer */
+    px_pipe_t pipes[PX_PIPE_POOL];
+    size_t n_pipes;
+};
+
+/* proxy.c */
+void px_check_drained(px_t *px);
+void px_check_closed(px_t *px);
+/* Get a pipe (from the pool or new); 0 or -errno. */
+int px_pipe_get(px_t *px, px_pipe_t *out);
+/* Give back an empty pipe (pooled, or closed when the pool is full). */
+void px_pipe_put(px_t *px, px_pipe_t *p);
+const char *px_kind_str(px_kind_t k);
+
+/* conn.c */
+/* Take over an accepted socket (nonblocking, cloexec). peer is the client's
+ * address; dest / dest_len the original destination for transparent
+ * listeners (dest_len 0 otherwise). Never fails visibly: on error the
+ * socket is reset and the event logged. */
+void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_storage *peer,
+                    const struct sockaddr_storage *dest, socklen_t dest_len);
+/* Close a connection at once (logged with reason when it was allowed). */
+void px_conn_abort(px_conn_t *c, const char *reason);
+/* Draining: nothing to do beyond letting each connection finish. */
+/* Reload: re-decide open connections with gen; close those no longer
+ * allowed (reason policy-reload). */
+void px_conns_recheck(px_t *px, moat_gen_t *gen);
+/* Log a connection that is refused before it gets a px_conn_t (max
+ * connections). */
+void px_log_refused(px_t *px, px_kind_t kind, const struct sockaddr_storage *peer,
+                    const char *reason);
+/* Reset a socket: RST instead of FIN (SO_LINGER {1, 0}), then close it. */
+void px_reset_fd(int fd);
+
+#endif

@@ -1,0 +1,317 @@
+"""Backends for the proxy's end-to-end tests (standard library only, plus the
+nginx, openssl/certtool and ip binaries): a private network namespace, real
+nginx with a self-signed certificate made at test time, and a Python
+"bulk" server that checks bytes both ways.
+
+The tests run in a network namespace of their own (the script re-executes
+itself under `unshare --net`), so nginx can listen on ports 443 and 80 of
+198.18.0.x (SPEC §2.4: ordinary destinations, not refused) without touching
+the host or colliding with other test runs."""
+import hashlib
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+NETNS_ENV = "MOAT_PX_NETNS"
+ADDRS = {"a": "198.18.0.2", "b": "198.18.0.3", "bulk": "198.18.0.4"}
+# The "guest": connections from this source are redirected to moat's
+# transparent listener by nftables (Nft below); moat's own are not.
+GUEST = "198.18.0.5"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def reexec_in_netns(argv):
+    """Re-run this script in a new network namespace (root only). Returns a
+    reason string when it cannot, else does not return."""
+    if os.environ.get(NETNS_ENV):
+        return None
+    if os.geteuid() != 0:
+        return "needs root (a network namespace and ports 443/80)"
+    unshare = shutil.which("unshare")
+    if not unshare or not shutil.which("ip"):
+        return "needs unshare(1) and ip(8)"
+    env = dict(os.environ, **{NETNS_ENV: "1"})
+    os.execve(unshare, [unshare, "--net", "--", *argv], env)
+    return None
+
+
+def setup_netns():
+    """Inside the namespace: loopback up, the backend addresses on it."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    for a in [*ADDRS.values(), GUEST]:
+        subprocess.run(["ip", "addr", "add", a + "/32", "dev", "lo"], check=True)
+
+
+def make_cert(tmpdir, names):
+    """A self-signed certificate for names; returns (cert, key) paths."""
+    cert, key = os.path.join(tmpdir, "cert.pem"), os.path.join(tmpdir, "key.pem")
+    san = ",".join("DNS:" + n for n in names)
+    if shutil.which("openssl"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=" + names[0], "-addext",
+                        "subjectAltName=" + san], check=True, capture_output=True, timeout=30)
+    else:
+        tmpl = os.path.join(tmpdir, "cert.tmpl")
+        with open(tmpl, "w") as f:
+            f.write("cn = %s\nexpiration_days = 2\ntls_www_server\nca\n" % names[0])
+            for n in names:
+                f.write("dns_name = %s\n" % n)
+        subprocess.run(["certtool", "--generate-privkey", "--outfile", key], check=True,
+                       capture_output=True, timeout=30)
+        subprocess.run(["certtool", "--generate-self-signed", "--load-privkey", key,
+                        "--template", tmpl, "--outfile", cert], check=True,
+                       capture_output=True, timeout=30)
+    return cert, key
+
+
+class Nginx:
+    """nginx with TLS servers a.test on ADDRS[a]:443 and b.test on
+    ADDRS[b]:443 (pages "server-a" / "server-b") and plain HTTP on
+    ADDRS[a]:80 ("http-a")."""
+
+    def __init__(self, tmpdir, cert, key):
+        self.dir = os.path.join(tmpdir, "nginx")
+        os.makedirs(self.dir)
+        for site, text in (("a", "server-a\n"), ("b", "server-b\n"), ("h", "http-a\n")):
+            os.makedirs(os.path.join(self.dir, site))
+            with open(os.path.join(self.dir, site, "index.html"), "w") as f:
+                f.write(text)
+        d = self.dir
+        conf = """
+user root;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 512; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/t_body;
+  proxy_temp_path {d}/t_proxy;
+  fastcgi_temp_path {d}/t_fcgi;
+  uwsgi_temp_path {d}/t_uwsgi;
+  scgi_temp_path {d}/t_scgi;
+  keepalive_timeout 60s;
+  ssl_certificate {cert};
+  ssl_certificate_key {key};
+  server {{ listen {a}:443 ssl; server_name a.test; root {d}/a; }}
+  server {{ listen {b}:443 ssl; server_name b.test; root {d}/b; }}
+  server {{ listen {a}:80; server_name a.test; root {d}/h; }}
+}}
+""".format(d=d, cert=cert, key=key, a=ADDRS["a"], b=ADDRS["b"])
+        path = os.path.join(d, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.proc = subprocess.Popen([NGINX, "-p", d, "-e", d + "/error.log", "-c", path, "-g",
+                                      "daemon off;"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("nginx exited: %s" % self.proc.stderr.read().decode())
+            try:
+                socket.create_connection((ADDRS["a"], 80), timeout=0.5).close()
+                socket.create_connection((ADDRS["b"], 443), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("nginx did not start")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc.stderr.close()
+
+
+def block(seed, size=1 << 20):
+    """A deterministic 1 MiB block of bytes."""
+    out, h = bytearray(), hashlib.sha256(seed).digest()
+    while len(out) < size:
+        h = hashlib.sha256(h).digest()
+        out += h * 64
+    return bytes(out[:size])
+
+
+UP_BLOCK = block(b"up")
+DOWN_BLOCK = block(b"down")
+
+
+class BulkServer:
+    """On (addr, 80): read an HTTP-ish head with `X-Blocks: N`, then at the
+    same time send N blocks of DOWN_BLOCK and read the client's bytes up to
+    EOF; after EOF (the client's half-close), send one line
+    `sha256=<hex of what was received> len=<n>` and close."""
+
+    def __init__(self, addr, port=80):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((addr, port))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.stopping = False
+        self.errors = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            c.settimeout(60)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                d = c.recv(4096)
+                if not d:
+                    return
+                head += d
+            head, rest = head.split(b"\r\n\r\n", 1)
+            n = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"x-blocks:"):
+                    n = int(line.split(b":", 1)[1])
+            h, count = hashlib.sha256(rest), len(rest)
+
+            def sender():
+                for _ in range(n):
+                    c.sendall(DOWN_BLOCK)
+
+            t = threading.Thread(target=sender, daemon=True)
+            t.start()
+            while True:
+                d = c.recv(1 << 20)
+                if not d:
+                    break
+                h.update(d)
+                count += len(d)
+            t.join(60)
+            c.sendall(b"sha256=%s len=%d\n" % (h.hexdigest().encode(), count))
+            c.shutdown(socket.SHUT_WR)
+            c.recv(1)
+        except OSError as e:
+            self.errors.append(repr(e))
+        finally:
+            c.close()
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+class TlsDriver:
+    """A TLS client over a plain socket through ssl.MemoryBIO, so a test
+    controls how the ClientHello is written (one byte per write, split
+    across records)."""
+
+    def __init__(self, sock, ctx, server_hostname):
+        self.sock = sock
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname=server_hostname)
+
+    def first_flight(self):
+        try:
+            self.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        return self.out.read()
+
+    def _pump_in(self):
+        d = self.sock.recv(65536)
+        if not d:
+            self.inc.write_eof()
+        else:
+            self.inc.write(d)
+
+    def finish_handshake(self):
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                out = self.out.read()
+                if out:
+                    self.sock.sendall(out)
+                self._pump_in()
+        out = self.out.read()
+        if out:
+            self.sock.sendall(out)
+
+    def write(self, data):
+        self.obj.write(data)
+        self.sock.sendall(self.out.read())
+
+    def read_some(self):
+        while True:
+            try:
+                return self.obj.read(65536)
+            except ssl.SSLWantReadError:
+                self._pump_in()
+
+
+def split_records(hello, cut):
+    """Re-frame a single-record ClientHello as two handshake records, the
+    first carrying `cut` bytes of the message (RFC 8446 §5.1 allows it)."""
+    assert hello[0] == 0x16
+    n = int.from_bytes(hello[3:5], "big")
+    msg, rest = hello[5:5 + n], hello[5 + n:]
+    ver = hello[1:3]
+    a, b = msg[:cut], msg[cut:]
+    return (b"\x16" + ver + len(a).to_bytes(2, "big") + a +
+            b"\x16" + ver + len(b).to_bytes(2, "big") + b + rest)
+
+
+def big_hello(name, pad):
+    """A syntactically valid ClientHello with SNI name and a padding
+    extension of pad bytes, framed in records of at most 16384 bytes."""
+    sni = name.encode()
+    sni_ext = (b"\x00\x00" + (len(sni) + 5).to_bytes(2, "big") + (len(sni) + 3).to_bytes(2, "big")
+               + b"\x00" + len(sni).to_bytes(2, "big") + sni)
+    pad_ext = b"\x00\x15" + pad.to_bytes(2, "big") + b"\x00" * pad
+    exts = sni_ext + pad_ext
+    body = (b"\x03\x03" + b"\x11" * 32 + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00" +
+            len(exts).to_bytes(2, "big") + exts)
+    msg = b"\x01" + len(body).to_bytes(3, "big") + body
+    out = b""
+    for i in range(0, len(msg), 16384):
+        part = msg[i:i + 16384]
+        out += b"\x16\x03\x01" + len(part).to_bytes(2, "big") + part
+    return out
+
+
+class Nft:
+    """nftables NAT in the test's namespace: TCP from GUEST to the given
+    ports is REDIRECTed to 127.0.0.1:to_port (SO_ORIGINAL_DST keeps the
+    original destination)."""
+
+    def __init__(self, ports, to_port):
+        self.table = "moat_e2e"
+        cmds = [["add", "table", "ip", self.table],
+                ["add", "chain", "ip", self.table, "out",
+                 "{ type nat hook output priority -100; }"],
+                ["add", "rule", "ip", self.table, "out", "ip", "saddr", GUEST, "tcp", "dport",
+                 "{ %s }" % ", ".join(str(p) for p in ports), "redirect", "to",
+                 ":%d" % to_port]]
+        for c in cmds:
+            subprocess.run(["nft", *c], check=True, capture_output=True, timeout=10)
+
+    def stop(self):
+        subprocess.run(["nft", "delete", "table", "ip", self.table], capture_output=True,
+                       timeout=10)
