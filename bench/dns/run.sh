@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# bench/dns/run.sh BUILD_DIR: moat's DNS server side by side with dnsmasq,
+# unbound and dnsdist (issue 3, Performance). See bench/dns/README.md.
+#
+# Every server runs single-threaded (dnsdist: one UDP listener thread) on
+# 127.0.0.1, each on its own port, all pinned to core 0; the load generators
+# (dnsperf and our dnsload) and the upstream run on core 1. Loopback only:
+# nothing ever asks the machine's resolver. Bounded: BENCH_SECONDS (default 8)
+# per cell, 3 loads x 2 tools x 5 servers, about 4.5 minutes in all.
+#
+# Environment: BENCH_SECONDS, BENCH_PORT_BASE (default 15300), BENCH_INFLIGHT
+# (dnsload queries in flight, default 256), BENCH_SERVERS (default
+# "moat dnsmasq unbound dnsdist dnsdist-mmsg"), BENCH_TOOLS (default
+# "dnsload dnsperf"). dnsdist runs twice: as shipped, and with its
+# recvmmsg/sendmmsg frontend turned on (setUDPMultipleMessagesVectorSize),
+# the one peer that batches system calls as moat does.
+set -euo pipefail
+
+BUILD=${1:-build-bench}
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+MOAT=$ROOT/$BUILD/moat
+DNSLOAD=$ROOT/$BUILD/bench/dns/dnsload
+SECS=${BENCH_SECONDS:-7}
+BASE=${BENCH_PORT_BASE:-15300}
+INFLIGHT=${BENCH_INFLIGHT:-256}
+SERVERS=${BENCH_SERVERS:-moat dnsmasq unbound dnsdist dnsdist-mmsg}
+TOOLS=${BENCH_TOOLS:-dnsload dnsperf}
+SERVER_CPU=0
+LOAD_CPU=1
+UP_PORT=$((BASE + 10))
+declare -A PORT=([moat]=$((BASE + 1)) [dnsmasq]=$((BASE + 2)) [unbound]=$((BASE + 3))
+                 [dnsdist]=$((BASE + 4)) [dnsdist-mmsg]=$((BASE + 5)))
+N_ALLOWED=64 # names in the cache-hit set (each asked A and AAAA)
+
+die() { echo "bench/dns: $*" >&2; exit 1; }
+
+[ -x "$MOAT" ] || die "no $MOAT (build it: meson setup $BUILD --buildtype=release && ninja -C $BUILD)"
+[ -x "$DNSLOAD" ] || die "no $DNSLOAD (ninja -C $BUILD)"
+[ "$(nproc)" -ge 2 ] || die "needs 2 cores (servers on core $SERVER_CPU, load on core $LOAD_CPU)"
+
+# ---- packages ------------------------------------------------------------------
+need_pkgs() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "bench/dns: installing ${missing[*]}" >&2
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "need root (or sudo) to apt-get install ${missing[*]}"
+    sudo=(sudo)
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q >&2
+  # --no-install-recommends; policy-rc.d keeps Debian from starting the
+  # packaged unbound/dnsdist services on port 53.
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+}
+need_pkgs dnsperf dnsmasq-base unbound dnsdist util-linux
+
+# ---- scratch dir, process bookkeeping ---------------------------------------------
+WORK=$(mktemp -d /tmp/moat-bench-dns.XXXXXX)
+declare -A PID=()
+UP_PID=
+cleanup() {
+  local p
+  for p in "${PID[@]}" $UP_PID; do
+    kill "$p" 2>/dev/null || true
+  done
+  for p in "${PID[@]}" $UP_PID; do
+    # Bounded: SIGKILL what did not exit within 3 s.
+    for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ROOT_USER=()
+[ "$(id -u)" -eq 0 ] && ROOT_USER=(--user=root)
+
+# ---- query files (the same for every server and tool) -------------------------------
+# blocked: random names under blocked.test, A and AAAA. allowed: N_ALLOWED names
+# under allowed.test, A and AAAA (cache hits once warmed). mix: 90/10.
+awk -v seed=42 'BEGIN { srand(seed); for (i = 0; i < 100000; i++)
+  printf "b%d-%06x.blocked.test %s\n", i, int(rand() * 16777216), (i % 2 ? "AAAA" : "A") }' \
+  > "$WORK/blocked.txt"
+awk -v n=$N_ALLOWED 'BEGIN { for (i = 0; i < n; i++) {
+  printf "n%d.allowed.test A\n", i; printf "n%d.allowed.test AAAA\n", i } }' > "$WORK/allowed.txt"
+awk -v n=$((2 * N_ALLOWED)) 'NR == FNR { a[FNR - 1] = $0; next }
+  { print; if (FNR % 9 == 0) print a[k++ % n] }' "$WORK/allowed.txt" "$WORK/blocked.txt" \
+  > "$WORK/mix.txt"
+
+# ---- the upstream: authoritative for allowed.test (core 1) ---------------------------
+up_args=()
+for i in $(seq 0 $((N_ALLOWED - 1))); do
+  up_args+=("--host-record=n$i.allowed.test,198.18.0.$((i + 1)),2001:db8::$((i + 1)),3600")
+done
+up_args+=("--host-record=health.allowed.test,198.18.1.1,60")
+taskset -c $LOAD_CPU dnsmasq --keep-in-foreground --no-resolv --no-hosts --port=$UP_PORT \
+  --listen-address=127.0.0.1 --bind-interfaces "${ROOT_USER[@]}" --pid-file= --cache-size=0 \
+  --local=/allowed.test/ "${up_args[@]}" >"$WORK/upstream.log" 2>&1 &
+UP_PID=$!
+
+# ---- the servers (core 0) ---------------------------------------------------------------
+cat >"$WORK/moat.yaml" <<EOF
+dns:
+  listen: ["127.0.0.1:${PORT[moat]}"]
+  upstream: ["127.0.0.1:$UP_PORT"]
+  cache_size: 10000
+proxy:
+  tls: ["127.0.0.1:$((BASE + 21))"]
+  http: ["127.0.0.1:$((BASE + 22))"]
+allow: ["*.allowed.test"]
+log: {format: text, level: warn}
+EOF
+
+cat >"$WORK/unbound.conf" <<EOF
+server:
+  num-threads: 1
+  interface: 127.0.0.1@${PORT[unbound]}
+  port: ${PORT[unbound]}
+  do-ip6: no
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "$WORK"
+  pidfile: ""
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  access-control: 127.0.0.0/8 allow
+  do-not-query-localhost: no
+  module-config: "iterator"
+  qname-minimisation: no
+  num-queries-per-thread: 4096
+  so-rcvbuf: 4m
+  msg-cache-size: 16m
+  rrset-cache-size: 32m
+  # test. is one of unbound's default RFC 6761 local zones; let allowed.test
+  # through to the forwarder and sinkhole blocked.test like the others.
+  local-zone: "test." nodefault
+  local-zone: "blocked.test." always_null
+remote-control:
+  control-enable: no
+forward-zone:
+  name: "allowed.test."
+  forward-addr: 127.0.0.1@$UP_PORT
+EOF
+
+dnsdist_conf() { # port mmsg-vector-size (0: off, as shipped)
+  cat <<EOF
+setSecurityPollSuffix("")
+setLocal("127.0.0.1:$1")
+setACL({"127.0.0.0/8"})
+newServer({address="127.0.0.1:$UP_PORT", checkName="health.allowed.test."})
+pc = newPacketCache(10000, {maxTTL=86400})
+getPool(""):setCache(pc)
+blocked = newSuffixMatchNode()
+blocked:add("blocked.test.")
+addAction(SuffixMatchNodeRule(blocked), SpoofAction({"0.0.0.0", "::"}))
+EOF
+  [ "$2" = 0 ] || echo "setUDPMultipleMessagesVectorSize($2)"
+}
+dnsdist_conf "${PORT[dnsdist]}" 0 >"$WORK/dnsdist.conf"
+dnsdist_conf "${PORT[dnsdist-mmsg]}" 64 >"$WORK/dnsdist-mmsg.conf"
+
+start_server() { # name
+  local n=$1 port=${PORT[$1]}
+  case $n in
+  moat)
+    taskset -c $SERVER_CPU "$MOAT" -c "$WORK/moat.yaml" >"$WORK/moat.log" 2>&1 &
+    ;;
+  dnsmasq)
+    taskset -c $SERVER_CPU dnsmasq --keep-in-foreground --no-resolv --no-hosts --port="$port" \
+      --listen-address=127.0.0.1 --bind-interfaces "${ROOT_USER[@]}" --pid-file= \
+      --cache-size=10000 --dns-forward-max=1000 --server="/allowed.test/127.0.0.1#$UP_PORT" \
+      --address=/blocked.test/# >"$WORK/dnsmasq.log" 2>&1 &
+    ;;
+  unbound)
+    taskset -c $SERVER_CPU unbound -d -c "$WORK/unbound.conf" >"$WORK/unbound.log" 2>&1 &
+    ;;
+  dnsdist | dnsdist-mmsg)
+    taskset -c $SERVER_CPU dnsdist --supervised --disable-syslog -C "$WORK/$n.conf" \
+      >"$WORK/$n.log" 2>&1 &
+    ;;
+  esac
+  PID[$n]=$!
+}
+
+probe() { # port file: answered within 5 s
+  local i
+  for i in $(seq 50); do
+    "$DNSLOAD" -s 127.0.0.1 -p "$1" -f "$2" -n 1 -c 1 -q 1 -T 100 >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+probe $UP_PORT "$WORK/allowed.txt" || die "the upstream dnsmasq did not answer: $(cat "$WORK/upstream.log")"
+for s in $SERVERS; do
+  start_server "$s"
+done
+for s in $SERVERS; do
+  probe "${PORT[$s]}" "$WORK/blocked.txt" ||
+    die "$s did not answer on 127.0.0.1:${PORT[$s]}: $(tail -5 "$WORK/$s.log")"
+  # Warm the cache (every allowed question once, a few at a time), and check
+  # that every server gives every load NOERROR answers.
+  for f in allowed blocked; do
+    out=$(taskset -c $LOAD_CPU "$DNSLOAD" -s 127.0.0.1 -p "${PORT[$s]}" -f "$WORK/$f.txt" \
+      -n $((2 * N_ALLOWED)) -c 1 -q 8 -T 1000)
+    case $out in
+    *" lost=0 "*"not_noerror=0") ;;
+    *) die "$s: warm-up with $f.txt: $out" ;;
+    esac
+  done
+done
+
+cpu_ticks() { # pid: utime+stime of the whole process (all threads)
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+rss_mb() {
+  awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
+}
+core_ticks() { # cpu: "busy idle" jiffies of that core (busy counts irq, softirq, steal)
+  awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat
+}
+core_busy_pct() { # "busy idle" before, after
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ")
+    db = y[1] - x[1]; di = y[2] - x[2]; printf "%.0f", (db + di > 0) ? 100 * db / (db + di) : 0 }'
+}
+HZ=$(getconf CLK_TCK)
+
+# A busy machine makes every number here noise: say so up front.
+c0=$(core_ticks $SERVER_CPU); c1=$(core_ticks $LOAD_CPU); sleep 1
+idle_note="core $SERVER_CPU $(core_busy_pct "$c0" "$(core_ticks $SERVER_CPU)")% and core $LOAD_CPU $(core_busy_pct "$c1" "$(core_ticks $LOAD_CPU)")% busy with the servers idle"
+echo "bench/dns: before the run: $idle_note" >&2
+
+# ---- the cells ---------------------------------------------------------------------------
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+for load in blocked allowed mix; do
+  for tool in $TOOLS; do
+    for s in $SERVERS; do
+      pid=${PID[$s]}
+      port=${PORT[$s]}
+      kill -0 "$pid" 2>/dev/null || die "$s exited: $(tail -5 "$WORK/$s.log")"
+      t0=$(cpu_ticks "$pid")
+      k0=$(core_ticks $SERVER_CPU)
+      case $tool in
+      dnsload)
+        out=$(taskset -c $LOAD_CPU "$DNSLOAD" -s 127.0.0.1 -p "$port" -f "$WORK/$load.txt" \
+          -t "$SECS" -c 8 -q "$INFLIGHT" -b 32 -T 1000)
+        qps=$(sed -n 's/.* qps=\([0-9.]*\).*/\1/p' <<<"$out")
+        answered=$(sed -n 's/.* answered=\([0-9]*\).*/\1/p' <<<"$out")
+        p50=$(sed -n 's/.* p50_us=\([0-9]*\).*/\1/p' <<<"$out")
+        p99=$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' <<<"$out")
+        lost=$(sed -n 's/.* lost=\([0-9]*\).*/\1/p' <<<"$out")
+        bad=$(sed -n 's/.* not_noerror=\([0-9]*\).*/\1/p' <<<"$out")
+        ;;
+      dnsperf)
+        # -v prints every answer's latency: the only way to p50/p99 with
+        # dnsperf 2.10. Its cost lands on core 1, not on the server.
+        taskset -c $LOAD_CPU dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/$load.txt" -l "$SECS" \
+          -c 8 -q 500 -T 1 -t 1 -v >"$WORK/dnsperf.out" 2>&1 || true
+        qps=$(sed -n 's/.*Queries per second: *\([0-9.]*\).*/\1/p' "$WORK/dnsperf.out")
+        answered=$(sed -n 's/.*Queries completed: *\([0-9]*\).*/\1/p' "$WORK/dnsperf.out")
+        lost=$(sed -n 's/.*Queries lost: *\([0-9]*\).*/\1/p' "$WORK/dnsperf.out")
+        bad=$(awk '$1 == ">" && NF >= 5 && $2 != "NOERROR" { n++ } END { print n + 0 }' \
+          "$WORK/dnsperf.out")
+        read -r p50 p99 < <(awk '$1 == ">" && NF >= 5 { printf "%d\n", $NF * 1e6 }' \
+          "$WORK/dnsperf.out" | sort -n | awk '{ v[NR] = $1 }
+          END { if (!NR) { print "0 0"; exit }
+                printf "%d %d\n", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1] }')
+        ;;
+      esac
+      t1=$(cpu_ticks "$pid")
+      busy=$(core_busy_pct "$k0" "$(core_ticks $SERVER_CPU)")
+      rss=$(rss_mb "$pid")
+      [ -n "$qps" ] && [ "${answered:-0}" -gt 0 ] || die "$tool against $s ($load): no result: $out"
+      cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$answered" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
+      printf '%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$load" "$tool" "$s" "$qps" "$p50" \
+        "$p99" "$cpu" "$rss" "$lost" "$bad" "$busy" >>"$RESULTS"
+      printf 'bench/dns: %-7s %-7s %-7s %8.0f QPS p50 %s us p99 %s us lost %s\n' "$load" "$tool" "$s" \
+        "$qps" "$p50" "$p99" "$lost" >&2
+    done
+  done
+done
+
+# ---- the table -------------------------------------------------------------------------------
+awk -F'\t' -v secs="$SECS" -v idle_note="$idle_note" '
+  function name(l) { return l == "blocked" ? "blocked A/AAAA" : l == "allowed" ? "cache hits" : "90/10 mix" }
+  { row[NR] = $0; k = $1 SUBSEP $2
+    if ($3 != "moat" && $4 > best[k]) { best[k] = $4; bestn[k] = $3 }
+    if ($3 != "moat" && (!(k in bestp99) || $6 < bestp99[k])) bestp99[k] = $6
+    if ($3 == "moat") { mq[k] = $4; mp99[k] = $6 } }
+  END {
+    print "| load | tool | server | QPS | p50 µs | p99 µs | CPU µs/query | RSS MB | core 0 busy | moat ratio to best peer |"
+    print "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    for (i = 1; i <= NR; i++) {
+      split(row[i], f, "\t"); k = f[1] SUBSEP f[2]
+      ratio = (f[3] == "moat" && best[k] > 0) ? sprintf("%.2f× (vs %s)", f[4] / best[k], bestn[k]) : ""
+      note = (f[9] > 0 || f[10] > 0) ? sprintf(" (lost %d, non-NOERROR %d)", f[9], f[10]) : ""
+      printf "| %s | %s | %s | %d%s | %d | %d | %s | %s | %s%% | %s |\n", name(f[1]), f[2], f[3], f[4], note, f[5], f[6], f[7], f[8], f[11], ratio
+    }
+    print ""
+    for (i = 1; i <= 2; i++) { k = (i == 1 ? "blocked" : "allowed") SUBSEP "dnsload"
+      if (!(k in mq) || !(k in best)) continue
+      split(k, kk, SUBSEP)
+      printf "moat, %s, dnsload: %.2f× the best peer (%s), p99 %d µs vs best peer p99 %d µs (%s)\n",
+        name(kk[1]), mq[k] / best[k], bestn[k], mp99[k], bestp99[k],
+        mp99[k] < bestp99[k] ? "lower than every peer" : "NOT lower than every peer" }
+    printf "(%s s per cell; servers pinned to core 0, load on core 1; dnsperf cells are capped by dnsperf; %s)\n", secs, idle_note
+  }' "$RESULTS"
