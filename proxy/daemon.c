@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "proxy/log.h"
@@ -375,6 +376,38 @@ static void daemon_signal_cb(uv_signal_t *s, int signum)
 
 /* ---- run ------------------------------------------------------------------ */
 
+/* "127.0.0.1:5353" -> host "127.0.0.1", port "5353"; "[::1]:5353" -> "::1". */
+static void daemon_split_hostport(const cfg_addr_t *a, char *host, size_t hcap, uint16_t *port)
+{
+    filter_addr_t fa;
+    char text[FILTER_ADDR_STRLEN];
+    filter_addr_from_sockaddr((const struct sockaddr *)&a->sa, &fa, port);
+    snprintf(host, hcap, "%s", filter_addr_format(&fa, text, sizeof text));
+}
+
+/* On the embedded default, tell a first-time user how to poke at moat. */
+static void daemon_log_try_it(const cfg_t *cfg)
+{
+    char host[FILTER_ADDR_STRLEN];
+    uint16_t port;
+    if (cfg->dns.listen.n > 0) {
+        daemon_split_hostport(&cfg->dns.listen.items[0], host, sizeof host, &port);
+        log_info("try DNS:   dig @%s -p %u example.com", host, port);
+    }
+    if (cfg->proxy.tls.n > 0) {
+        daemon_split_hostport(&cfg->proxy.tls.items[0], host, sizeof host, &port);
+        log_info("try TLS:   curl --connect-to ::%s%s%s:%u https://example.com/",
+                 strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port);
+    }
+    if (cfg->proxy.http.n > 0) {
+        daemon_split_hostport(&cfg->proxy.http.items[0], host, sizeof host, &port);
+        log_info("try HTTP:  curl --connect-to ::%s%s%s:%u http://example.com/",
+                 strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port);
+    }
+    log_info("filtering is off on the default config: give moat a config with an `allow` "
+             "list (moat -c FILE) to gate traffic; moat --help shows the config");
+}
+
 int moat_daemon_run(moat_daemon_t *d)
 {
     uv_signal_t *sigs[] = {&d->sig_hup, &d->sig_term, &d->sig_int};
@@ -414,6 +447,8 @@ int moat_daemon_run(moat_daemon_t *d)
                  d->gen->cfg->mode == CFG_MODE_AUDIT ? "audit" : "enforce",
                  d->gen->cfg->filtering ? "on" : "off", filter_policy_rule_count(d->gen->policy),
                  filter_policy_rule_count(d->gen->policy) == 1 ? "" : "s");
+        if (!d->config_path)
+            daemon_log_try_it(d->gen->cfg);
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
     if (d->exit_status == 0)

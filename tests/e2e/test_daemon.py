@@ -130,6 +130,10 @@ class DaemonTest(unittest.TestCase):
         self.moat = Moat()
         i = self.moat.wait_line("moat running")
         self.assertIn("filtering off", self.moat.lines[i])
+        # it says where it listens and how to try it
+        self.moat.wait_line("dns listening")
+        self.moat.wait_line("dig @127.0.0.1 -p 5353 example.com")
+        self.moat.wait_line("curl --connect-to ::127.0.0.1:8443 https://example.com/")
         self.assertEqual(self.moat.stop(), 0)
 
 
