@@ -9,6 +9,7 @@
 #include "proxy/cli.h"
 #include "proxy/daemon.h"
 #include "proxy/log.h"
+#include "proxy/nft.h"
 #include "proxy/proxy.h"
 #include "resolver/server.h"
 
@@ -22,6 +23,7 @@ static void main_usage(FILE *f)
             "usage: moat [-c FILE]                      run (default: embedded config)\n"
             "       moat check FILE                     validate FILE, print the compiled policy\n"
             "       moat explain FILE TARGET [PORT]     the decision for a name or address\n"
+            "       moat nft FILE --iface NAME          nftables ruleset for a guest behind NAME\n"
             "       moat --version | --help\n"
             "\n"
             "  -c, --config FILE   run with FILE (SIGHUP reloads it)\n"
@@ -118,6 +120,26 @@ int main(int argc, char **argv)
             return MOAT_EXIT_CONFIG;
         }
         return cli_explain(argv[2], argv[3], argc == 5 ? argv[4] : NULL, stdout, stderr);
+    }
+    if (argc >= 2 && strcmp(argv[1], "nft") == 0) {
+        /* moat nft FILE --iface NAME (either order of FILE and the option) */
+        const char *file = NULL, *iface = NULL;
+        bool ok = true;
+        for (int i = 2; i < argc && ok; i++) {
+            if (strcmp(argv[i], "--iface") == 0 && i + 1 < argc && !iface)
+                iface = argv[++i];
+            else if (strncmp(argv[i], "--iface=", 8) == 0 && !iface)
+                iface = argv[i] + 8;
+            else if (argv[i][0] != '-' && !file)
+                file = argv[i];
+            else
+                ok = false;
+        }
+        if (!ok || !file || !iface) {
+            fprintf(stderr, "usage: moat nft FILE --iface NAME\n");
+            return MOAT_EXIT_CONFIG;
+        }
+        return px_nft_main(file, iface, stdout, stderr);
     }
 
     const char *config_path = NULL;

@@ -1,0 +1,150 @@
+"""End-to-end: `moat nft FILE --iface NAME` (SPEC §5), the nftables ruleset
+for a guest behind one interface. The ruleset is checked by nft itself
+(`nft -c`, and applied twice in a throw-away network namespace), which needs
+root; the rest runs as any user. examples/tap (test_examples.py) uses it for
+real."""
+import os
+import shutil
+import subprocess
+import unittest
+
+from moatlib import TempDir, run_moat, write_config
+
+GOOD = """\
+dns:
+  listen: ["0.0.0.0:5300", "[::]:5300"]
+  upstream: ["198.18.3.53:53"]
+proxy:
+  transparent: ["0.0.0.0:15001", "[::]:15001", "0.0.0.0:15002"]
+  tls: []
+  http: []
+allow: [allowed.test]
+"""
+
+NFT = shutil.which("nft") or ("/usr/sbin/nft" if os.path.exists("/usr/sbin/nft") else None)
+ROOT_SKIP = None
+if os.geteuid() != 0:
+    ROOT_SKIP = "needs root (nft -c and a network namespace)"
+elif not NFT or not shutil.which("unshare"):
+    ROOT_SKIP = "needs nft(8) and unshare(1)"
+
+
+class NftTest(unittest.TestCase):
+    def setUp(self):
+        self._tmp = TempDir()
+        self.dir = self._tmp.__enter__()
+        self.good = write_config(self.dir, GOOD)
+
+    def tearDown(self):
+        self._tmp.__exit__(None, None, None)
+
+    def nft(self, *args):
+        return run_moat("nft", *args)
+
+    def test_ruleset_shape(self):
+        r = self.nft(self.good, "--iface", "tap0")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr, "")
+        out = r.stdout
+        # its own table, replaced as a whole on every apply
+        self.assertIn("table inet moat_tap0 {}\ndelete table inet moat_tap0\n", out)
+        self.assertIn('iifname "tap0" udp dport 53 counter redirect to :5300', out)
+        self.assertIn('iifname "tap0" tcp dport 53 counter redirect to :5300', out)
+        # the FIRST transparent listener's port
+        self.assertIn('iifname "tap0" meta l4proto tcp counter redirect to :15001', out)
+        self.assertNotIn("15002", out)
+        # DNS redirected before the catch-all TCP redirect
+        self.assertLess(out.index("tcp dport 53"), out.index("meta l4proto tcp counter redirect"))
+        self.assertIn('iifname "tap0" jump guest_input', out)
+        self.assertIn("tcp dport 15001 accept", out)
+        self.assertIn("udp dport 5300 accept", out)
+        self.assertIn("nd-neighbor-solicit", out)
+        self.assertIn("packet-too-big", out)
+        self.assertIn('iifname "tap0" counter drop', out)
+        # the guest chain ends in drop; the base chains never drop the host's traffic
+        guest = out.split("chain guest_input {", 1)[1].split("\n\t}", 1)[0]
+        self.assertTrue(guest.strip().endswith("counter drop"), guest)
+        self.assertNotIn("policy drop", out)
+
+    def test_option_forms(self):
+        a = self.nft(self.good, "--iface", "vm-1.tap").stdout
+        b = self.nft("--iface=vm-1.tap", self.good).stdout
+        self.assertEqual(a, b)
+        self.assertIn("table inet moat_vm-1.tap", a)
+
+    def test_bad_iface_exit_1(self):
+        for name in ["", "a" * 16, "tap/0", "tap 0", "..", ".", 'ta"p', "tap;0", "täp"]:
+            r = self.nft(self.good, "--iface", name)
+            self.assertEqual(r.returncode, 1, name)
+            self.assertIn("bad interface name", r.stderr, name)
+            self.assertEqual(r.stdout, "", name)
+        r = self.nft(self.good, "--iface", "a" * 15)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_no_transparent_listener_exit_1(self):
+        path = write_config(self.dir, "dns: {listen: [\"0.0.0.0:53\"]}\nallow: []\n", "nt.yaml")
+        r = self.nft(path, "--iface", "tap0")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no proxy.transparent listener", r.stderr)
+        self.assertEqual(r.stdout, "")
+
+    def test_usage_and_bad_config_exit_1(self):
+        for args in [[], [self.good], ["--iface", "tap0"], [self.good, "--iface"],
+                     [self.good, "--iface", "a", "--iface", "b"], [self.good, "x", "--iface", "a"]]:
+            r = self.nft(*args)
+            self.assertEqual(r.returncode, 1, args)
+            self.assertIn("usage: moat nft FILE --iface NAME", r.stderr, args)
+        bad = write_config(self.dir, "proxy: {transparnt: []}\n", "bad.yaml")
+        r = self.nft(bad, "--iface", "tap0")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("bad.yaml:1:", r.stderr)
+        r = self.nft(os.path.join(self.dir, "missing.yaml"), "--iface", "tap0")
+        self.assertEqual(r.returncode, 1)
+
+    def test_warnings_for_unreachable_listeners(self):
+        path = write_config(self.dir, "dns: {listen: []}\nproxy: {transparent: [\"127.0.0.1:15001\"]}\n",
+                            "lo.yaml")
+        r = self.nft(path, "--iface", "tap0")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("on loopback only", r.stderr)
+        self.assertIn("no IPv6 transparent listener", r.stderr)
+        self.assertIn("dns.listen is empty", r.stderr)
+        self.assertNotIn("dport 53", r.stdout)
+
+    @unittest.skipIf(ROOT_SKIP, ROOT_SKIP)
+    def test_nft_accepts_it(self):
+        for cfg, iface in [(self.good, "tap0"), (self.good, "vm-1.tap_X")]:
+            out = self.nft(cfg, "--iface", iface).stdout
+            r = subprocess.run(["unshare", "--net", NFT, "-c", "-f", "-"], input=out, text=True,
+                               capture_output=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        nodns = write_config(self.dir, "dns: {listen: []}\nproxy: {transparent: [\"0.0.0.0:1\"]}\n",
+                             "nodns.yaml")
+        out = self.nft(nodns, "--iface", "tap0").stdout
+        r = subprocess.run(["unshare", "--net", NFT, "-c", "-f", "-"], input=out, text=True,
+                           capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    @unittest.skipIf(ROOT_SKIP, ROOT_SKIP)
+    def test_apply_twice_touches_only_its_table(self):
+        """In a throw-away namespace: another table survives, applying twice
+        leaves one copy of ours, and it deletes cleanly."""
+        rules = os.path.join(self.dir, "r.nft")
+        with open(rules, "w") as f:
+            f.write(self.nft(self.good, "--iface", "tap0").stdout)
+        script = ("set -e; {nft} add table inet other; {nft} -f {r}; {nft} -f {r}; "
+                  "{nft} list tables; {nft} list table inet moat_tap0 | grep -c 'chain ' ; "
+                  "{nft} delete table inet moat_tap0; echo after; {nft} list tables"
+                  ).format(nft=NFT, r=rules)
+        r = subprocess.run(["unshare", "--net", "sh", "-c", script], text=True,
+                           capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        before, after = r.stdout.split("after\n")
+        self.assertIn("table inet other", before)
+        self.assertIn("table inet moat_tap0", before)
+        self.assertIn("\n4\n", "\n" + before)  # prerouting, input, guest_input, forward
+        self.assertEqual(after.strip(), "table inet other")
+
+
+if __name__ == "__main__":
+    unittest.main()
