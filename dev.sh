@@ -35,12 +35,20 @@ need_pkgs() {
   "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 }
 
-build() { # build DIR [meson options...]
+setup() { # setup DIR [meson options...]
   local dir=$1; shift
   if [ ! -f "$dir/build.ninja" ]; then
     meson setup "$dir" "$@" >&2
+  else
+    # Modules, tests and benches are picked up by fs.exists() at configure
+    # time, so a file added since (a pull, a new test) needs a reconfigure.
+    meson setup --reconfigure "$dir" "$@" >/dev/null
   fi
-  ninja -C "$dir" >&2
+}
+
+build() { # build DIR [meson options...]
+  setup "$@"
+  ninja -C "$1" >&2
 }
 
 cmd=${1:-run}
@@ -69,18 +77,12 @@ test)
 fuzz)
   need_pkgs "${BUILD_PKGS[@]}" "${FUZZ_PKGS[@]}"
   secs=${1:-30}
-  if [ ! -f build-fuzz/build.ninja ]; then
-    CC=clang meson setup build-fuzz -Dfuzz=true >&2
-  fi
-  ninja -C build-fuzz >&2
+  CC=clang build build-fuzz -Dfuzz=true
   exec tests/fuzz/run.sh build-fuzz "$secs"
   ;;
 bench)
   need_pkgs "${BUILD_PKGS[@]}"
-  if [ ! -f build-bench/build.ninja ]; then
-    meson setup build-bench --buildtype=release >&2
-  fi
-  ninja -C build-bench >&2
+  build build-bench --buildtype=release
   name=${1:-filter}
   case "$name" in
   filter) exec build-bench/bench/filter/bench_filter ;;

@@ -825,6 +825,16 @@ static void px_peek(px_conn_t *c, int events)
 
 static void px_splice_cb(uv_poll_t *h, int status, int events);
 
+/* src said EOF and every byte it sent reached dst: pass the half-close on. */
+static void px_dir_finish(px_t *px, px_dir_t *d, int dst)
+{
+    px_dir_release(px, d);
+    if (!d->shut) {
+        d->shut = true;
+        (void)shutdown(dst, SHUT_WR); /* half-close kept */
+    }
+}
+
 /* Move bytes src → pipe → dst until src has none, dst is full, or the round
  * limit. 0, or -errno on a failure of either side. */
 static int px_pump(px_conn_t *c, px_dir_t *d, int src, int dst)
@@ -847,11 +857,7 @@ static int px_pump(px_conn_t *c, px_dir_t *d, int src, int dst)
             return n < 0 ? -errno : -EPIPE;
         }
         if (d->eof) {
-            px_dir_release(px, d);
-            if (!d->shut) {
-                d->shut = true;
-                (void)shutdown(dst, SHUT_WR); /* half-close kept */
-            }
+            px_dir_finish(px, d, dst);
             return 0;
         }
         if (d->pipe.rfd < 0) {
@@ -877,6 +883,11 @@ static int px_pump(px_conn_t *c, px_dir_t *d, int src, int dst)
         }
         return -errno;
     }
+    /* EOF read on the last round: nothing will wake this direction again
+     * (px_splice_update watches neither side once eof is set and the pipe is
+     * empty), so the half-close must go out now. */
+    if (d->eof && d->in_pipe == 0)
+        px_dir_finish(px, d, dst);
     return 0;
 }
 
