@@ -46,8 +46,7 @@ static const char *cli_format_addrs(const cfg_addr_list_t *l, char *buf, size_t 
     return buf;
 }
 
-/* Load and compile, printing errors the way `moat check` does. */
-static int cli_load(const char *path, moat_gen_t **gen, FILE *err)
+int cli_load_config(const char *path, moat_gen_t **gen, FILE *err)
 {
     cfg_diag_t diag;
     int rc = moat_gen_load(path, gen, &diag);
@@ -55,7 +54,7 @@ static int cli_load(const char *path, moat_gen_t **gen, FILE *err)
         if (diag.n > 0)
             cfg_diag_print(&diag, err);
         else
-            fprintf(err, "%s: %s\n", path, strerror(-rc));
+            fprintf(err, "%s: %s\n", path ? path : "<default>", strerror(-rc));
     }
     cfg_diag_free(&diag);
     return rc;
@@ -67,7 +66,7 @@ static int cli_load(const char *path, moat_gen_t **gen, FILE *err)
 int cli_check(const char *path, FILE *out, FILE *err)
 {
     moat_gen_t *gen;
-    if (cli_load(path, &gen, err) != 0)
+    if (cli_load_config(path, &gen, err) != 0)
         return MOAT_EXIT_CONFIG;
     const cfg_t *c = gen->cfg;
     char a[512], b[512], cbuf[512];
@@ -301,7 +300,7 @@ int cli_explain(const char *path, const char *target, const char *port_text, FIL
     }
 
     moat_gen_t *gen;
-    if (cli_load(path, &gen, err) != 0)
+    if (cli_load_config(path, &gen, err) != 0)
         return MOAT_EXIT_CONFIG;
     int rc = is_addr ? cli_explain_addr(gen, path, &addr, port, out)
                      : cli_explain_name(gen, path, target, port, out);

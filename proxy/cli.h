@@ -8,6 +8,8 @@
 
 #include <stdio.h>
 
+#include "proxy/daemon.h"
+
 /* Exit statuses of SPEC §1 (and explain's "blocked"). */
 enum {
     MOAT_EXIT_OK = 0,
@@ -15,6 +17,11 @@ enum {
     MOAT_EXIT_RUNTIME = 2, /* e.g. a listen address in use */
     MOAT_EXIT_BLOCKED = 3, /* `moat explain`: the target is blocked */
 };
+
+/* Load path (NULL: the embedded default) and compile its policy; on failure
+ * print every error as FILE:LINE:COL: message on err and return it. Shared by
+ * every command that reads a config. */
+int cli_load_config(const char *path, moat_gen_t **gen, FILE *err);
 
 /* `moat check FILE`: 0 and a one-screen summary on out, or 1 and
  * FILE:LINE:COL: message for every error on err. */

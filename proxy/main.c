@@ -37,20 +37,10 @@ static void main_usage(FILE *f)
 static int main_run(const char *config_path)
 {
     moat_gen_t *gen;
-    cfg_diag_t diag;
-    int rc = moat_gen_load(config_path, &gen, &diag);
-    if (rc != 0) {
-        if (diag.n > 0)
-            cfg_diag_print(&diag, stderr);
-        else
-            fprintf(stderr, "moat: %s: %s\n", config_path ? config_path : "<default>",
-                    strerror(-rc));
-        cfg_diag_free(&diag);
+    if (cli_load_config(config_path, &gen, stderr) != 0)
         return MOAT_EXIT_CONFIG;
-    }
-    cfg_diag_free(&diag);
 
-    rc = log_configure(gen->cfg);
+    int rc = log_configure(gen->cfg);
     if (rc != 0) {
         fprintf(stderr, "moat: log.file %s: %s\n", gen->cfg->log.file, strerror(-rc));
         moat_gen_unref(gen);

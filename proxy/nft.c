@@ -188,19 +188,10 @@ int px_nft_main(const char *path, const char *iface, FILE *out, FILE *err)
      * file says. */
     if (!px_nft_iface_ok(iface))
         return px_nft_print(NULL, iface, out, err);
-    cfg_t *cfg;
-    cfg_diag_t diag;
-    int rc = cfg_load_file(path, &cfg, &diag);
-    if (rc != 0) {
-        if (diag.n > 0)
-            cfg_diag_print(&diag, err);
-        else
-            fprintf(err, "%s: %s\n", path, strerror(-rc));
-        cfg_diag_free(&diag);
+    moat_gen_t *gen;
+    if (cli_load_config(path, &gen, err) != 0)
         return MOAT_EXIT_CONFIG;
-    }
-    cfg_diag_free(&diag);
-    rc = px_nft_print(cfg, iface, out, err);
-    cfg_free(cfg);
+    int rc = px_nft_print(gen->cfg, iface, out, err);
+    moat_gen_unref(gen);
     return rc;
 }

@@ -315,3 +315,25 @@ class Nft:
     def stop(self):
         subprocess.run(["nft", "delete", "table", "ip", self.table], capture_output=True,
                        timeout=10)
+
+
+def read_response(read):
+    """Read one HTTP/1.1 response with Content-Length through read()."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = read()
+        if not d:
+            raise AssertionError("EOF in response head: %r" % buf)
+        buf += d
+    head, body = buf.split(b"\r\n\r\n", 1)
+    n = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, v = line.split(b":", 1)
+        if k.strip().lower() == b"content-length":
+            n = int(v)
+    while len(body) < n:
+        d = read()
+        if not d:
+            break
+        body += d
+    return head.decode("latin-1"), body

@@ -45,26 +45,6 @@ def recv_all(sock, timeout=10.0):
         out += d
 
 
-def read_response(read):
-    """Read one HTTP/1.1 response with Content-Length through read()."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = read()
-        if not d:
-            raise AssertionError("EOF in response head: %r" % buf)
-        buf += d
-    head, body = buf.split(b"\r\n\r\n", 1)
-    n = 0
-    for line in head.split(b"\r\n")[1:]:
-        k, v = line.split(b":", 1)
-        if k.strip().lower() == b"content-length":
-            n = int(v)
-    while len(body) < n:
-        d = read()
-        if not d:
-            break
-        body += d
-    return head.decode("latin-1"), body
 
 
 @unittest.skipIf(SKIP, SKIP)
@@ -157,7 +137,7 @@ class ProxyTest(unittest.TestCase):
         t = self.ctx().wrap_socket(s, server_hostname=name)
         self.socks.append(t)
         t.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % name.encode())
-        head, body = read_response(lambda: t.recv(65536))
+        head, body = pf.read_response(lambda: t.recv(65536))
         return head.split("\r\n")[0], body, t
 
     def assert_reset(self, s, timeout=5.0):
@@ -234,7 +214,7 @@ class ProxyTest(unittest.TestCase):
                 time.sleep(0.001)
         d.finish_handshake()
         d.write(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
-        _, body = read_response(d.read_some)
+        _, body = pf.read_response(d.read_some)
         self.assertEqual(body, b"server-a\n")
 
     def test_tls_hello_split_across_two_records(self):
@@ -244,7 +224,7 @@ class ProxyTest(unittest.TestCase):
         s.sendall(pf.split_records(d.first_flight(), 40))
         d.finish_handshake()
         d.write(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
-        _, body = read_response(d.read_some)
+        _, body = pf.read_response(d.read_some)
         self.assertEqual(body, b"server-a\n")
 
     def test_tls_hello_over_max_hello_is_reset(self):
@@ -282,7 +262,7 @@ class ProxyTest(unittest.TestCase):
         t = c.wrap_socket(s, server_hostname="blocked.test")
         self.socks.append(t)
         t.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
-        _, body = read_response(lambda: t.recv(65536))
+        _, body = pf.read_response(lambda: t.recv(65536))
         self.assertEqual(body, b"server-a\n")
         for x in self.socks:
             x.close()
@@ -300,7 +280,7 @@ class ProxyTest(unittest.TestCase):
     def http(self, request):
         s = self.connect(self.http_port)
         s.sendall(request)
-        return read_response(lambda: s.recv(65536))
+        return pf.read_response(lambda: s.recv(65536))
 
     def test_http_allowed_host(self):
         self.start()
@@ -404,7 +384,7 @@ class ProxyTest(unittest.TestCase):
         self.moat.wait_line("reason=max-connections")
         for t, want in ((t1, b"server-a\n"), (t2, b"server-b\n")):
             t.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            _, body = read_response(lambda: t.recv(65536))
+            _, body = pf.read_response(lambda: t.recv(65536))
             self.assertEqual(body, want)
 
     def test_reload_closes_disallowed_connection(self):
@@ -423,7 +403,7 @@ class ProxyTest(unittest.TestCase):
         except (ConnectionResetError, ssl.SSLError):
             pass
         ta.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
-        _, body = read_response(lambda: ta.recv(65536))
+        _, body = pf.read_response(lambda: ta.recv(65536))
         self.assertEqual(body, b"server-a\n")
 
     def test_listen_in_use_exits_2(self):
@@ -502,7 +482,7 @@ class ProxyTest(unittest.TestCase):
         t = self.ctx().wrap_socket(third, server_hostname="a.test")
         self.socks.append(t)
         t.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
-        _, body = read_response(lambda: t.recv(65536))
+        _, body = pf.read_response(lambda: t.recv(65536))
         self.assertEqual(body, b"server-a\n")
 
     # ---- transparent listener (nftables REDIRECT) ----------------------------------------------
@@ -550,7 +530,7 @@ class ProxyTest(unittest.TestCase):
         t = self.ctx().wrap_socket(s, server_hostname="a.test")
         self.socks.append(t)
         t.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-        _, body = read_response(lambda: t.recv(65536))
+        _, body = pf.read_response(lambda: t.recv(65536))
         self.assertEqual(body, b"server-a\n")
         t.close()
         i = self.moat.wait_line("listener=transparent client=%s" % pf.GUEST)
@@ -584,7 +564,7 @@ class ProxyTest(unittest.TestCase):
         # Same address, a port the rule does not list: reset.
         s = self.guest_connect(pf.ADDRS["bulk"], 80)
         s.sendall(b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n")
-        head, _ = read_response(lambda: s.recv(65536))
+        head, _ = pf.read_response(lambda: s.recv(65536))
         self.assertTrue(head.startswith("HTTP/1.1 403"), head)
 
     def test_transparent_filtering_off_splices_to_original_destination(self):

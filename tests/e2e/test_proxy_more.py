@@ -45,26 +45,6 @@ CERT_NAMES = ["six.test", "blocked6.test", "dual.test", "priv.test", "priv6.test
               "closed.test", "meta.test"]
 
 
-def read_response(read):
-    """One HTTP/1.1 response with Content-Length through read()."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = read()
-        if not d:
-            raise AssertionError("EOF in response head: %r" % buf)
-        buf += d
-    head, body = buf.split(b"\r\n\r\n", 1)
-    n = 0
-    for line in head.split(b"\r\n")[1:]:
-        k, v = line.split(b":", 1)
-        if k.strip().lower() == b"content-length":
-            n = int(v)
-    while len(body) < n:
-        d = read()
-        if not d:
-            break
-        body += d
-    return head.decode("latin-1"), body
 
 
 def closed_within(s, timeout):
@@ -202,7 +182,7 @@ class ProxyMoreTest(unittest.TestCase):
         t = self.ctx().wrap_socket(s, server_hostname=name)
         self.socks.append(t)
         t.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % name.encode())
-        head, body = read_response(lambda: t.recv(65536))
+        head, body = pf.read_response(lambda: t.recv(65536))
         t.close()
         return head.split("\r\n")[0], body
 
@@ -217,7 +197,7 @@ class ProxyMoreTest(unittest.TestCase):
         s = self.connect(hostport)
         s.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" %
                   (path.encode(), host.encode()))
-        head, body = read_response(lambda: s.recv(65536))
+        head, body = pf.read_response(lambda: s.recv(65536))
         s.close()
         return head, body
 
@@ -527,7 +507,7 @@ class ProxyMoreTest(unittest.TestCase):
         self.assertEqual(body, b"meta\n")
         s = self.connect((pm.META, 80), source=pf.GUEST)
         s.sendall(b"GET / HTTP/1.1\r\nHost: meta.test\r\nConnection: close\r\n\r\n")
-        _, body = read_response(lambda: s.recv(65536))
+        _, body = pf.read_response(lambda: s.recv(65536))
         self.assertEqual(body, b"meta\n")
 
     # ---- 5. reset, never blackhole ---------------------------------------------------------------
