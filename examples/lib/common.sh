@@ -76,7 +76,7 @@ NGX
   nsx "$ns" nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
   nsx "$ns" dnsmasq --no-resolv --no-hosts --bind-interfaces --listen-address="$dns_ip" \
     --port=53 --user=root --pid-file="$STATE/dnsmasq.pid" --log-facility="$STATE/dnsmasq.log" \
-    --log-queries --address="/allowed.test/$a_ip" --address="/blocked.test/$b_ip"
+    --log-queries --local=/test/ --address="/allowed.test/$a_ip" --address="/blocked.test/$b_ip"
   wait_for 10 nsx "$ns" bash -c "exec 3<>/dev/tcp/$a_ip/443" ||
     { echo "nginx did not start" >&2; return 1; }
 }

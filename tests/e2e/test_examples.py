@@ -6,6 +6,7 @@ UDP to port 443 (QUIC) never reaches the internet; then down, and nothing of
 the example is left. Needs root (network namespaces, nftables); the gvproxy
 simulation also needs slirp4netns and setpriv."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,17 @@ class ExampleBase:
         with open(os.path.join(self.state, "moat.log")) as f:
             return f.read()
 
+    def wait_log(self, pattern, timeout=5.0):
+        """moat logs an allowed connection when it closes, which may be just
+        after the client returned: poll for the line, bounded."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.moat_log()
+            if re.search(pattern, log) or time.monotonic() > deadline:
+                self.assertRegex(log, pattern)
+                return
+            time.sleep(0.05)
+
     def udp_arrives(self, sender_ns, timeout=3.0):
         """Send UDP datagrams to ALLOWED_IP:443 from sender_ns; return what
         the internet namespace received."""
@@ -116,14 +128,14 @@ class ExampleBase:
         r = self.curl("https://allowed.test/")
         self.assertEqual(r.returncode, 0, r.stderr + self.moat_log())
         self.assertEqual(r.stdout, "allowed-site\n")
-        self.assertRegex(self.moat_log(), r"kind=tcp listener=transparent .*dest=%s port=443 "
-                         r"name=allowed\.test verdict=allow" % self.ALLOWED_IP.replace(".", r"\."))
+        self.wait_log(r"kind=tcp listener=transparent .*dest=%s port=443 "
+                      r"name=allowed\.test verdict=allow" % self.ALLOWED_IP.replace(".", r"\."))
 
         # blocked name at its real address (a guest that ignores DNS): TLS alert
         r = self.curl("--resolve", "blocked.test:443:" + self.BLOCKED_IP, "https://blocked.test/")
         self.assertEqual(r.returncode, 35, r.stderr)  # CURLE_SSL_CONNECT_ERROR
         self.assertIn("access denied", r.stderr)
-        self.assertIn("name=blocked.test verdict=block reason=not-allowed", self.moat_log())
+        self.wait_log(r"name=blocked\.test verdict=block reason=not-allowed")
 
         # DNS: allowed resolves upstream, blocked is sinkholed, through the
         # guest's configured resolver
