@@ -20,7 +20,8 @@ enum {
     RW_KEY_IPV6HINT = 6,
 };
 
-#define RW_EDNS_EDE 15 /* RFC 8914 */
+#define RW_EDNS_EDE  15  /* RFC 8914 */
+#define RW_TYPE_TSIG 250 /* RFC 8945 */
 
 /* The three sections and the setters for their header counts. */
 typedef struct rw_section {
@@ -428,9 +429,77 @@ static void rw_qname(const ldns_rdf *qname, dns_rewrite_result_t *r)
     }
 }
 
+/* Skip a possibly compressed name (RFC 1035 §4.1.4) without following it. */
+static bool rw_skip_name(filter_cur_t *cur)
+{
+    size_t n = 0;
+    for (;;) {
+        uint8_t l = filter_cur_u8(cur);
+        if (!filter_cur_ok(cur))
+            return false;
+        if ((l & 0xC0) == 0xC0) {
+            filter_cur_skip(cur, 1);
+            return filter_cur_ok(cur);
+        }
+        n += 1 + (size_t)l;
+        if (l > DNS_LABEL_MAX || n > DNS_NAME_WIRE_MAX)
+            return false;
+        if (l == 0)
+            return true;
+        filter_cur_skip(cur, l);
+    }
+}
+
 static int rw_status(ldns_status s)
 {
     return s == LDNS_STATUS_MEM_ERR ? -ENOMEM : -EBADMSG;
+}
+
+/* Walk the framing once with the cursor before ldns_wire2pkt parses the
+ * message, so that ldns sees the records every other parser sees:
+ *   - every record must be whole;
+ *   - ldns must read each record to exactly its RDLENGTH: ldns_wire2rdf
+ *     stops after the fields of the type's descriptor and does not skip what
+ *     is left, so an over-long rdata would be read as further records (the
+ *     answer ldns saw would not be the one the client parses);
+ *   - no TSIG: moat never signs its queries, so a TSIG in an answer is bogus
+ *     (RFC 8945 §5.3), and ldns_wire2pkt mishandles them (it shortens the
+ *     additional section it reads by one per TSIG and leaks all but the
+ *     last). */
+static int rw_prescan(const uint8_t *wire, size_t len)
+{
+    filter_cur_t cur = filter_cur_make(wire, len);
+    filter_cur_skip(&cur, 4);
+    uint16_t qd = filter_cur_u16(&cur);
+    size_t n = 0;
+    for (int i = 0; i < 3; i++)
+        n += filter_cur_u16(&cur);
+    if (!filter_cur_ok(&cur))
+        return -EBADMSG;
+    for (unsigned i = 0; i < qd; i++) {
+        if (!rw_skip_name(&cur))
+            return -EBADMSG;
+        filter_cur_skip(&cur, 4);
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t start = filter_cur_pos(&cur);
+        if (!rw_skip_name(&cur))
+            return -EBADMSG;
+        uint16_t type = filter_cur_u16(&cur);
+        filter_cur_skip(&cur, 6); /* class, TTL */
+        filter_cur_skip(&cur, filter_cur_u16(&cur));
+        if (!filter_cur_ok(&cur) || type == RW_TYPE_TSIG)
+            return -EBADMSG;
+        ldns_rr *rr = NULL;
+        size_t pos = start;
+        ldns_status s = ldns_wire2rr(&rr, wire, len, &pos, LDNS_SECTION_ANSWER);
+        ldns_rr_free(rr);
+        if (s != LDNS_STATUS_OK)
+            return rw_status(s);
+        if (pos != filter_cur_pos(&cur))
+            return -EBADMSG;
+    }
+    return 0;
 }
 
 int dns_rewrite(const filter_policy_t *policy, const uint8_t *wire, size_t len,
@@ -444,6 +513,9 @@ int dns_rewrite(const filter_policy_t *policy, const uint8_t *wire, size_t len,
     ldns_pkt *pkt = NULL;
     ldns_buffer *buf = NULL;
     int rc = 0;
+    rc = rw_prescan(wire, len);
+    if (rc != 0)
+        goto fail;
     ldns_status s = ldns_wire2pkt(&pkt, wire, len);
     if (s != LDNS_STATUS_OK) {
         rc = rw_status(s);

@@ -81,10 +81,12 @@ typedef struct dns_rewrite_result {
 
 /* Rewrite the upstream answer wire[0..len) under policy (NULL counts as
  * filtering off). On success returns 0 and fills *out, to be released with
- * dns_rewrite_result_free. Returns -EBADMSG for an answer that does not
- * parse, is not a response, has QDCOUNT other than 1, or carries an A/AAAA
- * or SVCB/HTTPS rdata of the wrong shape (the caller answers SERVFAIL);
- * -ENOMEM. On error *out is zeroed and owns nothing. */
+ * dns_rewrite_result_free. Returns -EBADMSG (the caller answers SERVFAIL) for
+ * an answer that does not parse, is not a response, has QDCOUNT other than
+ * 1, holds a record whose RDLENGTH is not exactly what its type's fields take
+ * (ldns would frame the rest differently from the client), holds a TSIG, or
+ * carries an A/AAAA or SVCB/HTTPS rdata of the wrong shape; -ENOMEM. On error
+ * *out is zeroed and owns nothing. */
 int dns_rewrite(const filter_policy_t *policy, const uint8_t *wire, size_t len,
                 dns_rewrite_result_t *out);
 

@@ -503,6 +503,28 @@ Test(rewrite, garbage_is_an_error)
                                 0,  65, 0,    1,    0xc0, 12, 0, 65, 0, 1, 0, 0, 0, 60,  0,
                                 12, 0,  1,    0,    0,    4,  0, 5,  1, 2, 3, 4, 5};
     cr_assert_eq(dns_rewrite(pol, bad_hint, sizeof bad_hint, &r), -EBADMSG);
+    /* an A whose RDLENGTH (15) hides a record after its 4 address bytes:
+     * ldns alone would read "A 198.18.0.1" then a second A 127.0.0.1 */
+    const uint8_t hidden[] = {
+        0,    1,  0x81, 0x80, 0, 1, 0, 2, 0,  0,  0, 0,   1,   'a', 0, 0,
+        1,    0,  1,                                                       /* header, question */
+        0xc0, 12, 0,    1,    0, 1, 0, 0, 0,  60, 0, 19,  198, 18,  0, 1,  /* A, RDLENGTH 19 */
+        0,    0,  1,    0,    1, 0, 0, 0, 60, 0,  4, 127, 0,   0,   1,     /* inside: A 127.0.0.1 */
+        0xc0, 12, 0,    1,    0, 1, 0, 0, 0,  60, 0, 4,   198, 18,  0, 2}; /* A 198.18.0.2 */
+    cr_assert_eq(dns_rewrite(pol, hidden, sizeof hidden, &r), -EBADMSG);
+    /* a CNAME whose rdata runs on past its name */
+    const uint8_t long_cname[] = {0, 1,   0x81, 0x80, 0,  1, 0, 1,    0,  0, 0, 0,
+                                  1, 'a', 0,    0,    1,  0, 1, 0xc0, 12, 0, 5, 0,
+                                  1, 0,   0,    0,    60, 0, 4, 0xc0, 12, 0, 0};
+    cr_assert_eq(dns_rewrite(pol, long_cname, sizeof long_cname, &r), -EBADMSG);
+    /* a TSIG in an answer to an unsigned query (RFC 8945 §5.3) */
+    const uint8_t tsig[] = {0, 1, 0x81, 0x80, 0, 1, 0,   0, 0,   0, 0, 1, 1, 'a', 0,
+                            0, 1, 0,    1,    0, 0, 250, 0, 255, 0, 0, 0, 0, 0,   0};
+    cr_assert_eq(dns_rewrite(pol, tsig, sizeof tsig, &r), -EBADMSG);
+    /* a record cut short in the additional section */
+    const uint8_t short_ar[] = {0, 1, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 2, 1, 'a', 0, 0,
+                                1, 0, 1,    0,    0, 1, 0, 1, 0, 0, 0, 0, 0, 0,   0};
+    cr_assert_eq(dns_rewrite(pol, short_ar, sizeof short_ar, &r), -EBADMSG);
     /* QDCOUNT 0 */
     const uint8_t no_q[] = {0, 1, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0};
     cr_assert_eq(dns_rewrite(pol, no_q, sizeof no_q, &r), -EBADMSG);
