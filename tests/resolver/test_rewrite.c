@@ -8,42 +8,9 @@
 #include <ldns/ldns.h>
 
 #include "resolver/rewrite.h"
+#include "tests/resolver/ldns_build.h"
 
 #define ECH "ech=AEX+DQBBpQAgACBi9p8s"
-
-static uint8_t *build(size_t *len, const char *question, uint8_t rcode, const char **an,
-                      const char **ns, const char **ar, bool edns)
-{
-    ldns_pkt *p = ldns_pkt_new();
-    cr_assert_not_null(p);
-    ldns_pkt_set_id(p, 0x4321);
-    ldns_pkt_set_qr(p, true);
-    ldns_pkt_set_rd(p, true);
-    ldns_pkt_set_ra(p, true);
-    ldns_pkt_set_rcode(p, rcode);
-    ldns_rr *q = NULL;
-    cr_assert_eq(ldns_rr_new_question_frm_str(&q, question, NULL, NULL), LDNS_STATUS_OK, "%s",
-                 question);
-    ldns_pkt_push_rr(p, LDNS_SECTION_QUESTION, q);
-    const char **secs[3] = {an, ns, ar};
-    ldns_pkt_section ids[3] = {LDNS_SECTION_ANSWER, LDNS_SECTION_AUTHORITY,
-                               LDNS_SECTION_ADDITIONAL};
-    for (int s = 0; s < 3; s++) {
-        for (const char **r = secs[s]; r && *r; r++) {
-            ldns_rr *rr = NULL;
-            cr_assert_eq(ldns_rr_new_frm_str(&rr, *r, 0, NULL, NULL), LDNS_STATUS_OK, "%s", *r);
-            ldns_pkt_push_rr(p, ids[s], rr);
-        }
-    }
-    if (edns) {
-        ldns_pkt_set_edns_udp_size(p, 1232);
-        ldns_pkt_set_edns_do(p, true);
-    }
-    uint8_t *w = NULL;
-    cr_assert_eq(ldns_pkt2wire(&w, p, len), LDNS_STATUS_OK);
-    ldns_pkt_free(p);
-    return w;
-}
 
 /* A policy with filtering on (unless off), the name rule example.com and the
  * given address rules. */
@@ -128,7 +95,7 @@ Test(rewrite, https_ech_removed_others_intact)
     cr_assert_eq(r.qtype, 65);
     cr_assert_str_eq(r.qname, "example.com");
     ldns_pkt *p = parse(&r);
-    cr_assert_eq(ldns_pkt_id(p), 0x4321);
+    cr_assert_eq(ldns_pkt_id(p), TEST_RESPONSE_ID);
     cr_assert_eq(ldns_rr_list_rr_count(ldns_pkt_answer(p)), 2);
     assert_rr(ldns_rr_list_rr(ldns_pkt_answer(p), 0),
               "example.com. 300 IN HTTPS 1 . alpn=h2,h3 ipv4hint=198.18.0.1 ipv6hint=2001:db8::1");
