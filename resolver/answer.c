@@ -266,33 +266,6 @@ int dns_answer_canary(const dns_query_t *q, const dns_sinkhole_t *cfg, uint8_t *
     return dnsa_blocked(q, cfg, true, dnsa_opt_canary, sizeof dnsa_opt_canary - 1, buf, cap, limit);
 }
 
-/* Skip a name in an answer: labels ending in the root or a pointer (not
- * followed). Sets *root for the bare root octet. */
-static bool dnsa_skip_name(filter_cur_t *c, bool *root)
-{
-    size_t wire = 0;
-    *root = false;
-    for (;;) {
-        uint8_t len = filter_cur_u8(c);
-        if (!filter_cur_ok(c))
-            return false;
-        if ((len & 0xc0) == 0xc0) {
-            filter_cur_skip(c, 1);
-            return filter_cur_ok(c);
-        }
-        if (len > DNS_LABEL_MAX)
-            return false;
-        if (len == 0) {
-            *root = wire == 0;
-            return true;
-        }
-        wire += 1 + (size_t)len;
-        if (wire + 1 > DNS_NAME_WIRE_MAX)
-            return false;
-        filter_cur_skip(c, len);
-    }
-}
-
 static void dnsa_put16_at(uint8_t *p, uint16_t v)
 {
     p[0] = (uint8_t)(v >> 8);
@@ -334,7 +307,7 @@ int dns_answer_patch(uint8_t *buf, size_t len, size_t cap, const dns_query_t *q,
 
     bool root;
     for (uint32_t i = 0; i < (uint32_t)ancount + nscount; i++) {
-        if (!dnsa_skip_name(&c, &root))
+        if (dns_wire_skip_name(&c, &root) != 0)
             return -EBADMSG;
         filter_cur_skip(&c, 8);
         filter_cur_skip(&c, filter_cur_u16(&c));
@@ -344,7 +317,7 @@ int dns_answer_patch(uint8_t *buf, size_t len, size_t cap, const dns_query_t *q,
     size_t opt_off = 0, opt_len = 0;
     for (uint16_t i = 0; i < arcount; i++) {
         size_t start = filter_cur_pos(&c);
-        if (!dnsa_skip_name(&c, &root))
+        if (dns_wire_skip_name(&c, &root) != 0)
             return -EBADMSG;
         uint16_t type = filter_cur_u16(&c);
         filter_cur_skip(&c, 6);

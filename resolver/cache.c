@@ -235,30 +235,6 @@ fail:
     return -EINVAL;
 }
 
-/* Skip a possibly compressed name (RFC 1035 §4.1.4) without following the
- * pointer: the target was either read already or does not matter here. */
-static bool cache_skip_name(filter_cur_t *cur)
-{
-    size_t n = 0;
-    for (;;) {
-        uint8_t l = filter_cur_u8(cur);
-        if (!filter_cur_ok(cur))
-            return false;
-        if ((l & 0xC0) == 0xC0) {
-            filter_cur_skip(cur, 1);
-            return filter_cur_ok(cur);
-        }
-        if (l > DNS_LABEL_MAX) /* 0x40 and 0x80: reserved label types */
-            return false;
-        n += 1 + (size_t)l;
-        if (n > DNS_NAME_WIRE_MAX)
-            return false;
-        if (l == 0)
-            return true;
-        filter_cur_skip(cur, l);
-    }
-}
-
 /* RFC 2181 §8: a TTL with the top bit set is read as 0; then our cap. */
 static uint32_t cache_ttl_norm(uint32_t ttl)
 {
@@ -298,7 +274,7 @@ static int cache_scan(const dns_cache_key_t *k, const uint8_t *wire, size_t len,
     s->n_ttl = 0;
     for (int sec = 0; sec < 3; sec++) {
         for (unsigned i = 0; i < count[sec]; i++) {
-            if (!cache_skip_name(&cur))
+            if (dns_wire_skip_name(&cur, NULL) != 0)
                 return -EINVAL;
             uint16_t type = filter_cur_u16(&cur);
             filter_cur_skip(&cur, 2); /* class */
@@ -323,7 +299,7 @@ static int cache_scan(const dns_cache_key_t *k, const uint8_t *wire, size_t len,
                     positive = true;
             } else if (sec == 1 && type == DNS_TYPE_SOA && !have_soa) {
                 /* RFC 2308 §5: negative TTL = min(SOA TTL, SOA MINIMUM). */
-                if (!cache_skip_name(&rd) || !cache_skip_name(&rd))
+                if (dns_wire_skip_name(&rd, NULL) != 0 || dns_wire_skip_name(&rd, NULL) != 0)
                     return -EINVAL;
                 filter_cur_skip(&rd, 16); /* SERIAL REFRESH RETRY EXPIRE */
                 uint32_t minimum = cache_ttl_norm(filter_cur_u32(&rd));

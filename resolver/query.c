@@ -91,9 +91,12 @@ static int dnsq_read_qname(filter_cur_t *c, dns_query_t *q)
 /* Skip an owner name outside the question: labels ending in the root or in a
  * compression pointer (never followed: we only need to get past it). Sets
  * *root when the name is the single root octet. Returns 0 or -EBADMSG. */
-static int dnsq_skip_name(filter_cur_t *c, bool *root)
+int dns_wire_skip_name(filter_cur_t *c, bool *root)
 {
     size_t wire = 0;
+    bool dummy;
+    if (!root)
+        root = &dummy;
     *root = false;
     for (;;) {
         uint8_t len = filter_cur_u8(c);
@@ -150,7 +153,7 @@ static int dnsq_read_sections(filter_cur_t *c, dns_query_t *q, uint32_t an_ns, u
 {
     bool root;
     for (uint32_t i = 0; i < an_ns; i++) {
-        if (dnsq_skip_name(c, &root) != 0)
+        if (dns_wire_skip_name(c, &root) != 0)
             return -EBADMSG;
         filter_cur_skip(c, 8); /* TYPE, CLASS, TTL */
         filter_cur_skip(c, filter_cur_u16(c));
@@ -158,7 +161,7 @@ static int dnsq_read_sections(filter_cur_t *c, dns_query_t *q, uint32_t an_ns, u
             return -EBADMSG;
     }
     for (uint16_t i = 0; i < arcount; i++) {
-        if (dnsq_skip_name(c, &root) != 0)
+        if (dns_wire_skip_name(c, &root) != 0)
             return -EBADMSG;
         uint16_t type = filter_cur_u16(c);
         if (!filter_cur_ok(c))

@@ -32,6 +32,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "filter/cursor.h"
+
 #define DNS_HEADER_LEN    12
 #define DNS_NAME_WIRE_MAX 255 /* RFC 1035 §2.3.4, length octets included */
 #define DNS_LABEL_MAX     63
@@ -109,6 +111,13 @@ typedef struct dns_query {
 
 /* Parse the query in msg[0..len); see the top of this file. */
 int dns_query_parse(const uint8_t *msg, size_t len, dns_query_t *q);
+
+/* Skip one name in wire form at the cursor (RFC 1035 §4.1.4): labels ending
+ * in the root or a compression pointer, which is skipped, not followed. 0, or
+ * -EBADMSG for a reserved label type (0x40, 0x80), a name over 255 octets or
+ * a short read. *root (may be NULL) is set when the name is the root. Every
+ * resolver module that walks records uses this one. */
+int dns_wire_skip_name(filter_cur_t *c, bool *root);
 
 /* The most a UDP response to q may hold: 512 without EDNS, else the client's
  * size capped at DNS_EDNS_UDP_SIZE (RFC 6891 §6.2.5; DNS flag day 2020). */

@@ -429,27 +429,6 @@ static void rw_qname(const ldns_rdf *qname, dns_rewrite_result_t *r)
     }
 }
 
-/* Skip a possibly compressed name (RFC 1035 §4.1.4) without following it. */
-static bool rw_skip_name(filter_cur_t *cur)
-{
-    size_t n = 0;
-    for (;;) {
-        uint8_t l = filter_cur_u8(cur);
-        if (!filter_cur_ok(cur))
-            return false;
-        if ((l & 0xC0) == 0xC0) {
-            filter_cur_skip(cur, 1);
-            return filter_cur_ok(cur);
-        }
-        n += 1 + (size_t)l;
-        if (l > DNS_LABEL_MAX || n > DNS_NAME_WIRE_MAX)
-            return false;
-        if (l == 0)
-            return true;
-        filter_cur_skip(cur, l);
-    }
-}
-
 static int rw_status(ldns_status s)
 {
     return s == LDNS_STATUS_MEM_ERR ? -ENOMEM : -EBADMSG;
@@ -477,13 +456,13 @@ static int rw_prescan(const uint8_t *wire, size_t len)
     if (!filter_cur_ok(&cur))
         return -EBADMSG;
     for (unsigned i = 0; i < qd; i++) {
-        if (!rw_skip_name(&cur))
+        if (dns_wire_skip_name(&cur, NULL) != 0)
             return -EBADMSG;
         filter_cur_skip(&cur, 4);
     }
     for (size_t i = 0; i < n; i++) {
         size_t start = filter_cur_pos(&cur);
-        if (!rw_skip_name(&cur))
+        if (dns_wire_skip_name(&cur, NULL) != 0)
             return -EBADMSG;
         uint16_t type = filter_cur_u16(&cur);
         filter_cur_skip(&cur, 6); /* class, TTL */
