@@ -77,8 +77,8 @@ static inline uint32_t filter_cur_u24(filter_cur_t *c)
 {
     if (!filter_cur_need(c, 3))
         return 0;
-    uint32_t v = (uint32_t)c->base[c->off] << 16 | (uint32_t)c->base[c->off + 1] << 8 |
-                 c->base[c->off + 2];
+    uint32_t v =
+        (uint32_t)c->base[c->off] << 16 | (uint32_t)c->base[c->off + 1] << 8 | c->base[c->off + 2];
     c->off += 3;
     return v;
 }

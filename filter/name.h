@@ -47,8 +47,8 @@ int filter_name_normalize(const char *in, size_t in_len, char *out, size_t *out_
 /* An allowlist name pattern: `name` (exactly that name) or `*.name` (every
  * name below it, at any depth, not the name itself). */
 typedef struct filter_pattern {
-    bool wildcard;                   /* written as "*.name" */
-    size_t len;                      /* strlen(name) */
+    bool wildcard;                  /* written as "*.name" */
+    size_t len;                     /* strlen(name) */
     char name[FILTER_NAME_MAX + 1]; /* normalised, without the "*." */
 } filter_pattern_t;
 
