@@ -15,6 +15,9 @@ import ssl
 import subprocess
 import threading
 import time
+import unittest
+
+from moatlib import TempDir
 
 NETNS_ENV = "MOAT_PX_NETNS"
 ADDRS = {"a": "198.18.0.2", "b": "198.18.0.3", "bulk": "198.18.0.4"}
@@ -69,22 +72,9 @@ def make_cert(tmpdir, names):
     return cert, key
 
 
-class Nginx:
-    """nginx with TLS servers a.test on ADDRS[a]:443 and b.test on
-    ADDRS[b]:443 (pages "server-a" / "server-b") and plain HTTP on
-    ADDRS[a]:80 ("http-a")."""
-
-    def __init__(self, tmpdir, cert, key):
-        self.dir = os.path.join(tmpdir, "nginx")
-        os.makedirs(self.dir)
-        for site, text in (("a", "server-a\n"), ("b", "server-b\n"), ("h", "http-a\n")):
-            os.makedirs(os.path.join(self.dir, site))
-            with open(os.path.join(self.dir, site, "index.html"), "w") as f:
-                f.write(text)
-        d = self.dir
-        conf = """
+NGINX_CONF = """
 user root;
-worker_processes 1;
+worker_processes {workers};
 pid {d}/nginx.pid;
 error_log {d}/error.log;
 events {{ worker_connections 512; }}
@@ -98,11 +88,26 @@ http {{
   keepalive_timeout 60s;
   ssl_certificate {cert};
   ssl_certificate_key {key};
-  server {{ listen {a}:443 ssl; server_name a.test; root {d}/a; }}
-  server {{ listen {b}:443 ssl; server_name b.test; root {d}/b; }}
-  server {{ listen {a}:80; server_name a.test; root {d}/h; }}
-}}
-""".format(d=d, cert=cert, key=key, a=ADDRS["a"], b=ADDRS["b"])
+{extra}{servers}}}
+"""
+
+
+class NginxServer:
+    """nginx run by a test in the prefix dir d: `pages` maps a path under d to
+    its content (str or bytes), `servers` is the text of the server blocks,
+    `probes` the (address, port) pairs that must accept before it counts as
+    started."""
+
+    def __init__(self, d, cert, key, pages, servers, probes, workers=1, extra=""):
+        self.dir = d
+        os.makedirs(d)
+        for rel, content in pages.items():
+            path = os.path.join(d, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb" if isinstance(content, bytes) else "w") as f:
+                f.write(content)
+        conf = NGINX_CONF.format(d=d, cert=cert, key=key, workers=workers, extra=extra,
+                                 servers=servers)
         path = os.path.join(d, "nginx.conf")
         with open(path, "w") as f:
             f.write(conf)
@@ -114,8 +119,8 @@ http {{
             if self.proc.poll() is not None:
                 raise RuntimeError("nginx exited: %s" % self.proc.stderr.read().decode())
             try:
-                socket.create_connection((ADDRS["a"], 80), timeout=0.5).close()
-                socket.create_connection((ADDRS["b"], 443), timeout=0.5).close()
+                for addr, port in probes:
+                    socket.create_connection((addr, port), timeout=0.5).close()
                 return
             except OSError:
                 time.sleep(0.05)
@@ -131,6 +136,57 @@ http {{
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self.proc.stderr.close()
+
+
+class Nginx(NginxServer):
+    """nginx with TLS servers a.test on ADDRS[a]:443 and b.test on
+    ADDRS[b]:443 (pages "server-a" / "server-b") and plain HTTP on
+    ADDRS[a]:80 ("http-a")."""
+
+    def __init__(self, tmpdir, cert, key):
+        d = os.path.join(tmpdir, "nginx")
+        a, b = ADDRS["a"], ADDRS["b"]
+        servers = (
+            "  server {{ listen {a}:443 ssl; server_name a.test; root {d}/a; }}\n"
+            "  server {{ listen {b}:443 ssl; server_name b.test; root {d}/b; }}\n"
+            "  server {{ listen {a}:80; server_name a.test; root {d}/h; }}\n"
+        ).format(d=d, a=a, b=b)
+        super().__init__(d, cert, key,
+                         pages={"a/index.html": "server-a\n", "b/index.html": "server-b\n",
+                                "h/index.html": "http-a\n"},
+                         servers=servers, probes=[(a, 80), (b, 443)])
+
+
+class NetnsTestCase(unittest.TestCase):
+    """A test class whose servers run in the network namespace the script
+    re-executed itself in: start_servers() starts them and appends each to
+    cls.procs; they are stopped in reverse order, also when starting fails."""
+
+    @classmethod
+    def start_servers(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.environ.get(NETNS_ENV):
+            raise unittest.SkipTest("run as a script (it enters a network namespace)")
+        cls._tmp = TempDir()
+        cls.dir = cls._tmp.__enter__()
+        cls.procs = []
+        try:
+            cls.start_servers()
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for p in reversed(cls.procs):
+            try:
+                p.stop()
+            except Exception:
+                pass
+        cls._tmp.__exit__(None, None, None)
 
 
 def block(seed, size=1 << 20):

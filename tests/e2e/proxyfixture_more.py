@@ -53,81 +53,30 @@ def setup_netns_more():
                        timeout=10)
 
 
-class NginxMore:
+class NginxMore(pf.NginxServer):
     """nginx: TLS six.test on [SIX]:443 ("server-six"), HTTP on [SIX]:80
     ("http-six"); TLS and HTTP on PRIV ("server-priv", "http-priv"); TLS on
     [PRIV6]:443 ("server-priv6"); HTTP on
     META:80 ("meta"); HTTP on BIG:80 serving /big (BIG_DATA)."""
 
     def __init__(self, tmpdir, cert, key):
-        self.dir = os.path.join(tmpdir, "nginx-more")
-        os.makedirs(self.dir)
+        d = os.path.join(tmpdir, "nginx-more")
         pages = {"six": "server-six\n", "six_h": "http-six\n", "priv": "server-priv\n",
                  "priv_h": "http-priv\n", "meta": "meta\n", "priv6": "server-priv6\n"}
-        for site, text in pages.items():
-            os.makedirs(os.path.join(self.dir, site))
-            with open(os.path.join(self.dir, site, "index.html"), "w") as f:
-                f.write(text)
-        os.makedirs(os.path.join(self.dir, "big"))
-        with open(os.path.join(self.dir, "big", "big"), "wb") as f:
-            f.write(BIG_DATA)
-        d = self.dir
-        conf = """
-user root;
-worker_processes 2;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 512; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/t_body;
-  proxy_temp_path {d}/t_proxy;
-  fastcgi_temp_path {d}/t_fcgi;
-  uwsgi_temp_path {d}/t_uwsgi;
-  scgi_temp_path {d}/t_scgi;
-  keepalive_timeout 60s;
-  send_timeout 60s;
-  sendfile on;
-  ssl_certificate {cert};
-  ssl_certificate_key {key};
-  server {{ listen [{six}]:443 ssl; root {d}/six; }}
-  server {{ listen [{six}]:80; root {d}/six_h; }}
-  server {{ listen {priv}:443 ssl; root {d}/priv; }}
-  server {{ listen {priv}:80; root {d}/priv_h; }}
-  server {{ listen [{priv6}]:443 ssl; root {d}/priv6; }}
-  server {{ listen {meta}:80; root {d}/meta; }}
-  server {{ listen {big}:80; root {d}/big; }}
-}}
-""".format(d=d, cert=cert, key=key, six=SIX, priv6=PRIV6, priv=PRIV, meta=META, big=BIG)
-        path = os.path.join(d, "nginx.conf")
-        with open(path, "w") as f:
-            f.write(conf)
-        self.proc = subprocess.Popen([pf.NGINX, "-p", d, "-e", d + "/error.log", "-c", path, "-g",
-                                      "daemon off;"], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("nginx exited: %s" % self.proc.stderr.read().decode())
-            try:
-                socket.create_connection((SIX, 443), timeout=0.5).close()
-                socket.create_connection((BIG, 80), timeout=0.5).close()
-                socket.create_connection((META, 80), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("nginx did not start")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.proc.stderr.close()
+        pages = {site + "/index.html": text for site, text in pages.items()}
+        pages["big/big"] = BIG_DATA
+        servers = (
+            "  server {{ listen [{six}]:443 ssl; root {d}/six; }}\n"
+            "  server {{ listen [{six}]:80; root {d}/six_h; }}\n"
+            "  server {{ listen {priv}:443 ssl; root {d}/priv; }}\n"
+            "  server {{ listen {priv}:80; root {d}/priv_h; }}\n"
+            "  server {{ listen [{priv6}]:443 ssl; root {d}/priv6; }}\n"
+            "  server {{ listen {meta}:80; root {d}/meta; }}\n"
+            "  server {{ listen {big}:80; root {d}/big; }}\n"
+        ).format(d=d, six=SIX, priv6=PRIV6, priv=PRIV, meta=META, big=BIG)
+        super().__init__(d, cert, key, pages=pages, servers=servers,
+                         probes=[(SIX, 443), (BIG, 80), (META, 80)], workers=2,
+                         extra="  send_timeout 60s;\n  sendfile on;\n")
 
 
 class EchoServer:

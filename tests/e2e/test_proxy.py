@@ -25,7 +25,7 @@ import unittest
 
 import proxyfixture as pf
 from dnsfixture import Dnsmasq, Response, build_query
-from moatlib import Moat, TempDir, free_port, write_config
+from moatlib import Moat, free_port, write_config
 
 SKIP = None
 if __name__ == "__main__":
@@ -45,42 +45,22 @@ def recv_all(sock, timeout=10.0):
         out += d
 
 
-
-
 @unittest.skipIf(SKIP, SKIP)
-class ProxyTest(unittest.TestCase):
+class ProxyTest(pf.NetnsTestCase):
     @classmethod
-    def setUpClass(cls):
-        if not os.environ.get(pf.NETNS_ENV):
-            raise unittest.SkipTest("run as a script (it enters a network namespace)")
-        cls._tmp = TempDir()
-        cls.dir = cls._tmp.__enter__()
-        cls.procs = []
-        try:
-            pf.setup_netns()
-            cls.cert, key = pf.make_cert(cls.dir, ["a.test", "b.test", "blocked.test"])
-            cls.nginx = pf.Nginx(cls.dir, cls.cert, key)
-            cls.procs.append(cls.nginx)
-            cls.bulk = pf.BulkServer(pf.ADDRS["bulk"])
-            cls.procs.append(cls.bulk)
-            cls.bulk2222 = pf.BulkServer(pf.ADDRS["bulk"], 2222)
-            cls.procs.append(cls.bulk2222)
-            cls.up_port = free_port()
-            args = ["--address=/%s/%s" % (n, a) for n, a in NAMES.items()]
-            cls.dnsmasq = Dnsmasq(cls.dir, cls.up_port, args)
-            cls.procs.append(cls.dnsmasq)
-        except Exception:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        for p in reversed(cls.procs):
-            try:
-                p.stop()
-            except Exception:
-                pass
-        cls._tmp.__exit__(None, None, None)
+    def start_servers(cls):
+        pf.setup_netns()
+        cls.cert, key = pf.make_cert(cls.dir, ["a.test", "b.test", "blocked.test"])
+        cls.nginx = pf.Nginx(cls.dir, cls.cert, key)
+        cls.procs.append(cls.nginx)
+        cls.bulk = pf.BulkServer(pf.ADDRS["bulk"])
+        cls.procs.append(cls.bulk)
+        cls.bulk2222 = pf.BulkServer(pf.ADDRS["bulk"], 2222)
+        cls.procs.append(cls.bulk2222)
+        cls.up_port = free_port()
+        args = ["--address=/%s/%s" % (n, a) for n, a in NAMES.items()]
+        cls.dnsmasq = Dnsmasq(cls.dir, cls.up_port, args)
+        cls.procs.append(cls.dnsmasq)
 
     def setUp(self):
         self.moat = None

@@ -30,7 +30,7 @@ import unittest
 import proxyfixture as pf
 import proxyfixture_more as pm
 from dnsfixture import Dnsmasq
-from moatlib import Moat, TempDir, free_port, write_config
+from moatlib import Moat, free_port, write_config
 
 SKIP = None
 if __name__ == "__main__":
@@ -43,8 +43,6 @@ NAMES = [("six.test", pm.SIX), ("blocked6.test", pm.SIX), ("dual.test", pm.CLOSE
          ("big.test", pm.BIG)]
 CERT_NAMES = ["six.test", "blocked6.test", "dual.test", "priv.test", "priv6.test", "black.test",
               "closed.test", "meta.test"]
-
-
 
 
 def closed_within(s, timeout):
@@ -69,43 +67,25 @@ def closed_within(s, timeout):
 
 
 @unittest.skipIf(SKIP, SKIP)
-class ProxyMoreTest(unittest.TestCase):
+class ProxyMoreTest(pf.NetnsTestCase):
     @classmethod
-    def setUpClass(cls):
-        if not os.environ.get(pf.NETNS_ENV):
-            raise unittest.SkipTest("run as a script (it enters a network namespace)")
-        cls._tmp = TempDir()
-        cls.dir = cls._tmp.__enter__()
-        cls.procs = []
-        try:
-            pm.setup_netns_more()
-            certdir = os.path.join(cls.dir, "cert")
-            os.makedirs(certdir)
-            cls.cert, key = pf.make_cert(certdir, CERT_NAMES)
-            cls.nginx = pm.NginxMore(cls.dir, cls.cert, key)
-            cls.procs.append(cls.nginx)
-            cls.echo = pm.EchoServer(pm.ECHO, 80, http=True)
-            cls.procs.append(cls.echo)
-            cls.echo6 = pm.EchoServer(pm.SIX, pm.ECHO_PORT6)
-            cls.procs.append(cls.echo6)
-            cls.blackhole = pm.Blackhole()
-            cls.procs.append(cls.blackhole)
-            cls.up_port = free_port()
-            args = ["--local=/test/"] + ["--address=/%s/%s" % na for na in NAMES]
-            cls.dnsmasq = Dnsmasq(cls.dir, cls.up_port, args)
-            cls.procs.append(cls.dnsmasq)
-        except Exception:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        for p in reversed(cls.procs):
-            try:
-                p.stop()
-            except Exception:
-                pass
-        cls._tmp.__exit__(None, None, None)
+    def start_servers(cls):
+        pm.setup_netns_more()
+        certdir = os.path.join(cls.dir, "cert")
+        os.makedirs(certdir)
+        cls.cert, key = pf.make_cert(certdir, CERT_NAMES)
+        cls.nginx = pm.NginxMore(cls.dir, cls.cert, key)
+        cls.procs.append(cls.nginx)
+        cls.echo = pm.EchoServer(pm.ECHO, 80, http=True)
+        cls.procs.append(cls.echo)
+        cls.echo6 = pm.EchoServer(pm.SIX, pm.ECHO_PORT6)
+        cls.procs.append(cls.echo6)
+        cls.blackhole = pm.Blackhole()
+        cls.procs.append(cls.blackhole)
+        cls.up_port = free_port()
+        args = ["--local=/test/"] + ["--address=/%s/%s" % na for na in NAMES]
+        cls.dnsmasq = Dnsmasq(cls.dir, cls.up_port, args)
+        cls.procs.append(cls.dnsmasq)
 
     def setUp(self):
         self.moat = None
