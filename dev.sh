@@ -14,26 +14,7 @@ TEST_PKGS=(python3 bind9-dnsutils knot-dnsutils gnutls-bin curl nginx-light dnsm
            nftables iproute2 valgrind openssl slirp4netns)
 FUZZ_PKGS=(clang lld libclang-rt-14-dev)
 
-need_pkgs() {
-  local missing=()
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "dev.sh: installing ${missing[*]}" >&2
-  local sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { echo "dev.sh: need root (or sudo) to apt-get install ${missing[*]}" >&2; exit 1; }
-    sudo=(sudo)
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  # A fresh machine has no package lists yet; refresh them once per run.
-  if [ -z "${_APT_UPDATED:-}" ]; then
-    "${sudo[@]}" apt-get update -q >&2
-    _APT_UPDATED=1
-  fi
-  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
-}
+need_pkgs() { tools/need-pkgs "$@"; }
 
 setup() { # setup DIR [meson options...]
   local dir=$1; shift

@@ -40,25 +40,7 @@ die() { echo "bench/dns: $*" >&2; exit 1; }
 [ "$(nproc)" -ge 2 ] || die "needs 2 cores (servers on core $SERVER_CPU, load on core $LOAD_CPU)"
 
 # ---- packages ------------------------------------------------------------------
-need_pkgs() {
-  local missing=()
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "bench/dns: installing ${missing[*]}" >&2
-  local sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || die "need root (or sudo) to apt-get install ${missing[*]}"
-    sudo=(sudo)
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  "${sudo[@]}" apt-get update -q >&2
-  # --no-install-recommends; policy-rc.d keeps Debian from starting the
-  # packaged unbound/dnsdist services on port 53.
-  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
-}
-need_pkgs dnsperf dnsmasq-base unbound dnsdist util-linux
+tools/need-pkgs dnsperf dnsmasq-base unbound dnsdist util-linux
 
 # ---- scratch dir, process bookkeeping ---------------------------------------------
 WORK=$(mktemp -d /tmp/moat-bench-dns.XXXXXX)

@@ -42,16 +42,7 @@ if [ -z "${!NETNS_ENV:-}" ]; then
     [ -x "$b" ] || die "no $b (meson setup $BUILD --buildtype=release && ninja -C $BUILD)"
   done
   [ "$(nproc)" -ge 2 ] || die "needs 2 cores (proxy on core $PROXY_CPU, load on core $LOAD_CPU)"
-  missing=()
-  for p in haproxy sniproxy dnsmasq-base nftables iproute2 util-linux python3; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "bench/tcp: installing ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >&2
-    apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
-  fi
+  tools/need-pkgs haproxy sniproxy dnsmasq-base nftables iproute2 util-linux python3
   exec unshare --net -- env "$NETNS_ENV=1" "$SELF" "$BUILD"
 fi
 
