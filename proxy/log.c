@@ -48,6 +48,13 @@ void log_shutdown(void)
     log_state.allowed_info = false;
 }
 
+static uint64_t log_dropped;
+
+uint64_t log_dropped_lines(void)
+{
+    return log_dropped;
+}
+
 bool log_enabled(cfg_log_level_t level)
 {
     return level >= log_state.level;

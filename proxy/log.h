@@ -28,6 +28,10 @@ int log_configure(const cfg_t *cfg);
 /* Close a log file opened by log_configure (back to stderr, text, info). */
 void log_shutdown(void);
 
+/* Lines dropped because the sink could not take them in time (a slow or
+ * full log file or pipe); exported as moat_log_dropped_lines_total. */
+uint64_t log_dropped_lines(void);
+
 /* True when a record at this level would be written. */
 bool log_enabled(cfg_log_level_t level);
 

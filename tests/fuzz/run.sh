@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run every libFuzzer target of a -Dfuzz=true build for SECONDS each, on a
-# scratch copy of its seed corpus (the tree's corpus is only read).
+# scratch copy of its seed corpus. With FUZZ_GROW=1 the inputs that add
+# coverage are merged back into the tree's corpus afterwards (libFuzzer
+# -merge=1), so long runs grow the seeds that CI replays.
 # Crashing inputs land in fuzz-out/<target>/; the script fails if any target
 # found one. Usage: tests/fuzz/run.sh BUILD_DIR SECONDS [TARGET...]
 set -euo pipefail
@@ -26,6 +28,12 @@ for bin in "${targets[@]}"; do
     fail=1
   else
     grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' "$out/log.txt" | tail -n 2 >&2 || true
+  fi
+  if [ "${FUZZ_GROW:-0}" = 1 ]; then
+    mkdir -p "$seeds"
+    before=$(ls "$seeds" | wc -l)
+    "$bin" -merge=1 -timeout=10 -rss_limit_mb=2048 "$seeds" "$work" 2>> "$out/log.txt" || fail=1
+    echo "   corpus $seeds: $before -> $(ls "$seeds" | wc -l) inputs" >&2
   fi
   rm -rf "$work"
 done
