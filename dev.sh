@@ -67,6 +67,7 @@ bench)
   name=${1:-filter}
   case "$name" in
   filter) exec build-bench/bench/filter/bench_filter ;;
+  soak) shift && exec bench/soak/run.sh build-bench "$@" ;; # [--minutes N] [--conns N]
   *) exec "bench/$name/run.sh" build-bench ;;
   esac
   ;;

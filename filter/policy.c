@@ -1015,9 +1015,11 @@ filter_decision_t filter_check_refused(const filter_policy_t *p, const filter_ad
         return pol_decision(FILTER_BLOCK, FILTER_REASON_REFUSED_RANGE, NULL);
     /* A connection back into moat could loop through the transparent
      * listener, so an own listener is lifted only by an address rule that
-     * covers it on that very port, not merely its address. */
+     * covers it on that very port, not merely its address; with filtering
+     * off there are no rules (filter_match_addr's filter-off allow lifts
+     * nothing). */
     if (port >= 0 && port <= 65535 && pol_is_own(p, addr, (uint16_t)port) &&
-        filter_match_addr(p, addr, port).verdict != FILTER_ALLOW)
+        (!p->filtering || filter_match_addr(p, addr, port).verdict != FILTER_ALLOW))
         return pol_decision(FILTER_BLOCK, FILTER_REASON_OWN_LISTENER, NULL);
     return pol_decision(FILTER_ALLOW, FILTER_REASON_ALLOWLIST, NULL);
 }

@@ -4,7 +4,9 @@
  *   accept ─► [transparent, step 0: refused? address rule?]
  *          ─► PEEK (MSG_PEEK the ClientHello or request head; steps 1, 2)
  *             or an address decision without peeking (step 3, filtering off)
- *          ─► RESOLVE (an allowed name: moat resolves it itself, step 4/6)
+ *          ─► RESOLVE (an allowed name: moat resolves it itself, step 4/6,
+ *             through the service's dial cache: a cached answer dials at
+ *             once, a lookup in flight for the name is joined; dialcache.h)
  *          ─► DIAL (nonblocking connect, address after address)
  *          ─► SPLICE (both directions, half-close kept) ─► closed, logged.
  *   A block ends in LINGER (the TLS alert or the 403 was sent: we discard
@@ -107,8 +109,7 @@ struct px_conn {
     uint8_t *peek;
     size_t peek_len, peek_cap;
     uint64_t start_ms, last_ms;
-    dns_upstream_t *up;
-    dns_upstream_req_t *req;
+    px_dialcache_waiter_t wait; /* waiting for a lookup of name (RESOLVE) */
     filter_addr_t *addrs;
     size_t n_addrs, next_addr;
     const char *no_addr_reason;
@@ -134,6 +135,13 @@ static void px_fmt_addr(const filter_addr_t *a, uint16_t port, char *buf, size_t
 static void px_log(px_conn_t *c, filter_verdict_t verdict, const char *reason,
                    const filter_rule_info_t *rule, bool audit)
 {
+    /* px_log_refused's stand-in has no handles: counted as refused there. */
+    if (c->handles)
+        stats_conn_decision(px_kind_stats(c->kind),
+                            audit                     ? STATS_VERDICT_AUDIT
+                            : verdict == FILTER_BLOCK ? STATS_VERDICT_BLOCK
+                                                      : STATS_VERDICT_ALLOW,
+                            reason, c->d_up.bytes, c->d_down.bytes);
     char client[FILTER_ADDR_STRLEN + 10], dest[FILTER_ADDR_STRLEN];
     px_fmt_addr(&c->client, c->cport, client, sizeof client);
     if (c->has_dest)
@@ -167,6 +175,7 @@ void px_log_refused(px_t *px, px_kind_t kind, const struct sockaddr_storage *pee
     c.kind = kind;
     c.start_ms = uv_now(px->loop);
     (void)filter_addr_from_sockaddr((const struct sockaddr *)peer, &c.client, &c.cport);
+    stats_conn_refused(px_kind_stats(kind), reason);
     px_log(&c, FILTER_BLOCK, reason, NULL, false);
 }
 
@@ -216,17 +225,11 @@ static void px_conn_handle_closed_cb(uv_handle_t *h)
         px_conn_free(c);
 }
 
-/* Forget a resolution in flight. The DNS service may already have destroyed
- * its upstream client (it is drained and closed independently of us), which
- * drops every request without calling back: then the request is gone and
- * must not be touched. */
+/* Stop waiting for a lookup in flight (the lookup goes on for other dials
+ * of the name, and its answer is cached). */
 static void px_req_cancel(px_conn_t *c)
 {
-    if (!c->req)
-        return;
-    if (dns_server_upstream(c->px->dns) == c->up)
-        dns_upstream_cancel(c->req);
-    c->req = NULL;
+    px_dialcache_unwait(&c->wait);
 }
 
 static void px_conn_close(px_conn_t *c)
@@ -246,6 +249,7 @@ static void px_conn_close(px_conn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     px->n_conns--;
+    stats_conn_close(px_kind_stats(c->kind));
     free(c->peek);
     c->peek = NULL;
     free(c->addrs);
@@ -397,7 +401,9 @@ static void px_dial_fail(px_conn_t *c, const char *reason)
 {
     if (c->log_at_close) {
         c->log_at_close = false;
-        px_log(c, FILTER_BLOCK, reason, c->rule, c->audit);
+        /* Refused ranges are never audited (px_block): not "passed". */
+        bool hard = strcmp(reason, "refused-range") == 0 || strcmp(reason, "own-listener") == 0;
+        px_log(c, FILTER_BLOCK, reason, c->rule, c->audit && !hard);
     }
     c->reset = true;
     px_conn_close(c);
@@ -500,11 +506,11 @@ static void px_dial_addr(px_conn_t *c, const filter_addr_t *a)
 }
 
 /* §2.3 step 4 and §2.4: the name's addresses, minus refused ones and (with
- * filtering on) private ones no address rule covers. */
+ * filtering on) private ones no address rule covers. Cached or fresh, an
+ * address is judged here, against this connection's policy. */
 static void px_resolve_cb(void *arg, int status, const dns_cache_addr_t *addrs, size_t n)
 {
     px_conn_t *c = arg;
-    c->req = NULL;
     if (c->state != PX_S_RESOLVE)
         return;
     if (status != 0) {
@@ -512,7 +518,7 @@ static void px_resolve_cb(void *arg, int status, const dns_cache_addr_t *addrs, 
         return;
     }
     const filter_policy_t *p = c->gen->policy;
-    bool filtering = filter_policy_filtering(p);
+    bool filtering = filter_policy_filtering(p), private = false;
     free(c->addrs);
     c->addrs = n ? malloc(n * sizeof *c->addrs) : NULL;
     c->n_addrs = 0;
@@ -528,9 +534,21 @@ static void px_resolve_cb(void *arg, int status, const dns_cache_addr_t *addrs, 
         }
         if (filtering && filter_check_private(p, &addrs[i].addr)) {
             c->no_addr_reason = filter_reason_str(FILTER_REASON_PRIVATE_RANGE);
+            private = true;
             continue;
         }
         c->addrs[c->n_addrs++] = addrs[i].addr;
+    }
+    /* Audit lets a private-range block through like any other (only refused
+     * ranges and own listeners are enforced, px_block): dial the private
+     * addresses and log the block enforce would have made. */
+    if (c->n_addrs == 0 && private && c->gen->cfg->mode == CFG_MODE_AUDIT) {
+        for (size_t i = 0; i < n; i++)
+            if (filter_check_refused(p, &addrs[i].addr, c->port).verdict != FILTER_BLOCK)
+                c->addrs[c->n_addrs++] = addrs[i].addr;
+        c->verdict = FILTER_BLOCK;
+        c->reason = filter_reason_str(FILTER_REASON_PRIVATE_RANGE);
+        c->audit = true;
     }
     px_dial_start(c);
 }
@@ -538,16 +556,18 @@ static void px_resolve_cb(void *arg, int status, const dns_cache_addr_t *addrs, 
 static void px_resolve(px_conn_t *c)
 {
     c->state = PX_S_RESOLVE;
-    c->up = dns_server_upstream(c->px->dns);
     const cfg_t *cfg = c->gen->cfg;
     /* The upstream answers within dns.timeout; the timer only matters if
-     * the DNS service went away under us (see px_req_cancel). */
+     * the DNS service went away under us. */
     uv_timer_start(&c->timer, px_timer_cb, cfg->dns.timeout_ms + cfg->proxy.connect_timeout_ms, 0);
-    if (!c->up ||
-        dns_upstream_resolve(c->up, c->name, c->name_len, px_resolve_cb, c, &c->req) != 0) {
-        c->req = NULL;
+    px_dialcache_result_t hit;
+    int rc = c->px->dialcache ? px_dialcache_get(c->px->dialcache, c->name, c->name_len, &c->wait,
+                                                 px_resolve_cb, c, &hit)
+                              : -ESHUTDOWN;
+    if (rc == 0)
+        px_resolve_cb(c, hit.status, hit.addrs, hit.n);
+    else if (rc != -EINPROGRESS)
         px_dial_fail(c, "dial-failed");
-    }
 }
 
 /* Leave the peek phase: the peeked bytes stay queued for the splice. */
@@ -1081,6 +1101,7 @@ void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_stor
     c->timer.data = c;
     c->handles = 2;
     px->open_handles++;
+    stats_conn_open(px_kind_stats(kind));
     c->start_ms = uv_now(px->loop);
     c->next = px->conns;
     if (px->conns)
@@ -1139,7 +1160,11 @@ void px_conns_recheck(px_t *px, moat_gen_t *gen)
         if (!c->log_at_close || !c->gen)
             continue; /* peeking (decides with the new generation) or done */
         filter_decision_t d = px_redecide(c, gen);
-        if (d.verdict == FILTER_BLOCK && !audit) {
+        /* Audit never lets a refused range or an own listener through
+         * (px_block), also not one a reload has just made refused. */
+        bool hard =
+            d.reason == FILTER_REASON_REFUSED_RANGE || d.reason == FILTER_REASON_OWN_LISTENER;
+        if (d.verdict == FILTER_BLOCK && (!audit || hard)) {
             px_conn_abort(c, "policy-reload");
             continue;
         }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "proxy/log.h"
+#include "proxy/stats.h"
 
 enum { SVC_IDLE, SVC_STARTED, SVC_DRAINING, SVC_CLOSING, SVC_CLOSED };
 
@@ -21,6 +22,10 @@ struct moat_daemon {
     uv_timer_t grace;
     bool stopping;
     bool reload_running, reload_again;
+    /* `moat reload` requests, told when the running / the next reload ends. */
+    moat_reload_req_t *reload_waiters, *reload_next;
+    /* SIGUSR1: reopen log.file. */
+    uv_signal_t sig_usr1;
     size_t open_svcs; /* services not yet closed during shutdown */
     int exit_status;
 };
@@ -158,6 +163,11 @@ uv_loop_t *moat_daemon_loop(moat_daemon_t *d)
     return &d->loop;
 }
 
+bool moat_daemon_stopping(const moat_daemon_t *d)
+{
+    return d->stopping;
+}
+
 static void daemon_handle_closed_cb(uv_handle_t *h)
 {
     (void)h;
@@ -169,6 +179,7 @@ static void daemon_finish(moat_daemon_t *d)
     uv_close((uv_handle_t *)&d->sig_hup, daemon_handle_closed_cb);
     uv_close((uv_handle_t *)&d->sig_term, daemon_handle_closed_cb);
     uv_close((uv_handle_t *)&d->sig_int, daemon_handle_closed_cb);
+    uv_close((uv_handle_t *)&d->sig_usr1, daemon_handle_closed_cb);
     uv_close((uv_handle_t *)&d->grace, daemon_handle_closed_cb);
 }
 
@@ -269,6 +280,20 @@ typedef struct reload_job {
 
 static void daemon_reload_start(moat_daemon_t *d);
 
+/* Tell every request on *list the outcome, one by one (a callback may cancel
+ * others still on the list). */
+static void daemon_reload_notify(moat_daemon_t *d, moat_reload_req_t **list,
+                                 const moat_reload_result_t *res)
+{
+    (void)d;
+    while (*list) {
+        moat_reload_req_t *req = *list;
+        *list = req->next;
+        req->next = NULL;
+        req->cb(req, res);
+    }
+}
+
 /* Thread pool: parse and compile, touching nothing shared. */
 static void reload_work_cb(uv_work_t *w)
 {
@@ -286,8 +311,10 @@ static void reload_log_errors(const cfg_diag_t *diag, int rc, const char *path)
         const cfg_error_t *e = &diag->items[i];
         char where[64];
         snprintf(where, sizeof where, "%u:%u", e->line, e->col);
-        const char *kv[] = {"file", diag->file ? diag->file : path, "at", where, NULL};
-        log_msg(CFG_LOG_ERROR, kv, "config error: %s", e->msg);
+        const char *file = diag->file ? diag->file : path;
+        const char *kv[] = {"file", file, "at", where, NULL};
+        /* FILE:LINE:COL in the message too, as `moat check` prints it. */
+        log_msg(CFG_LOG_ERROR, kv, "config error: %s:%u:%u: %s", file, e->line, e->col, e->msg);
     }
     log_error("reload of %s rejected (%zu error%s); keeping the running config", path, diag->n,
               diag->n == 1 ? "" : "s");
@@ -298,12 +325,16 @@ static void reload_after_cb(uv_work_t *w, int status)
     reload_job_t *job = w->data;
     moat_daemon_t *d = job->d;
     d->reload_running = false;
+    moat_reload_result_t res = {.rc = job->rc, .path = d->config_path, .diag = &job->diag};
 
     if (status != 0 || d->stopping) {
+        res.rc = status != 0 ? status : -ESHUTDOWN;
         moat_gen_unref(job->gen);
     } else if (job->rc != 0) {
+        stats_reload(false);
         reload_log_errors(&job->diag, job->rc, d->config_path);
     } else {
+        stats_reload(true);
         moat_gen_t *gen = job->gen;
         gen->id = gen_next_id++;
         int lrc = log_configure(gen->cfg);
@@ -314,8 +345,10 @@ static void reload_after_cb(uv_work_t *w, int status)
         d->gen = gen;
         for (size_t i = 0; i < d->n_svcs; i++) {
             moat_service_t *svc = d->svcs[i];
-            if (svc->state == SVC_STARTED && svc->ops->reload(svc, gen) != 0)
+            if (svc->state == SVC_STARTED && svc->ops->reload(svc, gen) != 0) {
                 log_warn("%s: reload applied only in part (see above)", svc->ops->name);
+                res.partial++;
+            }
         }
         log_info("reloaded %s: generation %llu, filtering %s, %zu rule%s", d->config_path,
                  (unsigned long long)gen->id, gen->cfg->filtering ? "on" : "off",
@@ -323,12 +356,18 @@ static void reload_after_cb(uv_work_t *w, int status)
                  filter_policy_rule_count(gen->policy) == 1 ? "" : "s");
         moat_gen_unref(old);
     }
+    res.generation = d->gen->id;
+    daemon_reload_notify(d, &d->reload_waiters, &res);
     cfg_diag_free(&job->diag);
     free(job);
 
     if (d->reload_again && !d->stopping) {
         d->reload_again = false;
         daemon_reload_start(d);
+    } else if (d->reload_next) {
+        moat_reload_result_t bye = {
+            .rc = -ESHUTDOWN, .path = d->config_path, .generation = d->gen->id};
+        daemon_reload_notify(d, &d->reload_next, &bye);
     }
 }
 
@@ -344,9 +383,11 @@ static void daemon_reload_start(moat_daemon_t *d)
         d->reload_again = true; /* the file may have changed again since */
         return;
     }
+    moat_reload_result_t res = {.rc = -ENOMEM, .path = d->config_path, .generation = d->gen->id};
     reload_job_t *job = calloc(1, sizeof *job);
     if (!job) {
         log_error("reload: out of memory; keeping the running config");
+        daemon_reload_notify(d, &d->reload_next, &res);
         return;
     }
     job->d = d;
@@ -355,9 +396,15 @@ static void daemon_reload_start(moat_daemon_t *d)
     if (rc != 0) {
         log_error("reload: %s; keeping the running config", uv_strerror(rc));
         free(job);
+        res.rc = rc;
+        daemon_reload_notify(d, &d->reload_next, &res);
         return;
     }
     d->reload_running = true;
+    /* Those waiting so far are answered by this job: it reads the file after
+     * they asked. Later ones wait for the next (reload_again). */
+    d->reload_waiters = d->reload_next;
+    d->reload_next = NULL;
 }
 
 void moat_daemon_reload(moat_daemon_t *d)
@@ -365,11 +412,53 @@ void moat_daemon_reload(moat_daemon_t *d)
     daemon_reload_start(d);
 }
 
+int moat_daemon_reload_request(moat_daemon_t *d, moat_reload_req_t *req, moat_reload_cb cb)
+{
+    if (d->stopping)
+        return -ESHUTDOWN;
+    if (!d->config_path)
+        return -ENOENT;
+    req->cb = cb;
+    req->next = d->reload_next;
+    d->reload_next = req;
+    daemon_reload_start(d);
+    return 0;
+}
+
+void moat_daemon_reload_cancel(moat_daemon_t *d, moat_reload_req_t *req)
+{
+    moat_reload_req_t **lists[] = {&d->reload_waiters, &d->reload_next};
+    for (size_t i = 0; i < 2; i++)
+        for (moat_reload_req_t **pp = lists[i]; *pp; pp = &(*pp)->next)
+            if (*pp == req) {
+                *pp = req->next;
+                req->next = NULL;
+                return;
+            }
+}
+
+/* SIGUSR1: logrotate renamed the file; write to a fresh one at the path. */
+static void daemon_reopen_log(void)
+{
+    if (!log_to_file()) {
+        log_info("SIGUSR1: logging to stderr, no log file to reopen");
+        return;
+    }
+    int rc = log_reopen();
+    if (rc != 0)
+        log_error("SIGUSR1: cannot reopen the log file: %s; still writing to the old one",
+                  strerror(-rc));
+    else
+        log_info("SIGUSR1: log file reopened");
+}
+
 static void daemon_signal_cb(uv_signal_t *s, int signum)
 {
     moat_daemon_t *d = s->data;
     if (signum == SIGHUP)
         daemon_reload_start(d);
+    else if (signum == SIGUSR1)
+        daemon_reopen_log();
     else
         daemon_stop(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
@@ -410,9 +499,9 @@ static void daemon_log_try_it(const cfg_t *cfg)
 
 int moat_daemon_run(moat_daemon_t *d)
 {
-    uv_signal_t *sigs[] = {&d->sig_hup, &d->sig_term, &d->sig_int};
-    int nums[] = {SIGHUP, SIGTERM, SIGINT};
-    for (size_t i = 0; i < 3; i++) {
+    uv_signal_t *sigs[] = {&d->sig_hup, &d->sig_term, &d->sig_int, &d->sig_usr1};
+    int nums[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         uv_signal_init(&d->loop, sigs[i]);
         sigs[i]->data = d;
         uv_signal_start(sigs[i], daemon_signal_cb, nums[i]);

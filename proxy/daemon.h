@@ -6,7 +6,8 @@
  * query waiting for upstream) takes a reference. SIGHUP loads and compiles
  * the file again on libuv's thread pool (off the loop), and on success swaps
  * the new generation in and hands it to every service; on failure every error
- * is logged as FILE:LINE:COL and the old generation keeps serving.
+ * is logged as FILE:LINE:COL and the old generation keeps serving. SIGUSR1
+ * reopens log.file (log rotation).
  *
  * A service is one part of the daemon that owns listeners (the DNS resolver,
  * the TCP proxy, metrics). The daemon starts, reloads, drains and closes them
@@ -22,6 +23,7 @@
 #ifndef MOAT_PROXY_DAEMON_H
 #define MOAT_PROXY_DAEMON_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -94,12 +96,48 @@ moat_gen_t *moat_daemon_gen(const moat_daemon_t *d);
 /* The daemon's loop. */
 uv_loop_t *moat_daemon_loop(moat_daemon_t *d);
 
+/* True from SIGTERM / SIGINT on (services are draining or closing). */
+bool moat_daemon_stopping(const moat_daemon_t *d);
+
 /* Start every service and run until stopped. Returns the process exit
  * status: 0 clean stop, 2 a service failed to start. */
 int moat_daemon_run(moat_daemon_t *d);
 
-/* Ask for a reload as SIGHUP does (for tests and a future control socket). */
+/* Ask for a reload as SIGHUP does. */
 void moat_daemon_reload(moat_daemon_t *d);
+
+/* The outcome of one reload, as moat_daemon_reload_request's callback sees
+ * it (every pointer borrowed for the callback only). */
+typedef struct moat_reload_result {
+    int rc;                 /* 0 applied; -EINVAL config errors (in diag); -ESHUTDOWN the
+                             * daemon is stopping; another negative errno (e.g. -ENOENT) */
+    uint64_t generation;    /* the generation serving now (the new one when rc == 0) */
+    const char *path;       /* the config file read */
+    const cfg_diag_t *diag; /* the errors when rc == -EINVAL, every one with its position */
+    size_t partial;         /* services that applied the new generation only in part
+                             * (e.g. a new listen address in use; logged) */
+} moat_reload_result_t;
+
+typedef struct moat_reload_req moat_reload_req_t;
+typedef void (*moat_reload_cb)(moat_reload_req_t *req, const moat_reload_result_t *res);
+
+/* A caller-owned request (`moat reload` through the control socket). */
+struct moat_reload_req {
+    moat_reload_cb cb;
+    void *data;              /* the caller's */
+    moat_reload_req_t *next; /* daemon-private */
+};
+
+/* Reload and hear the outcome: cb runs once, on the loop, after a reload
+ * that read the file after this call (reloads asked for while one runs are
+ * coalesced into the next one, as SIGHUP's are). req must stay valid until
+ * cb or moat_daemon_reload_cancel; cb may run before this returns if the
+ * reload cannot even be queued. Returns 0, -ENOENT (running on the embedded
+ * default: nothing to re-read) or -ESHUTDOWN (stopping); cb never runs then. */
+int moat_daemon_reload_request(moat_daemon_t *d, moat_reload_req_t *req, moat_reload_cb cb);
+
+/* Forget a request whose owner goes away; its cb will not run. */
+void moat_daemon_reload_cancel(moat_daemon_t *d, moat_reload_req_t *req);
 
 /* Free the daemon after run returned. */
 void moat_daemon_free(moat_daemon_t *d);

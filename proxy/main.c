@@ -7,8 +7,10 @@
 
 #include "config/config.h"
 #include "proxy/cli.h"
+#include "proxy/control.h"
 #include "proxy/daemon.h"
 #include "proxy/log.h"
+#include "proxy/metrics.h"
 #include "proxy/nft.h"
 #include "proxy/proxy.h"
 #include "resolver/server.h"
@@ -24,15 +26,21 @@ static void main_usage(FILE *f)
             "       moat check FILE                     validate FILE, print the compiled policy\n"
             "       moat explain FILE TARGET [PORT]     the decision for a name or address\n"
             "       moat nft FILE --iface NAME          nftables ruleset for a guest behind NAME\n"
+            "       moat reload --control PATH          reload the daemon listening on PATH and\n"
+            "                                           print the outcome (or every config error)\n"
             "       moat --version | --help\n"
             "\n"
-            "  -c, --config FILE   run with FILE (SIGHUP reloads it)\n"
+            "  -c, --config FILE   run with FILE (SIGHUP reloads it, SIGUSR1 reopens log.file)\n"
+            "  --control PATH      listen for `moat reload` on the unix socket PATH (mode 0600)\n"
             "\n"
             "exit status: 0 ok / allowed, 1 bad config or usage, 2 runtime failure,\n"
             "             3 blocked (explain)\n"
             "The embedded default config (filtering off, loopback only):\n\n%s",
             cfg_default_yaml);
 }
+
+/* --control PATH: the control socket, or NULL for none. */
+static const char *main_control_path;
 
 static int main_run(const char *config_path)
 {
@@ -42,7 +50,10 @@ static int main_run(const char *config_path)
 
     int rc = log_configure(gen->cfg);
     if (rc != 0) {
-        fprintf(stderr, "moat: log.file %s: %s\n", gen->cfg->log.file, strerror(-rc));
+        if (gen->cfg->log.file)
+            fprintf(stderr, "moat: log.file %s: %s\n", gen->cfg->log.file, strerror(-rc));
+        else
+            fprintf(stderr, "moat: cannot start the log writer: %s\n", strerror(-rc));
         moat_gen_unref(gen);
         return MOAT_EXIT_CONFIG;
     }
@@ -64,6 +75,20 @@ static int main_run(const char *config_path)
     moat_service_t *dns;
     rc = dns_server_create(&dns);
     if (rc == 0) {
+        /* The metrics service first: services drain in reverse registration
+         * order, so /healthz reports the drain while the DNS service and the
+         * proxy finish (proxy/metrics.h). It reads the DNS service's gauges. */
+        moat_service_t *mx;
+        int mrc = metrics_create(dns, &mx);
+        if (mrc == 0 && (mrc = moat_daemon_add_service(d, mx)) != 0)
+            mx->ops->free(mx);
+        if (mrc != 0) {
+            log_error("cannot start: metrics: %s", strerror(-mrc));
+            dns->ops->free(dns);
+            moat_daemon_free(d);
+            log_shutdown();
+            return MOAT_EXIT_RUNTIME;
+        }
         rc = moat_daemon_add_service(d, dns);
         if (rc != 0)
             dns->ops->free(dns);
@@ -88,6 +113,19 @@ static int main_run(const char *config_path)
         moat_daemon_free(d);
         log_shutdown();
         return MOAT_EXIT_RUNTIME;
+    }
+    /* The control socket last: it stops taking requests first. */
+    if (main_control_path) {
+        moat_service_t *ctl;
+        rc = px_control_create(d, main_control_path, &ctl);
+        if (rc == 0 && (rc = moat_daemon_add_service(d, ctl)) != 0)
+            ctl->ops->free(ctl);
+        if (rc != 0) {
+            log_error("cannot start: control socket %s: %s", main_control_path, strerror(-rc));
+            moat_daemon_free(d);
+            log_shutdown();
+            return MOAT_EXIT_RUNTIME;
+        }
     }
     int status = moat_daemon_run(d);
     moat_daemon_free(d);
@@ -132,6 +170,19 @@ int main(int argc, char **argv)
         return px_nft_main(file, iface, stdout, stderr);
     }
 
+    if (argc >= 2 && strcmp(argv[1], "reload") == 0) {
+        const char *path = NULL;
+        if (argc == 4 && strcmp(argv[2], "--control") == 0)
+            path = argv[3];
+        else if (argc == 3 && strncmp(argv[2], "--control=", 10) == 0)
+            path = argv[2] + 10;
+        if (!path || !*path) {
+            fprintf(stderr, "usage: moat reload --control PATH (the daemon's --control PATH)\n");
+            return MOAT_EXIT_CONFIG;
+        }
+        return px_control_reload(path, stdout, stderr);
+    }
+
     const char *config_path = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -149,6 +200,15 @@ int main(int argc, char **argv)
                 return MOAT_EXIT_CONFIG;
             }
             config_path = argv[++i];
+            continue;
+        }
+        if (strcmp(a, "--control") == 0 || strncmp(a, "--control=", 10) == 0) {
+            const char *v = a[9] == '=' ? a + 10 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v || !*v || main_control_path) {
+                fprintf(stderr, "moat: --control needs one PATH\n");
+                return MOAT_EXIT_CONFIG;
+            }
+            main_control_path = v;
             continue;
         }
         if (strncmp(a, "--config=", 9) == 0 && !config_path) {

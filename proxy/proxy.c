@@ -19,6 +19,7 @@
 
 #include "proxy/log.h"
 #include "proxy/proxy_internal.h"
+#include "resolver/server.h"
 
 /* Listen backlog (the kernel caps it at net.core.somaxconn). */
 #define PX_BACKLOG 4096
@@ -49,6 +50,19 @@ const char *px_kind_str(px_kind_t k)
         return "http";
     }
     return "?";
+}
+
+stats_listener_t px_kind_stats(px_kind_t k)
+{
+    switch (k) {
+    case PX_TLS:
+        return STATS_LISTENER_TLS;
+    case PX_HTTP:
+        return STATS_LISTENER_HTTP;
+    case PX_TRANSPARENT:
+        break;
+    }
+    return STATS_LISTENER_TRANSPARENT;
 }
 
 static bool px_sa_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
@@ -171,6 +185,38 @@ static socklen_t px_original_dst(int fd, int family, struct sockaddr_storage *ou
     return len;
 }
 
+static uint16_t px_sa_port(const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)(const void *)a)->sin_port;
+    return ((const struct sockaddr_in6 *)(const void *)a)->sin6_port;
+}
+
+/* A connection that reached the transparent listener without a redirect:
+ * its original destination is the listener itself (the local address, on
+ * the listener's port; under TPROXY the local address is the foreign one,
+ * on the guest's port). Dialling it would connect moat to itself, again
+ * and again until its fds run out (SPEC §2.4: a wildcard listener, or an
+ * address rule covering the listener's address, would let a guest start
+ * that loop), so it is refused as own-listener. */
+static bool px_is_self(const px_listener_t *l, int fd, const struct sockaddr_storage *dest)
+{
+    struct sockaddr_storage local;
+    socklen_t len = sizeof local;
+    memset(&local, 0, sizeof local);
+    if (getsockname(fd, (struct sockaddr *)&local, &len) != 0)
+        return false;
+    if (!px_sa_equal(&local, dest) || px_sa_port(&local) != px_sa_port(&l->addr.sa))
+        return false;
+    /* What §2.4 refuses anyway (loopback first) is left to conn.c, which
+     * logs it with its destination. */
+    filter_addr_t a;
+    uint16_t port;
+    if (filter_addr_from_sockaddr((const struct sockaddr *)dest, &a, &port) != 0)
+        return true;
+    return filter_check_refused(l->px->gen->policy, &a, port).verdict != FILTER_BLOCK;
+}
+
 static void px_accept(px_listener_t *l)
 {
     px_t *px = l->px;
@@ -185,6 +231,7 @@ static void px_accept(px_listener_t *l)
             if (e == EINTR || e == ECONNABORTED || e == EPROTO || e == EPERM)
                 continue;
             if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+                stats_conn_refused(px_kind_stats(l->kind), "accept-error");
                 px_backoff_start(px, e);
                 return;
             }
@@ -204,8 +251,14 @@ static void px_accept(px_listener_t *l)
         }
         struct sockaddr_storage dest;
         socklen_t dlen = 0;
-        if (l->kind == PX_TRANSPARENT)
+        if (l->kind == PX_TRANSPARENT) {
             dlen = px_original_dst(fd, peer.ss_family, &dest);
+            if (dlen && px_is_self(l, fd, &dest)) {
+                px_reset_fd(fd);
+                px_log_refused(px, l->kind, &peer, "own-listener");
+                continue;
+            }
+        }
         px_conn_accept(px, l->kind, fd, &peer, dlen ? &dest : NULL, dlen);
     }
 }
@@ -347,6 +400,51 @@ static int px_listeners_apply(px_t *px, const cfg_t *cfg)
     return rc;
 }
 
+/* ---- dial cache ------------------------------------------------------------------ */
+
+/* The dial cache resolves through the DNS service's upstream client (SPEC
+ * §2.3 step 6: the same servers). */
+static int px_dc_start(void *ctx, const char *name, size_t len, dns_upstream_resolve_cb done,
+                       void *done_arg, void **req)
+{
+    px_t *px = ctx;
+    dns_upstream_t *up = dns_server_upstream(px->dns);
+    dns_upstream_req_t *r = NULL;
+    *req = NULL;
+    if (!up)
+        return -ESHUTDOWN;
+    int rc = dns_upstream_resolve(up, name, len, done, done_arg, &r);
+    *req = r;
+    return rc;
+}
+
+static void px_dc_cancel(void *ctx, void *req)
+{
+    px_t *px = ctx;
+    /* An upstream client that was destroyed dropped its requests without
+     * calling back: req is gone then. The DNS service outlives us (daemon.c
+     * stops services in reverse order) and has one client from start to
+     * close, so a client still there is the one req belongs to. */
+    if (dns_server_upstream(px->dns))
+        dns_upstream_cancel(req);
+}
+
+static uint64_t px_dc_now(void *ctx)
+{
+    return uv_now(((px_t *)ctx)->loop);
+}
+
+/* Whether a and b name the same upstream servers (dns.upstream). */
+static bool px_upstream_same(const cfg_t *a, const cfg_t *b)
+{
+    if (a->dns.upstream.n != b->dns.upstream.n)
+        return false;
+    for (size_t i = 0; i < a->dns.upstream.n; i++)
+        if (!px_sa_equal(&a->dns.upstream.items[i].sa, &b->dns.upstream.items[i].sa))
+            return false;
+    return true;
+}
+
 /* ---- lifecycle ------------------------------------------------------------------- */
 
 void px_check_drained(px_t *px)
@@ -393,6 +491,11 @@ static void px_shutdown(px_t *px)
         px_listener_close(px->listeners);
     while (px->conns)
         px_conn_abort(px->conns, NULL);
+    /* Every waiter went with its connection; lookups in flight are cancelled.
+     * May run from inside a dial cache callback (the last connection of a
+     * drain): the cache then finishes freeing itself when it returns. */
+    px_dialcache_free(px->dialcache);
+    px->dialcache = NULL;
     if (px->started) {
         uv_timer_stop(&px->backoff);
         uv_close((uv_handle_t *)&px->backoff, px_handle_closed_cb);
@@ -409,7 +512,15 @@ static int px_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
     px->backoff.data = px;
     px->open_handles++;
     px->started = true;
-    int rc = px_listeners_apply(px, gen->cfg);
+    px_dialcache_ops_t ops = {
+        .start = px_dc_start, .cancel = px_dc_cancel, .now = px_dc_now, .ctx = px};
+    int rc = px_dialcache_create(PX_DIALCACHE_ENTRIES, &ops, &px->dialcache);
+    if (rc != 0) {
+        log_error("proxy: dial cache: %s", strerror(-rc));
+        px_shutdown(px);
+        return rc;
+    }
+    rc = px_listeners_apply(px, gen->cfg);
     if (rc != 0) {
         px_shutdown(px);
         return rc;
@@ -422,6 +533,10 @@ static int px_reload(moat_service_t *svc, moat_gen_t *gen)
     px_t *px = px_of(svc);
     if (px->closing)
         return 0;
+    /* Cached addresses hold no policy (each dial filters them under its own)
+     * and survive a reload, unless they came from other servers. */
+    if (px->gen && !px_upstream_same(px->gen->cfg, gen->cfg))
+        px_dialcache_flush(px->dialcache);
     px_set_gen(px, gen);
     int rc = 0;
     if (!px->draining)
@@ -455,6 +570,7 @@ static void px_free(moat_service_t *svc)
         return;
     px_t *px = px_of(svc);
     px_pipes_free(px);
+    px_dialcache_free(px->dialcache);
     if (px->gen)
         moat_gen_unref(px->gen);
     free(px);

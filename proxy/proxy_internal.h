@@ -14,6 +14,8 @@
 #include "filter/addr.h"
 #include "filter/policy.h"
 #include "proxy/daemon.h"
+#include "proxy/dialcache.h"
+#include "proxy/stats.h"
 #include "resolver/upstream.h"
 
 /* Idle pipes kept for reuse by all connections (two fds each). A spliced
@@ -63,6 +65,9 @@ struct px {
     unsigned open_handles; /* listeners, connection handles, the back-off timer */
     px_pipe_t pipes[PX_PIPE_POOL];
     size_t n_pipes;
+    /* Allowed names → addresses, shared by every dial (proxy/dialcache.h):
+     * from start until the shutdown, NULL outside. */
+    px_dialcache_t *dialcache;
 };
 
 /* proxy.c */
@@ -73,6 +78,8 @@ int px_pipe_get(px_t *px, px_pipe_t *out);
 /* Give back an empty pipe (pooled, or closed when the pool is full). */
 void px_pipe_put(px_t *px, px_pipe_t *p);
 const char *px_kind_str(px_kind_t k);
+/* The listener label of the metrics (proxy/stats.h). */
+stats_listener_t px_kind_stats(px_kind_t k);
 
 /* conn.c */
 /* Take over an accepted socket (nonblocking, cloexec). peer is the client's

@@ -15,11 +15,13 @@
 #include <stdint.h>
 
 /* Label "verdict": allow, block, or audit (mode: audit let through what
- * enforce would block). */
+ * enforce would block); none: a DNS query answered with an error (FORMERR,
+ * NOTIMP, REFUSED) or dropped before any policy decision. */
 typedef enum stats_verdict {
     STATS_VERDICT_ALLOW,
     STATS_VERDICT_BLOCK,
     STATS_VERDICT_AUDIT,
+    STATS_VERDICT_NONE,
     STATS_VERDICT_COUNT,
 } stats_verdict_t;
 
@@ -31,8 +33,8 @@ typedef enum stats_listener {
     STATS_LISTENER_COUNT,
 } stats_listener_t;
 
-/* A DNS query answered (or dropped: rcode < 0 for a query with no readable
- * header). rcode is the answer's RCODE (0..23; others count as "other"). */
+/* A DNS query answered (or dropped: rcode < 0 when no answer went out).
+ * rcode is the answer's RCODE (0..23; unassigned ones count as "other"). */
 void stats_dns_query(stats_verdict_t verdict, int rcode);
 
 /* Cache lookups for allowed names. */

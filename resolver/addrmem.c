@@ -4,11 +4,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 
 #include "filter/name.h"
+#include "filter/siphash.h"
 
 /* An address in one canonical form, so equal addresses compare and hash
  * equal whatever the caller left in the unused bytes. */
@@ -36,68 +36,9 @@ struct dns_addrmem {
     size_t max_entries;
     amem_entry_t *head;
     amem_entry_t *tail;
-    uint8_t seed[16];
+    uint8_t seed[FILTER_SIPHASH_KEY_LEN];
     dns_addrmem_stats_t st;
 };
-
-/* SipHash-1-3 (Aumasson and Bernstein), keyed per instance: the guest picks
- * names and, through them, addresses; it must not pick our buckets. */
-static uint64_t amem_rotl(uint64_t x, int b)
-{
-    return (x << b) | (x >> (64 - b));
-}
-
-static uint64_t amem_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-#define AMEM_SIPROUND                                                                              \
-    do {                                                                                           \
-        v0 += v1;                                                                                  \
-        v1 = amem_rotl(v1, 13);                                                                    \
-        v1 ^= v0;                                                                                  \
-        v0 = amem_rotl(v0, 32);                                                                    \
-        v2 += v3;                                                                                  \
-        v3 = amem_rotl(v3, 16);                                                                    \
-        v3 ^= v2;                                                                                  \
-        v0 += v3;                                                                                  \
-        v3 = amem_rotl(v3, 21);                                                                    \
-        v3 ^= v0;                                                                                  \
-        v2 += v1;                                                                                  \
-        v1 = amem_rotl(v1, 17);                                                                    \
-        v1 ^= v2;                                                                                  \
-        v2 = amem_rotl(v2, 32);                                                                    \
-    } while (0)
-
-static uint64_t amem_siphash(const uint8_t key[16], const uint8_t *in, size_t len)
-{
-    uint64_t k0 = amem_le64(key), k1 = amem_le64(key + 8);
-    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
-    uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t m = amem_le64(in + i);
-        v3 ^= m;
-        AMEM_SIPROUND;
-        v0 ^= m;
-    }
-    uint8_t last[8] = {0};
-    memcpy(last, in + i, len - i);
-    last[7] = (uint8_t)len;
-    uint64_t m = amem_le64(last);
-    v3 ^= m;
-    AMEM_SIPROUND;
-    v0 ^= m;
-    v2 ^= 0xff;
-    AMEM_SIPROUND;
-    AMEM_SIPROUND;
-    AMEM_SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
 
 static bool amem_addr_canon(const filter_addr_t *in, amem_addr_t *out)
 {
@@ -125,7 +66,7 @@ static uint64_t amem_hash(const dns_addrmem_t *m, const amem_addr_t *client,
     uint8_t buf[2 * sizeof(amem_addr_t)];
     memcpy(buf, client, sizeof *client);
     memcpy(buf + sizeof *client, addr, sizeof *addr);
-    return amem_siphash(m->seed, buf, sizeof buf);
+    return filter_siphash(m->seed, buf, sizeof buf);
 }
 
 static void amem_lru_unlink(dns_addrmem_t *m, amem_entry_t *e)
@@ -183,15 +124,7 @@ int dns_addrmem_create(size_t max_entries, dns_addrmem_t **out)
     m->mask = max_entries ? n - 1 : 0;
     m->max_entries = max_entries;
     m->st.max_entries = max_entries;
-    if (getrandom(m->seed, sizeof m->seed, GRND_NONBLOCK) != (ssize_t)sizeof m->seed) {
-        /* No entropy yet (early boot): still vary the seed per process. */
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t a = (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 32;
-        uint64_t b = (uint64_t)(uintptr_t)m;
-        memcpy(m->seed, &a, 8);
-        memcpy(m->seed + 8, &b, 8);
-    }
+    filter_siphash_key(m->seed, m);
     *out = m;
     return 0;
 }

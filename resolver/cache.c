@@ -4,10 +4,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "filter/cursor.h"
+#include "filter/siphash.h"
 #include "resolver/query.h"
 
 #define CACHE_FLAG_QR 0x8000u
@@ -36,7 +36,7 @@ struct dns_cache {
     size_t max_entries;
     cache_entry_t *head; /* most recently used */
     cache_entry_t *tail; /* least recently used: evicted first */
-    uint8_t seed[16];
+    uint8_t seed[FILTER_SIPHASH_KEY_LEN];
     dns_cache_stats_t st;
 };
 
@@ -50,65 +50,6 @@ typedef struct cache_scan {
     uint32_t ttl_val[(DNS_CACHE_ENTRY_MAX - DNS_HEADER_LEN) / 11 + 1];
 } cache_scan_t;
 
-/* SipHash-1-3 (Aumasson and Bernstein), keyed per cache with random bytes so
- * bucket placement cannot be predicted from the names. */
-static uint64_t cache_rotl(uint64_t x, int b)
-{
-    return (x << b) | (x >> (64 - b));
-}
-
-static uint64_t cache_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-#define CACHE_SIPROUND                                                                             \
-    do {                                                                                           \
-        v0 += v1;                                                                                  \
-        v1 = cache_rotl(v1, 13);                                                                   \
-        v1 ^= v0;                                                                                  \
-        v0 = cache_rotl(v0, 32);                                                                   \
-        v2 += v3;                                                                                  \
-        v3 = cache_rotl(v3, 16);                                                                   \
-        v3 ^= v2;                                                                                  \
-        v0 += v3;                                                                                  \
-        v3 = cache_rotl(v3, 21);                                                                   \
-        v3 ^= v0;                                                                                  \
-        v2 += v1;                                                                                  \
-        v1 = cache_rotl(v1, 17);                                                                   \
-        v1 ^= v2;                                                                                  \
-        v2 = cache_rotl(v2, 32);                                                                   \
-    } while (0)
-
-static uint64_t cache_siphash(const uint8_t key[16], const uint8_t *in, size_t len)
-{
-    uint64_t k0 = cache_le64(key), k1 = cache_le64(key + 8);
-    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
-    uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t m = cache_le64(in + i);
-        v3 ^= m;
-        CACHE_SIPROUND;
-        v0 ^= m;
-    }
-    uint8_t last[8] = {0};
-    memcpy(last, in + i, len - i);
-    last[7] = (uint8_t)len;
-    uint64_t m = cache_le64(last);
-    v3 ^= m;
-    CACHE_SIPROUND;
-    v0 ^= m;
-    v2 ^= 0xff;
-    CACHE_SIPROUND;
-    CACHE_SIPROUND;
-    CACHE_SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
-
 static uint64_t cache_key_hash(const dns_cache_t *c, const dns_cache_key_t *k)
 {
     uint8_t buf[4 + sizeof k->name];
@@ -117,7 +58,7 @@ static uint64_t cache_key_hash(const dns_cache_t *c, const dns_cache_key_t *k)
     buf[2] = (uint8_t)(k->qclass >> 8);
     buf[3] = (uint8_t)k->qclass;
     memcpy(buf + 4, k->name, k->name_len);
-    return cache_siphash(c->seed, buf, 4 + (size_t)k->name_len);
+    return filter_siphash(c->seed, buf, 4 + (size_t)k->name_len);
 }
 
 static bool cache_key_eq(const dns_cache_key_t *a, const dns_cache_key_t *b)
@@ -415,15 +356,7 @@ int dns_cache_create(size_t max_entries, dns_cache_t **out)
     c->mask = max_entries ? n - 1 : 0;
     c->max_entries = max_entries;
     c->st.max_entries = max_entries;
-    if (getrandom(c->seed, sizeof c->seed, GRND_NONBLOCK) != (ssize_t)sizeof c->seed) {
-        /* No entropy yet (early boot): still vary the seed per process. */
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t a = (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 32;
-        uint64_t b = (uint64_t)(uintptr_t)c;
-        memcpy(c->seed, &a, 8);
-        memcpy(c->seed + 8, &b, 8);
-    }
+    filter_siphash_key(c->seed, c);
     *out = c;
     return 0;
 }

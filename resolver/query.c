@@ -193,6 +193,7 @@ int dns_query_parse(const uint8_t *msg, size_t len, dns_query_t *q)
     q->name_len = 0;
     q->name[0] = '\0';
     q->udp_size = DNS_UDP_MIN;
+    q->wire_len = len;
 
     if (msg == NULL || len < DNS_HEADER_LEN)
         return -EBADMSG;

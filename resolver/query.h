@@ -79,6 +79,7 @@ enum {
 typedef struct dns_query {
     uint16_t id;
     uint16_t flags;    /* the header's flags word as received */
+    size_t wire_len;   /* the query's size in bytes (logged as bytes_up) */
     uint8_t opcode;    /* RFC 1035 §4.1.1, copied into the response */
     bool rd;           /* recursion desired, copied into the response */
     bool cd;           /* checking disabled, copied (RFC 4035 §3.1.6) */

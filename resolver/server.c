@@ -45,6 +45,7 @@
 #include "filter/addr.h"
 #include "filter/policy.h"
 #include "proxy/log.h"
+#include "proxy/stats.h"
 #include "resolver/answer.h"
 #include "resolver/cache.h"
 #include "resolver/query.h"
@@ -284,6 +285,10 @@ static void srv_log(dns_server_t *s, const dns_query_t *q, const filter_addr_t *
                     uint16_t cport, const filter_decision_t *dec, bool audit, const char *reason,
                     const uint8_t *ans, int ans_len, uint64_t start_ms)
 {
+    stats_dns_query(audit                          ? STATS_VERDICT_AUDIT
+                    : dec->verdict == FILTER_BLOCK ? STATS_VERDICT_BLOCK
+                                                   : STATS_VERDICT_ALLOW,
+                    ans_len >= 4 ? (ans[3] & 0x0f) : -1);
     bool loud = dec->verdict == FILTER_BLOCK || s->gen->cfg->log.allowed;
     if (!log_enabled(loud ? CFG_LOG_INFO : CFG_LOG_DEBUG))
         return;
@@ -304,6 +309,8 @@ static void srv_log(dns_server_t *s, const dns_query_t *q, const filter_addr_t *
         .reason = reason ? reason : filter_reason_str(dec->reason),
         .rule = dec->rule,
         .audit = audit,
+        .bytes_up = q->wire_len,
+        .bytes_down = ans_len > 0 ? (uint64_t)ans_len : 0,
         .duration_ms = now > start_ms ? now - start_ms : 0,
     };
     log_decision(&d);
@@ -637,11 +644,14 @@ static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_cli
                         uint8_t *out, size_t cap)
 {
     dns_query_t q;
-    if (dns_query_parse(msg, len, &q) != 0)
+    if (dns_query_parse(msg, len, &q) != 0) {
+        stats_dns_query(STATS_VERDICT_NONE, -1);
         return 0; /* no header, or a response: drop */
+    }
     int n;
     if (q.rcode_hint != DNS_RCODE_NOERROR) {
         n = dns_answer_error(&q, q.rcode_hint, out, cap);
+        stats_dns_query(STATS_VERDICT_NONE, n > 0 ? q.rcode_hint : -1);
         return n > 0 ? (size_t)n : 0;
     }
     size_t limit = cl->udp ? dns_udp_limit(&q) : DNS_TCP_MAX;
@@ -690,6 +700,7 @@ static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_cli
         acap = sizeof s->scratch;
         rc = dns_cache_get(s->cache, &k, now, abuf, acap, &alen, srv_remember_cb, &x);
     }
+    stats_dns_cache(rc == 0);
     if (rc == 0) {
         n = dns_answer_patch(abuf, alen, acap, &q, limit);
         if (n > 0 && abuf != out) {
@@ -823,8 +834,12 @@ static void srv_conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         }
         return;
     }
+    /* Activity is a message starting or completing, not any byte: a client
+     * trickling one message a byte at a time (slowloris) must still meet
+     * the idle timeout. */
+    if (c->rlen == 0)
+        c->last_active = uv_now(s->loop);
     c->rlen += (size_t)nread;
-    c->last_active = uv_now(s->loop);
     size_t off = 0;
     /* RFC 1035 §4.2.2 framing; every complete message is answered now
      * (RFC 7766 §6.2.1.1: pipelined queries processed concurrently). */
@@ -851,6 +866,7 @@ static void srv_conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     if (c->closing)
         return;
     if (off > 0) {
+        c->last_active = uv_now(s->loop);
         memmove(c->rbuf, c->rbuf + off, c->rlen - off);
         c->rlen -= off;
     }
@@ -1258,4 +1274,14 @@ dns_addrmem_t *dns_server_addrmem(moat_service_t *svc)
 dns_upstream_t *dns_server_upstream(moat_service_t *svc)
 {
     return svc ? srv_of(svc)->up : NULL;
+}
+
+void dns_server_entries(moat_service_t *svc, uint64_t *cache, uint64_t *addrmem)
+{
+    dns_cache_stats_t cs;
+    dns_addrmem_stats_t ms;
+    dns_cache_stats(svc ? srv_of(svc)->cache : NULL, &cs);
+    dns_addrmem_stats(svc ? srv_of(svc)->addrmem : NULL, &ms);
+    *cache = cs.entries;
+    *addrmem = ms.entries;
 }

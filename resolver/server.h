@@ -39,4 +39,8 @@ dns_addrmem_t *dns_server_addrmem(moat_service_t *svc);
 /* The upstream client between start and close, else NULL (borrowed). */
 dns_upstream_t *dns_server_upstream(moat_service_t *svc);
 
+/* Entries held now in the answer cache and the address memory, for the
+ * metrics endpoint (0 before start; svc may be NULL). */
+void dns_server_entries(moat_service_t *svc, uint64_t *cache, uint64_t *addrmem);
+
 #endif

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxy/stats.h"
 #include "resolver/query.h"
 #include "resolver/rewrite.h"
 
@@ -65,6 +66,7 @@ struct dns_upstream_req {
     dns_upstream_resolve_cb resolve_cb;
     void *arg;
     uint64_t deadline;
+    uint64_t start_ns;               /* uv_hrtime() at the start, for the latency metric */
     dns_upstream_req_t *prev, *next; /* chan's live list */
     unsigned ares_pending;           /* ares_send calls not yet called back */
     bool live;                       /* the user still waits for the callback */
@@ -146,6 +148,7 @@ static void up_req_maybe_free(dns_upstream_req_t *r)
 static void up_req_complete(dns_upstream_req_t *r, int status, const uint8_t *wire, size_t len)
 {
     up_req_finish(r);
+    stats_dns_upstream(status == 0, (uv_hrtime() - r->start_ns) / 1000u);
     if (r->kind == UP_KIND_QUERY) {
         r->answer_cb(r->arg, status, wire, len);
     } else {
@@ -518,6 +521,7 @@ static dns_upstream_req_t *up_req_new(dns_upstream_t *up, int kind, void *arg)
     r->chan = up->cur;
     r->kind = kind;
     r->arg = arg;
+    r->start_ns = uv_hrtime();
     return r;
 }
 

@@ -23,7 +23,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define TR_REPLY "moat-bench-reply-0123456789abcd\n" /* 32 bytes, as tcpload expects */
+#include "tcpresp.h"
+
+#define TR_REPLY TCPRESP_REPLY /* 32 bytes, as tcpload expects */
 
 typedef struct tr_conn {
     uint32_t got; /* hello bytes read */

@@ -52,8 +52,9 @@ def write_config(tmpdir, text, name="moat.yaml"):
 class Moat:
     """A running moat daemon whose stderr is collected line by line."""
 
-    def __init__(self, config_path=None, extra_args=(), env=None):
-        args = [MOAT]
+    def __init__(self, config_path=None, extra_args=(), env=None, wrapper=()):
+        # wrapper: a command line to run moat under (prlimit, valgrind).
+        args = [*wrapper, MOAT]
         if config_path:
             args += ["-c", config_path]
         args += list(extra_args)

@@ -485,6 +485,15 @@ class ProxyTest(pf.NetnsTestCase):
         s.connect((addr, port))
         return s
 
+    def assert_guest_reset(self, addr, port):
+        """A guest connection moat resets at once: on loopback the RST may
+        already be there when connect() returns."""
+        try:
+            s = self.guest_connect(addr, port)
+        except ConnectionResetError:
+            return
+        self.assert_reset(s)
+
     def guest_resolve(self, name):
         """Resolve name through moat's DNS from the guest's address."""
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -527,8 +536,7 @@ class ProxyTest(pf.NetnsTestCase):
 
     def test_transparent_other_port_needs_resolution_through_moat(self):
         self.start_transparent("allow: [{host: bulk.test, ports: [2222]}]")
-        s = self.guest_connect(pf.ADDRS["bulk"], 2222)
-        self.assert_reset(s)
+        self.assert_guest_reset(pf.ADDRS["bulk"], 2222)
         self.moat.wait_line("dest=%s port=2222 verdict=block reason=not-allowed" %
                             pf.ADDRS["bulk"])
         self.assertEqual(self.guest_resolve("bulk.test"), [pf.ADDRS["bulk"]])

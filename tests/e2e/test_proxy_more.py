@@ -19,9 +19,13 @@ the addresses of proxyfixture_more.py on lo. Names, served by dnsmasq
 """
 import hashlib
 import os
+import resource
+import selectors
 import signal
 import socket
 import ssl
+import struct
+import subprocess
 import sys
 import threading
 import time
@@ -29,7 +33,7 @@ import unittest
 
 import proxyfixture as pf
 import proxyfixture_more as pm
-from dnsfixture import Dnsmasq
+from dnsfixture import Dnsmasq, Response, ScriptedUpstream, answer_a, encode_name
 from moatlib import Moat, free_port, write_config
 
 SKIP = None
@@ -711,6 +715,309 @@ class ProxyMoreTest(pf.NetnsTestCase):
             self.assertFalse(st["complete"])
             self.assertLess(st["n"], st["cl"])
             self.assertLess(st["when"] - t0, 4.0, "client %d saw the close late" % i)
+
+
+# ---- the dial cache (proxy/dialcache.h) -------------------------------------------------------
+#
+# A scripted upstream (counts queries, answers after a delay, answers chosen
+# by the test) and echo backends on port 443 of two addresses of our own:
+# a connection "gets through" when the backend echoes its ClientHello back.
+DC_ADDRS = ("198.18.0.30", "198.18.0.31")
+DC_PRIV = "10.0.0.30"  # private (RFC 1918): refused unless an address rule covers it
+DC_NAMES = ("burst.test", "moved.test", "dead.test", "slow.test", "slow2.test", "flush.test",
+            "privdc.test")
+# Names the upstream answers only after another 1.5 s (lookups stay in flight).
+DC_SLOW = ("slow.test", "slow2.test")
+
+
+def dns_reply(query, rcode):
+    """A reply to query with no records (NOERROR: NODATA) and RCODE rcode."""
+    q = Response(query)
+    qid, flags = struct.unpack("!HH", query[:4])
+    qend = 12 + len(encode_name(q.qname)) + 4
+    return struct.pack("!HHHHHH", qid, 0x8180 | (flags & 0x0100) | rcode, 1, 0, 0, 0) + \
+        query[12:qend]
+
+
+@unittest.skipIf(SKIP, SKIP)
+class DialCacheTest(pf.NetnsTestCase):
+    """Allowed names are resolved once per TTL and burst, not once per
+    connection (issue 4: 500 hellos for one name made ~1000 upstream
+    queries and half of them hit connect_timeout)."""
+
+    @classmethod
+    def start_servers(cls):
+        # Our addresses only (proxyfixture's are added by ProxyMoreTest,
+        # whichever class runs first).
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=10)
+        for a in (*DC_ADDRS, DC_PRIV):
+            subprocess.run(["ip", "addr", "add", a + "/32", "dev", "lo"], check=True, timeout=10)
+        # 400 client sockets, 400 accepted by the echo servers, and moat's
+        # 800, in this process and its child.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 8192 if hard == resource.RLIM_INFINITY else min(8192, hard)
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        cls.echo = {}
+        for a in (*DC_ADDRS, DC_PRIV):
+            e = pm.EchoServer(a, 443)
+            e.sock.listen(1024)  # a burst of dials at once: a longer backlog
+            cls.echo[a] = e
+            cls.procs.append(e)
+        # name -> (rcode, address, ttl); AAAA is always NODATA.
+        cls.answers = {"burst.test": (0, DC_ADDRS[0], 2), "moved.test": (0, DC_ADDRS[0], 3),
+                       "dead.test": (3, None, 0), "slow.test": (0, DC_ADDRS[0], 60),
+                       "slow2.test": (0, DC_ADDRS[0], 60), "flush.test": (0, DC_ADDRS[0], 300),
+                       "privdc.test": (0, DC_PRIV, 300)}
+        cls.up_port = free_port()
+        cls.upstream = ScriptedUpstream(cls.up_port, cls.answer, delay=0.3)
+        cls.procs.append(cls.upstream)
+        # A second upstream with other answers (dns.upstream changed on reload).
+        cls.answers2 = {"flush.test": (0, DC_ADDRS[1], 300)}
+        cls.up_port2 = free_port()
+        cls.upstream2 = ScriptedUpstream(cls.up_port2, cls.answer2)
+        cls.procs.append(cls.upstream2)
+
+    @classmethod
+    def answer(cls, query, answers=None):
+        q = Response(query)
+        name = q.qname.lower()
+        rcode, addr, ttl = (answers or cls.answers).get(name, (3, None, 0))
+        if name in DC_SLOW:
+            time.sleep(1.5)  # a Timer thread of ScriptedUpstream: others go on
+        if q.qtype == 1 and rcode == 0:
+            return answer_a(query, addr, ttl)
+        return dns_reply(query, rcode)
+
+    @classmethod
+    def answer2(cls, query):
+        return cls.answer(query, cls.answers2)
+
+    def write_config(self, names=DC_NAMES, up_port=None, grace="2s"):
+        cfg = ("dns:\n  listen: []\n  upstream: [\"127.0.0.1:%d\"]\n  timeout: 3s\n"
+               "proxy:\n  tls: [\"%s:%d\"]\n  http: []\n  transparent: []\n"
+               "  connect_timeout: 5s\n  max_connections: 4000\n"
+               "shutdown_grace: %s\nlog: {allowed: true}\nallow: [%s]\n" %
+               (up_port or self.up_port, *self.tls, grace, ", ".join(names)))
+        return write_config(self.dir, cfg)
+
+    def reload(self, **kw):
+        self.write_config(**kw)
+        n = len(self.moat.lines)
+        self.moat.send(signal.SIGHUP)
+        self.moat.wait_line("reloaded", start=n)
+
+    def setUp(self):
+        self.tls = ("127.0.0.1", free_port())
+        self.moat = Moat(self.write_config())
+        self.moat.wait_line("moat running")
+
+    def tearDown(self):
+        try:
+            if self.moat.proc.poll() is None:
+                self.assertEqual(self.moat.stop(signal.SIGTERM), 0)
+        finally:
+            self.moat.kill()
+
+    def hello(self, name):
+        ctx = ssl.create_default_context()
+        return pf.TlsDriver(None, ctx, name).first_flight()
+
+    def queries(self, name):
+        return self.upstream.count(name, "A") + self.upstream.count(name, "AAAA")
+
+    def open_hellos(self, n, name):
+        """n connections that sent a ClientHello for name (not read)."""
+        hello = self.hello(name)
+        socks = []
+        for _ in range(n):
+            s = socket.create_connection(self.tls, timeout=10)
+            socks.append(s)
+            s.sendall(hello)
+        return socks
+
+    def wave(self, n, name, timeout=40.0):
+        """n connections to the tls listener, then the same ClientHello for
+        name on each, as fast as we can. Returns (echoed, ended): how many
+        got their hello back from the backend, and how many were closed
+        (reset or EOF) before it."""
+        hello = self.hello(name)
+        socks = []
+        sel = selectors.DefaultSelector()
+        try:
+            for _ in range(n):
+                s = socket.create_connection(self.tls, timeout=10)
+                socks.append(s)
+            for s in socks:
+                s.sendall(hello)
+            got = {}
+            for s in socks:
+                s.setblocking(False)
+                sel.register(s, selectors.EVENT_READ)
+                got[s] = b""
+            echoed = ended = 0
+            deadline = time.monotonic() + timeout
+            while got and time.monotonic() < deadline:
+                for key, _ in sel.select(timeout=0.5):
+                    s = key.fileobj
+                    try:
+                        d = s.recv(65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        d = b""
+                    if d:
+                        got[s] += d
+                        if len(got[s]) < len(hello):
+                            continue
+                        self.assertEqual(got[s], hello, "the backend echoed other bytes")
+                        echoed += 1
+                    else:
+                        ended += 1
+                    sel.unregister(s)
+                    del got[s]
+            return echoed, ended
+        finally:
+            sel.close()
+            for s in socks:
+                s.close()
+
+    def test_burst_coalesces_and_second_wave_reresolves(self):
+        """400 simultaneous hellos for burst.test (the upstream answers after
+        0.3 s, TTL 2 s): every connection reaches the backend, and the
+        upstream sees one lookup (A + AAAA), not one per connection. After
+        the TTL a second wave resolves again, once."""
+        n0 = self.queries("burst.test")
+        echoed, ended = self.wave(400, "burst.test")
+        self.assertEqual((echoed, ended), (400, 0))
+        first = self.queries("burst.test") - n0
+        self.assertGreaterEqual(first, 1)
+        self.assertLessEqual(first, 4, "%d upstream queries for one burst" % first)
+        self.assertEqual([l for l in self.moat.lines if "connect-timeout" in l], [])
+        time.sleep(2.5)  # past the TTL
+        a0 = self.upstream.count("burst.test", "A")
+        echoed, ended = self.wave(400, "burst.test")
+        self.assertEqual((echoed, ended), (400, 0))
+        again = self.upstream.count("burst.test", "A") - a0
+        self.assertGreaterEqual(again, 1, "the expired answer was not resolved again")
+        self.assertLessEqual(self.queries("burst.test") - n0 - first, 4)
+
+    def test_changed_answer_dialled_after_ttl(self):
+        """moved.test answers DC_ADDRS[0] with TTL 3 s; the answer changes to
+        DC_ADDRS[1]: a connection within the TTL still goes to the cached
+        address, one after it goes to the new address."""
+        old, new = DC_ADDRS
+        self.answers["moved.test"] = (0, old, 3)
+        try:
+            before = {a: len(self.echo[a].conns) for a in DC_ADDRS}
+            self.assertEqual(self.wave(1, "moved.test"), (1, 0))
+            self.assertIn("dest=%s port=443" % old,
+                          self.log_line("name=moved.test", "verdict=allow"))
+            t0 = time.monotonic()
+            a0 = self.upstream.count("moved.test", "A")
+            self.answers["moved.test"] = (0, new, 3)
+            self.assertEqual(self.wave(1, "moved.test"), (1, 0))
+            if time.monotonic() - t0 < 2.5:  # surely within the TTL
+                self.assertEqual(len(self.echo[old].conns) - before[old], 2)
+                self.assertEqual(self.upstream.count("moved.test", "A"), a0)
+            time.sleep(max(0.0, 3.3 - (time.monotonic() - t0)))
+            n = len(self.moat.lines)
+            self.assertEqual(self.wave(1, "moved.test"), (1, 0))
+            self.assertIn("dest=%s port=443" % new,
+                          self.log_line("name=moved.test", "verdict=allow", start=n))
+            self.assertEqual(len(self.echo[new].conns) - before[new], 1)
+        finally:
+            self.answers["moved.test"] = (0, old, 3)
+
+    def test_dead_name_flood_cached_negatively(self):
+        """200 hellos for dead.test (NXDOMAIN) at once: each is closed
+        (reason no-address, never blackholed) and the upstream is asked once
+        (A + AAAA), not 200 times."""
+        n0 = self.queries("dead.test")
+        echoed, ended = self.wave(200, "dead.test", timeout=10)
+        self.assertEqual((echoed, ended), (0, 200))
+        self.assertLessEqual(self.queries("dead.test") - n0, 4)
+        self.log_line("name=dead.test verdict=block reason=no-address")
+
+    def test_waiters_cut_by_reload_and_shutdown(self):
+        """Connections waiting for a lookup in flight are cut by a reload that
+        no longer allows their name (policy-reload) and then by SIGTERM
+        (grace 0): each is closed, the lookups answer (or are cancelled)
+        after their waiters are gone, and moat stays up, then exits 0 (under
+        ASan: no use after free, no leak)."""
+        socks = self.open_hellos(50, "slow.test")
+        try:
+            time.sleep(0.5)  # all 50 wait for the one lookup
+            n = len(self.moat.lines)
+            self.reload(names=[x for x in DC_NAMES if x != "slow.test"], grace="0s")
+            for s in socks:
+                self.assertIsNotNone(closed_within(s, 5), "a cut connection stayed open")
+            cut = [l for l in self.moat.lines[n:]
+                   if "name=slow.test" in l and "reason=policy-reload" in l]
+            self.assertEqual(len(cut), 50)
+            time.sleep(1.8)  # the lookup answers nobody
+            self.assertEqual(self.wave(5, "burst.test"), (5, 0))
+        finally:
+            for s in socks:
+                s.close()
+        socks = self.open_hellos(50, "slow2.test")
+        try:
+            time.sleep(0.5)
+            self.assertEqual(self.moat.stop(signal.SIGTERM), 0)
+            for s in socks:
+                self.assertIsNotNone(closed_within(s, 5), "left open at shutdown")
+        finally:
+            for s in socks:
+                s.close()
+
+    def test_upstream_change_flushes(self):
+        """flush.test is cached (TTL 300 s) at DC_ADDRS[0]; a reload that only
+        changes the policy keeps it; a reload to another dns.upstream whose
+        answer is DC_ADDRS[1] drops it: the next dial goes there."""
+        old, new = DC_ADDRS
+        self.assertEqual(self.wave(1, "flush.test"), (1, 0))
+        a0 = self.upstream.count("flush.test", "A")
+        self.reload(names=DC_NAMES + ("other.test",))
+        n = len(self.moat.lines)
+        self.assertEqual(self.wave(1, "flush.test"), (1, 0))
+        self.assertIn("dest=%s port=443" % old,
+                      self.log_line("name=flush.test", "verdict=allow", start=n))
+        self.assertEqual(self.upstream.count("flush.test", "A"), a0, "a policy reload flushed")
+        self.reload(up_port=self.up_port2)
+        n = len(self.moat.lines)
+        self.assertEqual(self.wave(1, "flush.test"), (1, 0))
+        self.assertIn("dest=%s port=443" % new,
+                      self.log_line("name=flush.test", "verdict=allow", start=n))
+        self.assertEqual(self.upstream2.count("flush.test", "A"), 1)
+
+    def test_cached_address_judged_by_current_policy(self):
+        """privdc.test resolves to a private address (TTL 300 s): refused with
+        private-range; a reload adding an address rule for it admits the
+        cached address, a reload removing the rule refuses it again. One
+        lookup throughout: the cache keeps addresses, each dial judges them
+        under its own policy (SPEC §2.4)."""
+        a0 = self.upstream.count("privdc.test", "A")
+        self.assertEqual(self.wave(1, "privdc.test", timeout=5), (0, 1))
+        self.log_line("name=privdc.test verdict=block reason=private-range")
+        self.reload(names=DC_NAMES + (DC_PRIV + "/32",))
+        self.assertEqual(self.wave(1, "privdc.test"), (1, 0))
+        self.assertIn("dest=%s port=443" % DC_PRIV,
+                      self.log_line("name=privdc.test", "verdict=allow"))
+        self.reload()
+        n = len(self.moat.lines)
+        self.assertEqual(self.wave(1, "privdc.test", timeout=5), (0, 1))
+        self.log_line("name=privdc.test verdict=block reason=private-range", start=n)
+        self.assertEqual(self.upstream.count("privdc.test", "A") - a0, 1)
+
+    def log_line(self, *needles, start=0, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        i = start
+        while True:
+            i = self.moat.wait_line(needles[0], timeout=max(0.1, deadline - time.monotonic()),
+                                    start=i)
+            if all(n in self.moat.lines[i] for n in needles):
+                return self.moat.lines[i]
+            i += 1
 
 
 if __name__ == "__main__":

@@ -594,6 +594,11 @@ Test(policy_refused, own_listeners)
     p = compile_own((const spec_t[]){{"198.18.0.0/15", "8443"}}, 1, true, pub, 1);
     NOT_REF(refused(p, "198.18.0.1", 8443));
     filter_policy_free(p);
+    /* filtering off: own listeners off loopback are refused too */
+    p = compile_own(NULL, 0, false, pub, 1);
+    OWN(refused(p, "198.18.0.1", 8443));
+    NOT_REF(refused(p, "198.18.0.1", 443));
+    filter_policy_free(p);
 }
 
 /* ---- compile ------------------------------------------------------------ */

@@ -1,0 +1,10 @@
+/* bench/tcp/tcpresp.h: what tcpresp answers after the hello, for the load
+ * generators that check it (bench/tcp/tcpload.c its length, bench/soak's
+ * soakload.c every byte). */
+#ifndef MOAT_BENCH_TCPRESP_H
+#define MOAT_BENCH_TCPRESP_H
+
+#define TCPRESP_REPLY     "moat-bench-reply-0123456789abcd\n"
+#define TCPRESP_REPLY_LEN (sizeof TCPRESP_REPLY - 1) /* 32 */
+
+#endif
