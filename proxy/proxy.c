@@ -201,12 +201,16 @@ static uint16_t px_sa_port(const struct sockaddr_storage *a)
  * that loop), so it is refused as own-listener. */
 static bool px_is_self(const px_listener_t *l, int fd, const struct sockaddr_storage *dest)
 {
+    /* The port first: a redirected connection's destination port is almost
+     * never the listener's, and that saves the getsockname on the hot path. */
+    if (px_sa_port(dest) != px_sa_port(&l->addr.sa))
+        return false;
     struct sockaddr_storage local;
     socklen_t len = sizeof local;
     memset(&local, 0, sizeof local);
     if (getsockname(fd, (struct sockaddr *)&local, &len) != 0)
         return false;
-    if (!px_sa_equal(&local, dest) || px_sa_port(&local) != px_sa_port(&l->addr.sa))
+    if (!px_sa_equal(&local, dest))
         return false;
     /* What §2.4 refuses anyway (loopback first) is left to conn.c, which
      * logs it with its destination. */
