@@ -134,6 +134,12 @@ class Response:
                 return struct.unpack("!H", data[:2])[0]
         return None
 
+    def ede_codes(self):
+        """Every Extended DNS Error code in the OPT record, in order."""
+        o = self.opt()
+        return [struct.unpack("!H", d[:2])[0] for c, d in (o.edns_options() if o else [])
+                if c == 15]
+
     def addrs(self):
         return sorted(rr.addr() for rr in self.answer if rr.type in (1, 28))
 
@@ -238,14 +244,12 @@ class Dnsmasq:
         self.proc.stderr.close()
 
 
-class ScriptedUpstream:
-    """A UDP DNS server on 127.0.0.1:port whose answer is handler(query bytes)
-    -> bytes or None (no answer), after delay seconds. Counts queries by
-    (lowercased name, type)."""
+class UdpUpstream:
+    """A UDP server on 127.0.0.1:port: each datagram goes to
+    self.received_query(msg, peer) on the server's thread; self.reply(out,
+    peer) sends, unless the server is stopping."""
 
-    def __init__(self, port, handler, delay=0.0):
-        self.handler, self.delay = handler, delay
-        self.counts = {}
+    def __init__(self, port):
         self._lock = threading.Lock()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", port))
@@ -260,34 +264,58 @@ class ScriptedUpstream:
                 msg, peer = self.sock.recvfrom(65535)
             except (socket.timeout, OSError):
                 continue
-            try:
-                q = Response(msg)
-                key = (q.qname.lower(), q.qtype)
-            except Exception:
-                key = ("?", 0)
-            with self._lock:
-                self.counts[key] = self.counts.get(key, 0) + 1
-            if self.delay:
-                threading.Timer(self.delay, self._answer, (msg, peer)).start()
-            else:
-                self._answer(msg, peer)
+            self.received_query(msg, peer)
 
-    def _answer(self, msg, peer):
-        out = self.handler(msg)
-        if out is not None and not self._stop:
-            try:
-                self.sock.sendto(out, peer)
-            except OSError:
-                pass
+    def received_query(self, msg, peer):
+        raise NotImplementedError
 
-    def count(self, name, qtype="A"):
-        with self._lock:
-            return self.counts.get((name.lower(), TYPES[qtype]), 0)
+    def reply(self, out, peer):
+        """Send out to peer; False when stopping or the send failed."""
+        if self._stop:
+            return False
+        try:
+            self.sock.sendto(out, peer)
+        except OSError:
+            return False
+        return True
 
     def stop(self):
         self._stop = True
         self._t.join(timeout=2)
         self.sock.close()
+
+
+class ScriptedUpstream(UdpUpstream):
+    """A UDP DNS server on 127.0.0.1:port whose answer is handler(query bytes)
+    -> bytes or None (no answer), after delay seconds. Counts queries by
+    (lowercased name, type)."""
+
+    def __init__(self, port, handler, delay=0.0):
+        self.handler, self.delay = handler, delay
+        self.counts = {}
+        super().__init__(port)
+
+    def received_query(self, msg, peer):
+        try:
+            q = Response(msg)
+            key = (q.qname.lower(), q.qtype)
+        except Exception:
+            key = ("?", 0)
+        with self._lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+        if self.delay:
+            threading.Timer(self.delay, self._answer, (msg, peer)).start()
+        else:
+            self._answer(msg, peer)
+
+    def _answer(self, msg, peer):
+        out = self.handler(msg)
+        if out is not None:
+            self.reply(out, peer)
+
+    def count(self, name, qtype="A"):
+        with self._lock:
+            return self.counts.get((name.lower(), TYPES[qtype]), 0)
 
 
 def answer_a(query, addr, ttl=300):

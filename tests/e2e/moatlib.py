@@ -7,9 +7,13 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import unittest
+
+from dnsfixture import Dnsmasq
 
 MOAT = os.environ.get("MOAT", "build/moat")
 SANITIZER_MARK = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
@@ -40,6 +44,36 @@ def run_moat(*args, timeout=20):
     if SANITIZER_MARK.search(r.stderr):
         raise AssertionError("sanitizer report from moat %s:\n%s" % (" ".join(args), r.stderr))
     return r
+
+
+def loopback_config(dns_port, up_port, allow, timeout="2s", tls_port=None, http_port=None,
+                    grace="2s", proxy_extra="", extra=""):
+    """A config with the DNS listener on 127.0.0.1:dns_port forwarding to
+    127.0.0.1:up_port, tls and http listeners on loopback (port None: a
+    fresh one, 0: no listener); allow: the YAML text of the list,
+    proxy_extra: more lines under `proxy:`, extra: more top-level lines."""
+
+    def listener(port):
+        return "[]" if port == 0 else "[\"127.0.0.1:%d\"]" % (port or free_port())
+
+    return (
+        "dns:\n"
+        "  listen: [\"127.0.0.1:%d\"]\n"
+        "  upstream: [\"127.0.0.1:%d\"]\n"
+        "  timeout: %s\n"
+        "proxy:\n"
+        "  tls: %s\n"
+        "  http: %s\n"
+        "%s"
+        "shutdown_grace: %s\n"
+        "%s"
+        "allow: %s\n" % (dns_port, up_port, timeout, listener(tls_port), listener(http_port),
+                         proxy_extra, grace, extra, allow))
+
+
+def yaml_list(items):
+    """["a", "b"] -> '["a", "b"]' (each item quoted)."""
+    return "[%s]" % ", ".join('"%s"' % a for a in items)
 
 
 def write_config(tmpdir, text, name="moat.yaml"):
@@ -87,8 +121,27 @@ class Moat:
                                          (needle, "\n".join(self.lines)))
                 self._cond.wait(min(left, 0.2))
 
+    def line_with(self, *needles, start=0, timeout=10.0):
+        """The first stderr line at index >= start holding every needle."""
+        deadline = time.monotonic() + timeout
+        i = start
+        while True:
+            i = self.wait_line(needles[0], timeout=max(0.1, deadline - time.monotonic()),
+                               start=i)
+            if all(n in self.lines[i] for n in needles):
+                return self.lines[i]
+            i += 1
+
     def send(self, sig):
         self.proc.send_signal(sig)
+
+    def sighup(self, wait="reloaded", timeout=10.0):
+        """Send SIGHUP and wait for a line with wait logged after it; returns
+        the index of the first line logged after the signal."""
+        n = len(self.lines)
+        self.send(signal.SIGHUP)
+        self.wait_line(wait, timeout=timeout, start=n)
+        return n
 
     def stop(self, sig=signal.SIGTERM, timeout=15.0):
         """Send sig and return the exit status (raises if it does not exit)."""
@@ -127,6 +180,28 @@ class Moat:
         return [json.loads(l) for l in self.lines]
 
 
+def recv_all(s, timeout=None, size=65536):
+    """Everything s receives until the peer closes it (timeout: set on s
+    first)."""
+    if timeout is not None:
+        s.settimeout(timeout)
+    out = b""
+    while True:
+        d = s.recv(size)
+        if not d:
+            return out
+        out += d
+
+
+def close_all(socks):
+    """Close every socket in socks, ignoring errors."""
+    for s in socks:
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
 class TempDir:
     def __enter__(self):
         self._t = tempfile.TemporaryDirectory(prefix="moat-e2e-")
@@ -134,3 +209,65 @@ class TempDir:
 
     def __exit__(self, *exc):
         self._t.cleanup()
+
+
+class MoatTestCase(unittest.TestCase):
+    """A test with sockets to close (self.socks) and at most one moat
+    (self.moat). After each test the sockets are closed and moat is
+    stopped with SIGTERM: it must exit 0 (in sanitizer builds, the leak
+    check at exit). Then the cleanups run (upstreams added with
+    self.add_upstream(...) are stopped). self.dir is a temporary directory
+    of the test's own, unless PER_TEST_DIR is off (the class provides
+    one)."""
+
+    PER_TEST_DIR = True
+
+    def setUp(self):
+        if self.PER_TEST_DIR:
+            tmp = TempDir()
+            self.dir = tmp.__enter__()
+            self.addCleanup(tmp.__exit__, None, None, None)
+        self.moat = None
+        self.socks = []
+
+    def tearDown(self):
+        close_all(self.socks)
+        self.stop_moat()
+
+    def stop_moat(self, tail=None):
+        """Stop self.moat, if any, with SIGTERM and check it exits 0; with
+        MOAT_E2E_VERBOSE set, print its log (the last tail lines) first."""
+        m, self.moat = self.moat, None
+        if not m:
+            return
+        if os.environ.get("MOAT_E2E_VERBOSE"):
+            sys.stderr.write("\n".join(m.lines[-tail:] if tail else m.lines) + "\n")
+        try:
+            if m.proc.poll() is None:
+                self.assertEqual(m.stop(signal.SIGTERM), 0,
+                                 "moat's exit status on SIGTERM:\n" + "\n".join(m.lines[-40:]))
+        finally:
+            m.kill()
+
+    def log_line(self, *needles, start=0, timeout=10.0):
+        """The first log line of self.moat (from start) holding every needle."""
+        return self.moat.line_with(*needles, start=start, timeout=timeout)
+
+    def add_upstream(self, server):
+        """server (anything with stop()), stopped after the test."""
+        self.addCleanup(server.stop)
+        return server
+
+    def start_dnsmasq(self, args):
+        """dnsmasq with args on a fresh loopback port (self.up_port), as
+        self.dnsmasq, stopped after the test."""
+        self.up_port = free_port()
+        self.dnsmasq = self.add_upstream(Dnsmasq(self.dir, self.up_port, args))
+        return self.dnsmasq
+
+    def start_config(self, text, **kw):
+        """moat on config text (written to self.cfg_path), running."""
+        self.cfg_path = write_config(self.dir, text)
+        self.moat = Moat(self.cfg_path, **kw)
+        self.moat.wait_line("moat running")
+        return self.moat

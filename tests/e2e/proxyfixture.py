@@ -13,11 +13,13 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import unittest
 
-from moatlib import TempDir
+from dnsfixture import Dnsmasq
+from moatlib import MoatTestCase, TempDir, close_all, free_port
 
 NETNS_ENV = "MOAT_PX_NETNS"
 ADDRS = {"a": "198.18.0.2", "b": "198.18.0.3", "bulk": "198.18.0.4"}
@@ -42,6 +44,16 @@ def reexec_in_netns(argv):
     return None
 
 
+def netns_skip(name, path):
+    """For a test script at path whose module __name__ is name: run as the
+    main script, it re-executes itself in a new network namespace (see
+    reexec_in_netns); returns the reason to skip its namespace tests, or
+    None."""
+    if name != "__main__":
+        return None
+    return reexec_in_netns([sys.executable, os.path.abspath(path), *sys.argv[1:]])
+
+
 def setup_netns():
     """Inside the namespace: loopback up, the backend addresses on it."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
@@ -50,7 +62,9 @@ def setup_netns():
 
 
 def make_cert(tmpdir, names):
-    """A self-signed certificate for names; returns (cert, key) paths."""
+    """A self-signed certificate for names in tmpdir (made if need be);
+    returns (cert, key) paths."""
+    os.makedirs(tmpdir, exist_ok=True)
     cert, key = os.path.join(tmpdir, "cert.pem"), os.path.join(tmpdir, "key.pem")
     san = ",".join("DNS:" + n for n in names)
     if shutil.which("openssl"):
@@ -157,14 +171,34 @@ class Nginx(NginxServer):
                          servers=servers, probes=[(a, 80), (b, 443)])
 
 
-class NetnsTestCase(unittest.TestCase):
+class NetnsTestCase(MoatTestCase):
     """A test class whose servers run in the network namespace the script
-    re-executed itself in: start_servers() starts them and appends each to
-    cls.procs; they are stopped in reverse order, also when starting fails."""
+    re-executed itself in: start_servers() starts them and adds each with
+    cls.serve(); they are stopped in reverse order, also when starting
+    fails. One temporary directory for the class (cls.dir). Per test, as
+    in MoatTestCase, self.socks and self.moat, and also self.nfts (nftables
+    rules removed after the test) and self.threads (joined, at most
+    THREAD_JOIN_S seconds each, before moat is stopped)."""
+
+    PER_TEST_DIR = False
+    THREAD_JOIN_S = 10
 
     @classmethod
     def start_servers(cls):
         raise NotImplementedError
+
+    @classmethod
+    def serve(cls, proc):
+        """proc (anything with stop()), stopped after the class's tests."""
+        cls.procs.append(proc)
+        return proc
+
+    @classmethod
+    def start_dnsmasq(cls, args):
+        """dnsmasq on a fresh loopback port (cls.up_port) with args."""
+        cls.up_port = free_port()
+        cls.dnsmasq = cls.serve(Dnsmasq(cls.dir, cls.up_port, args))
+        return cls.dnsmasq
 
     @classmethod
     def setUpClass(cls):
@@ -188,6 +222,70 @@ class NetnsTestCase(unittest.TestCase):
                 pass
         cls._tmp.__exit__(None, None, None)
 
+    def setUp(self):
+        super().setUp()
+        self.nfts = []
+        self.threads = []
+
+    def tearDown(self):
+        close_all(self.socks)
+        for n in self.nfts:
+            n.stop()
+        for t in self.threads:
+            t.join(self.THREAD_JOIN_S)
+        self.stop_moat()
+
+
+def address_args(names):
+    """dnsmasq arguments answering each (name, address) pair."""
+    return ["--address=/%s/%s" % na for na in names]
+
+
+def closed_within(s, timeout):
+    """Wait for the peer to close s (EOF or reset), discarding bytes.
+    Returns 'eof', 'reset', or None when it is still open at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        s.settimeout(left)
+        try:
+            d = s.recv(65536)
+        except socket.timeout:
+            return None
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+            return "reset"
+        if not d:
+            return "eof"
+
+
+def unverified_context():
+    """A TLS client context that checks no certificate (the tests that use
+    it look at moat's answer to the hello, not the server's)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def client_hello(name):
+    """A real TLS ClientHello (python's ssl) naming name, as bytes."""
+    return TlsDriver(None, unverified_context(), name).first_flight()
+
+
+def echo_back(s, data):
+    """Send data on s and read until as many bytes came back or s ends;
+    returns what came back."""
+    s.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        d = s.recv(100)
+        if not d:
+            break
+        got += d
+    return got
+
 
 def block(seed, size=1 << 20):
     """A deterministic 1 MiB block of bytes."""
@@ -202,20 +300,20 @@ UP_BLOCK = block(b"up")
 DOWN_BLOCK = block(b"down")
 
 
-class BulkServer:
-    """On (addr, 80): read an HTTP-ish head with `X-Blocks: N`, then at the
-    same time send N blocks of DOWN_BLOCK and read the client's bytes up to
-    EOF; after EOF (the client's half-close), send one line
-    `sha256=<hex of what was received> len=<n>` and close."""
+class TcpServer:
+    """A TCP server on (addr, port) in the test's namespace: every accepted
+    connection is passed to self.accepted(c), then served by self._serve(c)
+    on a thread of its own. Subclasses set their attributes before calling
+    this __init__ (the accept thread starts in it)."""
 
-    def __init__(self, addr, port=80):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    def __init__(self, addr, port, backlog=64):
+        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((addr, port))
-        self.sock.listen(64)
+        self.sock.listen(backlog)
         self.sock.settimeout(0.2)
         self.stopping = False
-        self.errors = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -227,18 +325,80 @@ class BulkServer:
                 continue
             except OSError:
                 return
+            self.accepted(c)
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def accepted(self, c):
+        pass
+
+    def _serve(self, c):
+        raise NotImplementedError
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+def read_head(c, size=4096):
+    """Read from c (size bytes at a time) until the end of an HTTP head:
+    (head, the bytes after it), or None when c ends first."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = c.recv(size)
+        if not d:
+            return None
+        buf += d
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
+def read_while(s, more, take):
+    """Pass what s receives to take(d) while more() holds, until s ends."""
+    while more():
+        d = s.recv(65536)
+        if not d:
+            break
+        take(d)
+
+
+def read_to_end(s, take, chunk, pause=0.0, before_recv=None):
+    """Pass what s receives (chunk bytes at a time) to take(d) until s ends;
+    pause seconds after each (a slow reader); before_recv() is called
+    before each recv. Returns how it ended: 'eof', 'reset' or 'timeout'."""
+    while True:
+        if before_recv:
+            before_recv()
+        try:
+            d = s.recv(chunk)
+        except (ConnectionResetError, BrokenPipeError):
+            return "reset"
+        except socket.timeout:
+            return "timeout"
+        if not d:
+            return "eof"
+        take(d)
+        if pause:
+            time.sleep(pause)
+
+
+class BulkServer(TcpServer):
+    """On (addr, 80): read an HTTP-ish head with `X-Blocks: N`, then at the
+    same time send N blocks of DOWN_BLOCK and read the client's bytes up to
+    EOF; after EOF (the client's half-close), send one line
+    `sha256=<hex of what was received> len=<n>` and close."""
+
+    def __init__(self, addr, port=80):
+        self.errors = []
+        super().__init__(addr, port)
 
     def _serve(self, c):
         try:
             c.settimeout(60)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                d = c.recv(4096)
-                if not d:
-                    return
-                head += d
-            head, rest = head.split(b"\r\n\r\n", 1)
+            got = read_head(c)
+            if got is None:
+                return
+            head, rest = got
             n = 0
             for line in head.split(b"\r\n"):
                 if line.lower().startswith(b"x-blocks:"):
@@ -265,11 +425,6 @@ class BulkServer:
             self.errors.append(repr(e))
         finally:
             c.close()
-
-    def stop(self):
-        self.stopping = True
-        self.thread.join(5)
-        self.sock.close()
 
 
 class TlsDriver:

@@ -8,9 +8,7 @@ Everything lives in the namespace the test script re-executes itself in
 (proxyfixture.reexec_in_netns), so nothing here touches the host."""
 import hashlib
 import os
-import socket
 import subprocess
-import threading
 import time
 
 import proxyfixture as pf
@@ -79,48 +77,29 @@ class NginxMore(pf.NginxServer):
                          extra="  send_timeout 60s;\n  sendfile on;\n")
 
 
-class EchoServer:
+class EchoServer(pf.TcpServer):
     """On (addr, port): with http=True first read a request head and answer
     `ready\\n`; then echo every byte back until EOF, then close. Records when
     each connection ended (`closed`: list of monotonic times)."""
 
     def __init__(self, addr, port, http=False):
-        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-        self.sock = socket.socket(fam, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((addr, port))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
         self.http = http
-        self.stopping = False
         self.closed = []
         self.conns = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__(addr, port)
 
-    def _run(self):
-        while not self.stopping:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def accepted(self, c):
+        self.conns.append(c)
 
     def _serve(self, c):
         try:
             c.settimeout(30)
             rest = b""
             if self.http:
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    d = c.recv(4096)
-                    if not d:
-                        return
-                    head += d
-                rest = head.split(b"\r\n\r\n", 1)[1]
+                got = pf.read_head(c)
+                if got is None:
+                    return
+                rest = got[1]
                 c.sendall(b"ready\n")
             if rest:
                 c.sendall(rest)
@@ -136,9 +115,7 @@ class EchoServer:
             c.close()
 
     def stop(self):
-        self.stopping = True
-        self.thread.join(5)
-        self.sock.close()
+        super().stop()
         for c in self.conns:
             try:
                 c.close()

@@ -16,21 +16,16 @@ the addresses of proxyfixture_more.py on lo. Names, served by dnsmasq:
   priv.test    10.0.0.2         allowed; private range (nginx "server-priv")
 An echo server listens on 198.18.0.4:2222 (an address no rule covers)."""
 import os
-import signal
 import socket
 import ssl
-import sys
-import time
 import unittest
 
 import proxyfixture as pf
 import proxyfixture_more as pm
-from dnsfixture import Dnsmasq, udp_query
-from moatlib import Moat, free_port, write_config
+from dnsfixture import udp_query
+from moatlib import Moat, close_all, free_port, write_config
 
-SKIP = None
-if __name__ == "__main__":
-    SKIP = pf.reexec_in_netns([sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
+SKIP = pf.netns_skip(__name__, __file__)
 
 NAMES = {"a.test": pf.ADDRS["a"], "b.test": pf.ADDRS["b"], "blocked.test": pf.ADDRS["a"],
          "lo.test": "127.0.0.1", "meta.test": pm.META, "priv.test": pm.PRIV}
@@ -39,70 +34,30 @@ OWN = pm.CLOSED  # an http listener of moat's own on this (non-loopback) address
 MODES = ("enforce", "audit")
 
 
-def closed_within(s, timeout):
-    """'eof' or 'reset' when the peer closes s within timeout, else None."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        s.settimeout(left)
-        try:
-            d = s.recv(65536)
-        except socket.timeout:
-            return None
-        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
-            return "reset"
-        if not d:
-            return "eof"
-
-
 @unittest.skipIf(SKIP, SKIP)
 class AuditTest(pf.NetnsTestCase):
     @classmethod
     def start_servers(cls):
         pm.setup_netns_more()
-        certdir = os.path.join(cls.dir, "cert")
-        os.makedirs(certdir)
-        cls.cert, key = pf.make_cert(certdir, ["a.test", "b.test", "priv.test", "lo.test"])
-        cls.nginx = pf.Nginx(cls.dir, cls.cert, key)
-        cls.procs.append(cls.nginx)
-        cls.nginx_more = pm.NginxMore(cls.dir, cls.cert, key)
-        cls.procs.append(cls.nginx_more)
-        cls.echo = pm.EchoServer(pf.ADDRS["bulk"], ECHO_PORT)
-        cls.procs.append(cls.echo)
-        cls.up_port = free_port()
-        cls.dnsmasq = Dnsmasq(cls.dir, cls.up_port,
-                              ["--address=/%s/%s" % na for na in NAMES.items()])
-        cls.procs.append(cls.dnsmasq)
-
-    def setUp(self):
-        self.moat = None
-        self.socks = []
-        self.nft = None
+        cls.cert, key = pf.make_cert(os.path.join(cls.dir, "cert"),
+                                     ["a.test", "b.test", "priv.test", "lo.test"])
+        cls.nginx = cls.serve(pf.Nginx(cls.dir, cls.cert, key))
+        cls.nginx_more = cls.serve(pm.NginxMore(cls.dir, cls.cert, key))
+        cls.echo = cls.serve(pm.EchoServer(pf.ADDRS["bulk"], ECHO_PORT))
+        cls.start_dnsmasq(pf.address_args(NAMES.items()))
 
     def tearDown(self):
         self.stop()
 
     def stop(self):
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
+        """Close the test's sockets, remove the REDIRECT and stop moat (exit
+        status 0): before each start and after the test."""
+        close_all(self.socks)
         self.socks = []
-        if self.nft:
-            self.nft.stop()
-            self.nft = None
-        if self.moat:
-            m, self.moat = self.moat, None
-            if os.environ.get("MOAT_E2E_VERBOSE"):
-                sys.stderr.write("\n".join(m.lines) + "\n")
-            try:
-                if m.proc.poll() is None:
-                    self.assertEqual(m.stop(signal.SIGTERM), 0)
-            finally:
-                m.kill()
+        for n in self.nfts:
+            n.stop()
+        self.nfts = []
+        self.stop_moat()
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -131,7 +86,7 @@ class AuditTest(pf.NetnsTestCase):
         self.moat = Moat(self.config)
         i = self.moat.wait_line("moat running")
         self.assertIn("mode %s" % mode, self.moat.lines[i])
-        self.nft = pf.Nft([443, 80, ECHO_PORT, self.own_port], self.t_port)
+        self.nfts.append(pf.Nft([443, 80, ECHO_PORT, self.own_port], self.t_port))
         return self.moat
 
     def both_modes(self, check):
@@ -140,17 +95,6 @@ class AuditTest(pf.NetnsTestCase):
             with self.subTest(mode=mode):
                 self.start(mode)
                 check(mode)
-
-    def log_line(self, *needles, start=0, timeout=10.0):
-        """The first log line (from start) containing every needle."""
-        deadline = time.monotonic() + timeout
-        i = start
-        while True:
-            i = self.moat.wait_line(needles[0], timeout=max(0.1, deadline - time.monotonic()),
-                                    start=i)
-            if all(n in self.moat.lines[i] for n in needles):
-                return self.moat.lines[i]
-            i += 1
 
     def assert_audit_flag(self, line, audit):
         """audit=passed on a block that audit mode let through, never else."""
@@ -208,7 +152,7 @@ class AuditTest(pf.NetnsTestCase):
             s.sendall(data)
         except (ConnectionResetError, BrokenPipeError):
             return "reset"
-        return closed_within(s, 2.0)
+        return pf.closed_within(s, 2.0)
 
     # ---- DNS --------------------------------------------------------------------------------
 
@@ -295,11 +239,8 @@ class AuditTest(pf.NetnsTestCase):
         alert in both modes, no audit=passed."""
         def check(mode):
             s = self.connect(("127.0.0.1", self.tls_port))
-            c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            c.check_hostname = False
-            c.verify_mode = ssl.CERT_NONE
             with self.assertRaises(ssl.SSLError) as e:
-                c.wrap_socket(s)
+                pf.unverified_context().wrap_socket(s)
             self.assertIn("ACCESS_DENIED", str(e.exception).upper())
             self.assert_audit_flag(self.log_line("listener=tls", "reason=no-sni"), False)
 
@@ -344,14 +285,7 @@ class AuditTest(pf.NetnsTestCase):
             dest = (pf.ADDRS["bulk"], ECHO_PORT)
             if audit:
                 s = self.connect(dest, source=pf.GUEST)
-                s.sendall(b"ping-audit")
-                got = b""
-                while len(got) < 10:
-                    d = s.recv(100)
-                    if not d:
-                        break
-                    got += d
-                self.assertEqual(got, b"ping-audit")
+                self.assertEqual(pf.echo_back(s, b"ping-audit"), b"ping-audit")
                 s.close()
             else:
                 self.assertEqual(self.closes_at_once(dest, b"ping-enforce", source=pf.GUEST),
@@ -461,20 +395,16 @@ class AuditTest(pf.NetnsTestCase):
         for t, name, want in ((ta, "a.test", b"server-a\n"), (tb, "b.test", b"server-b\n")):
             t.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % name.encode())
             self.assertEqual(pf.read_response(lambda: t.recv(65536))[1], want)
-        n = len(self.moat.lines)
         write_config(self.dir, self.config_text("enforce"))
-        self.moat.send(signal.SIGHUP)
-        self.moat.wait_line("reloaded", start=n)
-        self.assertIsNotNone(closed_within(tb, 5), "audited connection not cut")
+        n = self.moat.sighup()
+        self.assertIsNotNone(pf.closed_within(tb, 5), "audited connection not cut")
         line = self.log_line("name=b.test", "reason=policy-reload", start=n)
         self.assertIn("verdict=block", line)
         ta.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
         self.assertEqual(pf.read_response(lambda: ta.recv(65536))[1], b"server-a\n")
         self.assertEqual(self.tls_try(("127.0.0.1", self.tls_port), "b.test"), "alert")
         write_config(self.dir, self.config_text("audit"))
-        n = len(self.moat.lines)
-        self.moat.send(signal.SIGHUP)
-        self.moat.wait_line("reloaded", start=n)
+        self.moat.sighup()
         self.assertEqual(self.tls_try(("127.0.0.1", self.tls_port), "b.test"), b"server-b\n")
         self.assertFalse(any("policy-reload" in l and "name=a.test" in l for l in self.moat.lines))
 
@@ -502,11 +432,9 @@ class AuditTest(pf.NetnsTestCase):
             for t, name, want in keep:
                 self.socks.append(t)
                 get(t, name, want)
-            n = len(self.moat.lines)
             write_config(self.dir, self.config_text(mode))
-            self.moat.send(signal.SIGHUP)
-            self.moat.wait_line("reloaded", start=n)
-            self.assertIsNotNone(closed_within(meta, 5), "metadata connection not cut")
+            n = self.moat.sighup()
+            self.assertIsNotNone(pf.closed_within(meta, 5), "metadata connection not cut")
             line = self.log_line("dest=169.254.169.254 port=80", "reason=policy-reload", start=n)
             self.assertIn("listener=transparent", line)
             for t, name, want in keep:

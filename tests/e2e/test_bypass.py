@@ -41,7 +41,6 @@ the common query types and rebinding of A records to 127/8, 10/8 and
       another port: refused, and never a loop."""
 import os
 import socket
-import ssl
 import struct
 import subprocess
 import sys
@@ -51,13 +50,12 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import proxyfixture as pf  # noqa: E402
-from dnsfixture import (Dnsmasq, Response, ScriptedUpstream, answer_a, build_query,  # noqa: E402
+from dnsfixture import (Response, ScriptedUpstream, answer_a, build_query,  # noqa: E402
                         encode_name, tcp_exchange, udp_exchange)
-from moatlib import Moat, TempDir, free_port, write_config  # noqa: E402
+from moatlib import (Moat, MoatTestCase, free_port, loopback_config, write_config,  # noqa: E402
+                     yaml_list)
 
-SKIP = None
-if __name__ == "__main__":
-    SKIP = pf.reexec_in_netns([sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
+SKIP = pf.netns_skip(__name__, __file__)
 
 A, B = pf.ADDRS["a"], pf.ADDRS["b"]
 OWN = "198.18.0.8"  # moat's own listeners bind here in ProxyBypassTest
@@ -150,35 +148,16 @@ def rebind_handler(query):
     return answer_a(query, PUBLIC4)
 
 
-class DnsBypassTest(unittest.TestCase):
+class DnsBypassTest(MoatTestCase):
     def setUp(self):
-        self._tmp = TempDir()
-        self.dir = self._tmp.__enter__()
-        self.moat = None
+        super().setUp()
         self.port = free_port()
         self.up_port = free_port()
-        self.up = ScriptedUpstream(self.up_port, rebind_handler)
-
-    def tearDown(self):
-        rc = None
-        try:
-            if self.moat and self.moat.proc.poll() is None:
-                rc = self.moat.stop()
-        finally:
-            if self.moat:
-                self.moat.kill()
-            self.up.stop()
-            self._tmp.__exit__(None, None, None)
-        if rc not in (None, 0):
-            self.fail("moat exited %d" % rc)
+        self.up = self.add_upstream(ScriptedUpstream(self.up_port, rebind_handler))
 
     def start(self, allow):
-        text = ("dns:\n  listen: [\"127.0.0.1:%d\"]\n  upstream: [\"127.0.0.1:%d\"]\n"
-                "  timeout: 2s\nproxy:\n  tls: []\n  http: []\nshutdown_grace: 1s\n"
-                "allow: [%s]\n" % (self.port, self.up_port,
-                                   ", ".join('"%s"' % a for a in allow)))
-        self.moat = Moat(write_config(self.dir, text))
-        self.moat.wait_line("moat running")
+        self.start_config(loopback_config(self.port, self.up_port, yaml_list(allow), tls_port=0,
+                                          http_port=0, grace="1s"))
 
     def ask(self, msg):
         raw = udp_exchange(self.port, msg, timeout=3)
@@ -353,38 +332,9 @@ class ProxyBypassTest(pf.NetnsTestCase):
     @classmethod
     def start_servers(cls):
         cls.cert, key = pf.make_cert(cls.dir, ["a.test", "b.test", "blocked.test", "own.test"])
-        cls.nginx = pf.Nginx(cls.dir, cls.cert, key)
-        cls.procs.append(cls.nginx)
-        cls.up_port = free_port()
-        args = ["--local=/test/"] + ["--address=/%s/%s" % na for na in NAMES]
-        cls.dnsmasq = Dnsmasq(cls.dir, cls.up_port, args)
-        cls.procs.append(cls.dnsmasq)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        cls.tmpl = pf.TlsDriver(None, ctx, "a.test").first_flight()
-
-    def setUp(self):
-        self.moat = None
-        self.socks = []
-        self.nfts = []
-
-    def tearDown(self):
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-        for n in self.nfts:
-            n.stop()
-        if self.moat:
-            if os.environ.get("MOAT_E2E_VERBOSE"):
-                sys.stderr.write("\n".join(self.moat.lines) + "\n")
-            try:
-                if self.moat.proc.poll() is None:
-                    self.assertEqual(self.moat.stop(), 0)
-            finally:
-                self.moat.kill()
+        cls.nginx = cls.serve(pf.Nginx(cls.dir, cls.cert, key))
+        cls.start_dnsmasq(["--local=/test/"] + pf.address_args(NAMES))
+        cls.tmpl = pf.client_hello("a.test")
 
     # ---- helpers ----------------------------------------------------------------------------
 
@@ -416,16 +366,6 @@ class ProxyBypassTest(pf.NetnsTestCase):
             s.bind((source, 0))
         s.connect((addr, port))
         return s
-
-    def log_line(self, *needles, start=0, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        i = start
-        while True:
-            i = self.moat.wait_line(needles[0], timeout=max(0.1, deadline - time.monotonic()),
-                                    start=i)
-            if all(n in self.moat.lines[i] for n in needles):
-                return self.moat.lines[i]
-            i += 1
 
     def hello(self, entries=None, exts_extra=(), dup=None):
         """A real ClientHello (python's ssl) with its server_name replaced:

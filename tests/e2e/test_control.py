@@ -9,7 +9,6 @@ import re
 import signal
 import socket
 import stat
-import subprocess
 import sys
 import threading
 import time
@@ -18,7 +17,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from dnsfixture import Dnsmasq, udp_query  # noqa: E402
-from moatlib import Moat, TempDir, free_port, run_moat, write_config  # noqa: E402
+from moatlib import (Moat, TempDir, free_port, loopback_config, recv_all,  # noqa: E402
+                     run_moat, write_config)
 
 DNSMASQ_ARGS = [
     "--host-record=allowed.test,198.18.0.10,300",
@@ -27,19 +27,7 @@ DNSMASQ_ARGS = [
 
 
 def config(dns_port, up_port, allow, extra=""):
-    return (
-        "dns:\n"
-        "  listen: [\"127.0.0.1:%d\"]\n"
-        "  upstream: [\"127.0.0.1:%d\"]\n"
-        "  timeout: 2s\n"
-        "proxy:\n"
-        "  tls: [\"127.0.0.1:%d\"]\n"
-        "  http: [\"127.0.0.1:%d\"]\n"
-        "shutdown_grace: 2s\n"
-        "%s"
-        "allow: [%s]\n" % (dns_port, up_port, free_port(), free_port(), extra,
-                           ", ".join(allow))
-    )
+    return loopback_config(dns_port, up_port, "[%s]" % ", ".join(allow), extra=extra)
 
 
 def raw_exchange(path, data, timeout=10.0):
@@ -49,12 +37,7 @@ def raw_exchange(path, data, timeout=10.0):
         s.connect(path)
         if data:
             s.sendall(data)
-        out = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                return out.decode()
-            out += chunk
+        return recv_all(s).decode()
 
 
 class ControlTest(unittest.TestCase):

@@ -7,7 +7,7 @@ import signal
 import time
 import unittest
 
-from moatlib import Moat, TempDir, free_port, run_moat, write_config
+from moatlib import Moat, TempDir, free_port, write_config
 
 
 def config(dns_port, extra=""):

@@ -9,15 +9,14 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from dnsfixture import (Dnsmasq, Response, ScriptedUpstream, answer_a, build_query,  # noqa: E402
+from dnsfixture import (Response, ScriptedUpstream, answer_a, build_query,  # noqa: E402
                         encode_name, tcp_exchange, udp_exchange, udp_query)
-from moatlib import Moat, TempDir, free_port, write_config  # noqa: E402
+from moatlib import Moat, MoatTestCase, free_port, write_config  # noqa: E402
 
 BIG_TXT = ["%c" % c * 200 for c in "abcde"]
 # HTTPS 1 . alpn=h2 ech=deadbeef (RFC 9460 wire form)
@@ -59,36 +58,14 @@ def config(dns_port, upstream_port, allow=None, extra="", listen=None, timeout="
     return text
 
 
-class DnsTestBase(unittest.TestCase):
+class DnsTestBase(MoatTestCase):
     def setUp(self):
-        self._tmp = TempDir()
-        self.dir = self._tmp.__enter__()
-        self.moat = None
-        self.upstreams = []
-        self.up_port = free_port()
-        self.dnsmasq = Dnsmasq(self.dir, self.up_port, DNSMASQ_ARGS)
-        self.upstreams.append(self.dnsmasq)
+        super().setUp()
+        self.start_dnsmasq(DNSMASQ_ARGS)
         self.port = free_port()
 
-    def tearDown(self):
-        rc = None
-        try:
-            if self.moat and self.moat.proc.poll() is None:
-                # A clean stop, so sanitizer builds report leaks as a failure.
-                rc = self.moat.stop(signal.SIGTERM)
-        finally:
-            if self.moat:
-                self.moat.kill()
-            for u in self.upstreams:
-                u.stop()
-            self._tmp.__exit__(None, None, None)
-        if rc not in (None, 0):
-            self.fail("moat exited %d on SIGTERM:\n%s" % (rc, "\n".join(self.moat.lines[-40:])))
-
     def start(self, text):
-        self.cfg_path = write_config(self.dir, text)
-        self.moat = Moat(self.cfg_path)
-        self.moat.wait_line("moat running")
+        self.start_config(text)
 
     def start_allow(self, allow, extra="", **kw):
         self.start(config(self.port, self.up_port, allow, extra, **kw))
@@ -207,8 +184,8 @@ class AllowedTest(DnsTestBase):
 
     def test_coalescing(self):
         slow_port = free_port()
-        up = ScriptedUpstream(slow_port, lambda m: answer_a(m, "198.18.0.30"), delay=0.4)
-        self.upstreams.append(up)
+        up = self.add_upstream(
+            ScriptedUpstream(slow_port, lambda m: answer_a(m, "198.18.0.30"), delay=0.4))
         self.start(config(self.port, slow_port, ["coal.test"], timeout="3s"))
         socks = []
         for i in range(20):
@@ -322,8 +299,8 @@ class AllowedTest(DnsTestBase):
 
     def test_reload_changes_upstream_in_flight_query_finishes(self):
         slow_port = free_port()
-        up = ScriptedUpstream(slow_port, lambda m: answer_a(m, "198.18.0.30"), delay=0.6)
-        self.upstreams.append(up)
+        up = self.add_upstream(
+            ScriptedUpstream(slow_port, lambda m: answer_a(m, "198.18.0.30"), delay=0.6))
         self.start(config(self.port, slow_port, ["allowed.test", "coal.test"], timeout="3s"))
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.settimeout(3)
@@ -353,16 +330,15 @@ class UpstreamFailureTest(DnsTestBase):
     def test_upstream_down(self):
         self.start(config(self.port, free_port(), ["allowed.test"]))  # nothing listens there
         r, _ = self.assertServfailInTime(self.port, 1.0)
-        self.assertIn(self.ede_codes(r)[0], (22, 23))
+        self.assertIn(r.ede_codes()[0], (22, 23))
 
     def test_upstream_silent(self):
         port = free_port()
-        up = ScriptedUpstream(port, lambda m: None)
-        self.upstreams.append(up)
+        self.add_upstream(ScriptedUpstream(port, lambda m: None))
         self.start(config(self.port, port, ["allowed.test"]))
         r, took = self.assertServfailInTime(self.port, 1.0)
         self.assertGreaterEqual(took, 0.5)
-        self.assertEqual(self.ede_codes(r), [22])
+        self.assertEqual(r.ede_codes(), [22])
         # moat is still fine afterwards.
         self.assertEqual(self.q("blocked.test").addrs(), ["0.0.0.0"])
 
@@ -373,15 +349,9 @@ class UpstreamFailureTest(DnsTestBase):
             qend = 12 + len(encode_name(Response(m).qname)) + 4
             return m[:2] + struct.pack("!HHHHH", 0x8180, 1, 1, 0, 0) + m[12:qend] + b"\xc0\x0c\x00"
 
-        up = ScriptedUpstream(port, bad)
-        self.upstreams.append(up)
+        self.add_upstream(ScriptedUpstream(port, bad))
         self.start(config(self.port, port, ["allowed.test"]))
         self.assertServfailInTime(self.port, 1.0)
-
-    @staticmethod
-    def ede_codes(r):
-        o = r.opt()
-        return [struct.unpack("!H", d[:2])[0] for c, d in (o.edns_options() if o else []) if c == 15]
 
 
 class HygieneTest(DnsTestBase):
@@ -428,8 +398,8 @@ class HygieneTest(DnsTestBase):
 
     def test_sigterm_with_pending_upstream_query(self):
         port = free_port()
-        up = ScriptedUpstream(port, lambda m: answer_a(m, "198.18.0.30"), delay=0.5)
-        self.upstreams.append(up)
+        self.add_upstream(
+            ScriptedUpstream(port, lambda m: answer_a(m, "198.18.0.30"), delay=0.5))
         self.start(config(self.port, port, ["coal.test"], timeout="2s"))
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.settimeout(3)

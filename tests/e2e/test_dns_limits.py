@@ -9,7 +9,6 @@ SRV_TCP_MAX_CLIENTS (1024), SRV_TCP_MAX_QUEUED (256 KiB)."""
 import os
 import resource
 import select
-import signal
 import socket
 import struct
 import sys
@@ -18,8 +17,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from dnsfixture import Dnsmasq, Response, build_query, recv_exact, tcp_exchange, udp_query  # noqa: E402
-from moatlib import Moat, TempDir, free_port, write_config  # noqa: E402
+from dnsfixture import Response, build_query, recv_exact, tcp_exchange, udp_query  # noqa: E402
+from moatlib import MoatTestCase, free_port, loopback_config, yaml_list  # noqa: E402
 
 TCP_IDLE_S = 10.0
 TCP_MAX_CLIENTS = 1024
@@ -34,18 +33,7 @@ DNSMASQ_ARGS = [
 
 
 def config(dns_port, upstream_port):
-    return (
-        "dns:\n"
-        "  listen: [\"127.0.0.1:%d\"]\n"
-        "  upstream: [\"127.0.0.1:%d\"]\n"
-        "  timeout: 2s\n"
-        "proxy:\n"
-        "  tls: [\"127.0.0.1:%d\"]\n"
-        "  http: [\"127.0.0.1:%d\"]\n"
-        "shutdown_grace: 2s\n"
-        "allow: [\"allowed.test\", \"big.test\"]\n"
-        % (dns_port, upstream_port, free_port(), free_port())
-    )
+    return loopback_config(dns_port, upstream_port, yaml_list(["allowed.test", "big.test"]))
 
 
 def tcp_connect(port, timeout=5.0):
@@ -87,34 +75,14 @@ def closed_within(s, timeout):
             return True
 
 
-class LimitsTestBase(unittest.TestCase):
+class LimitsTestBase(MoatTestCase):
     def setUp(self):
-        self._tmp = TempDir()
-        self.dir = self._tmp.__enter__()
-        self.moat = None
-        self.socks = []
-        self.up_port = free_port()
-        self.dnsmasq = Dnsmasq(self.dir, self.up_port, DNSMASQ_ARGS)
+        super().setUp()
+        self.start_dnsmasq(DNSMASQ_ARGS)
         self.port = free_port()
 
-    def tearDown(self):
-        for s in self.socks:
-            s.close()
-        rc = None
-        try:
-            if self.moat and self.moat.proc.poll() is None:
-                rc = self.moat.stop(signal.SIGTERM)
-        finally:
-            if self.moat:
-                self.moat.kill()
-            self.dnsmasq.stop()
-            self._tmp.__exit__(None, None, None)
-        if rc not in (None, 0):
-            self.fail("moat exited %d on SIGTERM:\n%s" % (rc, "\n".join(self.moat.lines[-40:])))
-
     def start(self):
-        self.moat = Moat(write_config(self.dir, config(self.port, self.up_port)))
-        self.moat.wait_line("moat running")
+        self.start_config(config(self.port, self.up_port))
 
     def assertServing(self):
         """moat is alive and answers a fresh UDP and a fresh TCP client."""

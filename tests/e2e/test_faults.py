@@ -35,7 +35,6 @@ import os
 import select
 import signal
 import socket
-import ssl
 import struct
 import subprocess
 import sys
@@ -47,13 +46,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import proxyfixture as pf  # noqa: E402
 import proxyfixture_more as pm  # noqa: E402
-from dnsfixture import (Dnsmasq, Response, answer_a, build_query, encode_name,  # noqa: E402
+from dnsfixture import (Response, UdpUpstream, answer_a, build_query, encode_name,  # noqa: E402
                         recv_exact, tcp_exchange, udp_query)
-from moatlib import Moat, TempDir, free_port, write_config  # noqa: E402
+from moatlib import (Moat, MoatTestCase, free_port, loopback_config, write_config,  # noqa: E402
+                     yaml_list)
 
-SKIP = None
-if __name__ == "__main__":
-    SKIP = pf.reexec_in_netns([sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
+SKIP = pf.netns_skip(__name__, __file__)
 
 # Our addresses in the namespace, next to proxyfixture(_more)'s.
 RST_ADDR = "198.18.0.20"     # a server that sends 64 KiB and then resets
@@ -97,18 +95,10 @@ def ended(s, timeout):
         n += len(d)
 
 
-def client_hello(name):
-    """A real TLS ClientHello (python's ssl) naming name."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return pf.TlsDriver(None, ctx, name).first_flight()
-
-
 # ---- DNS upstream faults --------------------------------------------------------------------
 
 
-class PlanUpstream:
+class PlanUpstream(UdpUpstream):
     """A UDP DNS server on 127.0.0.1:port whose replies come from
     plan(query bytes, parsed query) -> [(delay seconds, reply bytes), ...].
     Records what it received and when it sent (late) replies."""
@@ -117,46 +107,30 @@ class PlanUpstream:
         self.plan = plan
         self.received = []  # (monotonic, lowercased name)
         self.sent = []      # (monotonic, lowercased name)
-        self._lock = threading.Lock()
         self._timers = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.settimeout(0.1)
-        self._stop = False
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
+        super().__init__(port)
 
-    def _run(self):
-        while not self._stop:
-            try:
-                msg, peer = self.sock.recvfrom(65535)
-            except (socket.timeout, OSError):
-                continue
-            try:
-                q = Response(msg)
-                name = q.qname.lower()
-            except Exception:
-                continue
-            with self._lock:
-                self.received.append((time.monotonic(), name))
-            for delay, out in self.plan(msg, q):
-                if delay:
-                    t = threading.Timer(delay, self._send, (out, peer, name))
-                    with self._lock:
-                        self._timers.append(t)
-                    t.start()
-                else:
-                    self._send(out, peer, name)
-
-    def _send(self, out, peer, name):
-        if self._stop:
-            return
+    def received_query(self, msg, peer):
         try:
-            self.sock.sendto(out, peer)
-        except OSError:
+            q = Response(msg)
+            name = q.qname.lower()
+        except Exception:
             return
         with self._lock:
-            self.sent.append((time.monotonic(), name))
+            self.received.append((time.monotonic(), name))
+        for delay, out in self.plan(msg, q):
+            if delay:
+                t = threading.Timer(delay, self._send, (out, peer, name))
+                with self._lock:
+                    self._timers.append(t)
+                t.start()
+            else:
+                self._send(out, peer, name)
+
+    def _send(self, out, peer, name):
+        if self.reply(out, peer):
+            with self._lock:
+                self.sent.append((time.monotonic(), name))
 
     def count(self, name):
         with self._lock:
@@ -171,8 +145,7 @@ class PlanUpstream:
         with self._lock:
             for t in self._timers:
                 t.cancel()
-        self._t.join(timeout=2)
-        self.sock.close()
+        super().stop()
 
 
 def garbage_plan(msg, q):
@@ -207,53 +180,21 @@ def garbage_plan(msg, q):
     return [(0, replies[kind])]
 
 
-class DnsFaultTest(unittest.TestCase):
+class DnsFaultTest(MoatTestCase):
     TIMEOUT_S = 1.0
 
     def setUp(self):
-        self._tmp = TempDir()
-        self.dir = self._tmp.__enter__()
-        self.moat = None
-        self.upstreams = []
-        self.socks = []
+        super().setUp()
         self.port = free_port()
 
-    def tearDown(self):
-        for s in self.socks:
-            s.close()
-        rc = None
-        try:
-            if self.moat and self.moat.proc.poll() is None:
-                rc = self.moat.stop(signal.SIGTERM)
-        finally:
-            if self.moat:
-                self.moat.kill()
-            for u in self.upstreams:
-                u.stop()
-            self._tmp.__exit__(None, None, None)
-        if rc not in (None, 0):
-            self.fail("moat exited %d on SIGTERM:\n%s" % (rc, "\n".join(self.moat.lines[-40:])))
-
     def start(self, up_port, allow):
-        text = ("dns:\n  listen: [\"127.0.0.1:%d\"]\n  upstream: [\"127.0.0.1:%d\"]\n"
-                "  timeout: %dms\n"
-                "proxy:\n  tls: [\"127.0.0.1:%d\"]\n  http: [\"127.0.0.1:%d\"]\n"
-                "shutdown_grace: 2s\nallow: [%s]\n" %
-                (self.port, up_port, int(self.TIMEOUT_S * 1000), free_port(), free_port(),
-                 ", ".join('"%s"' % a for a in allow)))
-        self.moat = Moat(write_config(self.dir, text))
-        self.moat.wait_line("moat running")
+        self.start_config(loopback_config(self.port, up_port, yaml_list(allow),
+                                          timeout="%dms" % int(self.TIMEOUT_S * 1000)))
 
     def udp_socket(self):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.socks.append(s)
         return s
-
-    @staticmethod
-    def ede_codes(r):
-        o = r.opt()
-        return [struct.unpack("!H", d[:2])[0] for c, d in (o.edns_options() if o else [])
-                if c == 15]
 
     def test_slow_upstream_servfail_in_time_late_answer_dropped(self):
         """slow.test is answered 2.5 s after each query (dns.timeout 1s),
@@ -268,8 +209,7 @@ class DnsFaultTest(unittest.TestCase):
             delay = 2.5 if q.qname.lower() == "slow.test" else 0
             return [(delay, answer_a(msg, "198.18.0.31"))]
 
-        up = PlanUpstream(up_port, plan)
-        self.upstreams.append(up)
+        up = self.add_upstream(PlanUpstream(up_port, plan))
         self.start(up_port, ["slow.test", "fast.test", "fast2.test"])
         s1, s2 = self.udp_socket(), self.udp_socket()
         t0 = time.monotonic()
@@ -283,7 +223,7 @@ class DnsFaultTest(unittest.TestCase):
         r1 = Response(s1.recv(4096))
         took = time.monotonic() - t0
         self.assertEqual((r1.id, r1.rcode_name), (0x51, "SERVFAIL"))
-        self.assertEqual(self.ede_codes(r1), [22])
+        self.assertEqual(r1.ede_codes(), [22])
         self.assertLessEqual(took, self.TIMEOUT_S + 0.7)
         asked = up.count("slow.test")
         self.assertGreaterEqual(asked, 1)
@@ -311,8 +251,7 @@ class DnsFaultTest(unittest.TestCase):
         then good.test from the same upstream is answered over UDP and TCP,
         and moat is still running."""
         up_port = free_port()
-        up = PlanUpstream(up_port, garbage_plan)
-        self.upstreams.append(up)
+        up = self.add_upstream(PlanUpstream(up_port, garbage_plan))
         self.start(up_port, ["*.bad.test", "good.test"])
         kinds = ["short", "random", "wrongid", "wrongq", "echo", "loop", "count", "rdlen", "tc"]
         socks = {}
@@ -380,8 +319,8 @@ class DnsFaultTest(unittest.TestCase):
         self.assertEqual(sorted(tcp_res), [1000 + i for i in range(20)])
         self.assertEqual(set(tcp_res.values()), {"SERVFAIL"})
         # The upstream comes back.
-        up = PlanUpstream(up_port, lambda m, q: [(0, answer_a(m, "198.18.0.32"))])
-        self.upstreams.append(up)
+        self.add_upstream(
+            PlanUpstream(up_port, lambda m, q: [(0, answer_a(m, "198.18.0.32"))]))
         for name in ("q0.burst.test", "q99.burst.test", "new.burst.test"):
             self.assertEqual(udp_query(self.port, name, timeout=self.TIMEOUT_S + 2).addrs(),
                              ["198.18.0.32"], name)
@@ -392,37 +331,10 @@ class DnsFaultTest(unittest.TestCase):
 # ---- TCP faults --------------------------------------------------------------------------------
 
 
-class RstServer:
-    """On (addr, port) for each port: wait for the client's first bytes,
-    send RST_PAYLOAD bytes, wait a moment, then close with a reset
-    (SO_LINGER 0): a destination that fails mid-stream."""
-
-    def __init__(self, addr, ports):
-        self.socks = []
-        self.accepted = 0
-        self.stopping = False
-        self.threads = []
-        for p in ports:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((addr, p))
-            s.listen(64)
-            s.settimeout(0.2)
-            self.socks.append(s)
-            t = threading.Thread(target=self._run, args=(s,), daemon=True)
-            t.start()
-            self.threads.append(t)
-
-    def _run(self, ls):
-        while not self.stopping:
-            try:
-                c, _ = ls.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+class RstServer(pf.TcpServer):
+    """On (addr, port): wait for the client's first bytes, send RST_PAYLOAD
+    bytes, wait a moment, then close with a reset (SO_LINGER 0): a
+    destination that fails mid-stream."""
 
     @staticmethod
     def _serve(c):
@@ -437,15 +349,8 @@ class RstServer:
         finally:
             c.close()
 
-    def stop(self):
-        self.stopping = True
-        for t in self.threads:
-            t.join(5)
-        for s in self.socks:
-            s.close()
 
-
-class StreamServer:
+class StreamServer(pf.TcpServer):
     """On (addr, port): read a request head `GET /<n> ...`, answer
     `HTTP/1.0 200 OK` with no Content-Length and n MiB of
     proxyfixture.DOWN_BLOCK, then close: the end of the stream is the only
@@ -453,36 +358,16 @@ class StreamServer:
     silent truncation."""
 
     def __init__(self, addr, port):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((addr, port))
-        self.sock.listen(256)
-        self.sock.settimeout(0.2)
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stopping:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+        super().__init__(addr, port, backlog=256)
 
     @staticmethod
     def _serve(c):
         try:
             c.settimeout(30)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                d = c.recv(4096)
-                if not d:
-                    return
-                head += d
-            n = int(head.split(b" ", 2)[1].lstrip(b"/"))
+            got = pf.read_head(c)
+            if got is None:
+                return
+            n = int(got[0].split(b" ", 2)[1].lstrip(b"/"))
             c.sendall(b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n")
             for _ in range(n):
                 c.sendall(pf.DOWN_BLOCK)
@@ -493,11 +378,6 @@ class StreamServer:
         finally:
             c.close()
 
-    def stop(self):
-        self.stopping = True
-        self.thread.join(5)
-        self.sock.close()
-
 
 NAMES = [("ok.test", pm.ECHO), ("reset.test", RST_ADDR), ("black.test", pm.BLACK),
          ("closed.test", pm.CLOSED), ("stream.test", STREAM_ADDR)]
@@ -505,50 +385,19 @@ NAMES = [("ok.test", pm.ECHO), ("reset.test", RST_ADDR), ("black.test", pm.BLACK
 
 @unittest.skipIf(SKIP, SKIP)
 class TcpFaultTest(pf.NetnsTestCase):
+    THREAD_JOIN_S = 30
+
     @classmethod
     def start_servers(cls):
         # An echo server on ECHO:443 (echoes a ClientHello: a "TLS server"
         # good enough to show a connection was spliced) and ECHO:80 (HTTP:
         # answers `ready` after the head, then echoes).
-        cls.echo_tls = pm.EchoServer(pm.ECHO, 443)
-        cls.procs.append(cls.echo_tls)
-        cls.echo_http = pm.EchoServer(pm.ECHO, 80, http=True)
-        cls.procs.append(cls.echo_http)
-        cls.rst = RstServer(RST_ADDR, (80, 443, 2222))
-        cls.procs.append(cls.rst)
-        cls.stream = StreamServer(STREAM_ADDR, 80)
-        cls.procs.append(cls.stream)
-        cls.blackhole = pm.Blackhole()
-        cls.procs.append(cls.blackhole)
-        cls.up_port = free_port()
-        args = ["--local=/test/"] + ["--address=/%s/%s" % na for na in NAMES]
-        cls.dnsmasq = Dnsmasq(cls.dir, cls.up_port, args)
-        cls.procs.append(cls.dnsmasq)
-
-    def setUp(self):
-        self.moat = None
-        self.socks = []
-        self.nfts = []
-        self.threads = []
-
-    def tearDown(self):
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-        for n in self.nfts:
-            n.stop()
-        for t in self.threads:
-            t.join(30)
-        if self.moat:
-            if os.environ.get("MOAT_E2E_VERBOSE"):
-                sys.stderr.write("\n".join(self.moat.lines) + "\n")
-            try:
-                if self.moat.proc.poll() is None:
-                    self.assertEqual(self.moat.stop(signal.SIGTERM), 0)
-            finally:
-                self.moat.kill()
+        cls.echo_tls = cls.serve(pm.EchoServer(pm.ECHO, 443))
+        cls.echo_http = cls.serve(pm.EchoServer(pm.ECHO, 80, http=True))
+        cls.rst = [cls.serve(RstServer(RST_ADDR, p)) for p in (80, 443, 2222)]
+        cls.stream = cls.serve(StreamServer(STREAM_ADDR, 80))
+        cls.blackhole = cls.serve(pm.Blackhole())
+        cls.start_dnsmasq(["--local=/test/"] + pf.address_args(NAMES))
 
     # ---- helpers ----------------------------------------------------------------------------
 
@@ -585,21 +434,10 @@ class TcpFaultTest(pf.NetnsTestCase):
         s.connect((addr, port))
         return s
 
-    def log_line(self, *needles, start=0, timeout=10.0):
-        """The first log line (from start) containing every needle."""
-        deadline = time.monotonic() + timeout
-        i = start
-        while True:
-            i = self.moat.wait_line(needles[0], timeout=max(0.1, deadline - time.monotonic()),
-                                    start=i)
-            if all(n in self.moat.lines[i] for n in needles):
-                return self.moat.lines[i]
-            i += 1
-
     def served_tls(self, s):
         """Through s (tls listener or transparent :443) a hello for ok.test
         reaches the echo server and comes back whole."""
-        hello = client_hello("ok.test")
+        hello = pf.client_hello("ok.test")
         s.sendall(hello)
         s.settimeout(10)
         self.assertEqual(recv_exact(s, len(hello)), hello)
@@ -625,7 +463,7 @@ class TcpFaultTest(pf.NetnsTestCase):
         connection is logged with the rule that allowed it."""
         self.start("[reset.test, {cidr: %s/32, ports: [2222]}]" % RST_ADDR,
                    kinds=("tls", "http"), transparent_ports=(443, 80, 2222))
-        hello = client_hello("reset.test")
+        hello = pf.client_hello("reset.test")
         head = b"GET / HTTP/1.1\r\nHost: reset.test\r\n\r\n"
         cases = [("tls", self.port["tls"], "127.0.0.1", None, hello),
                  ("http", self.port["http"], "127.0.0.1", None, head),
@@ -703,7 +541,7 @@ class TcpFaultTest(pf.NetnsTestCase):
         client on each listener (and DNS over UDP) is served."""
         self.start("[ok.test]", transparent_ports=(443, 80),
                    proxy_extra="  peek_timeout: 2s\n")
-        hello = client_hello("ok.test")
+        hello = pf.client_hello("ok.test")
         head = b"GET / HTTP/1.1\r\nHost: ok.test\r\n\r\n"
         q = build_query("ok.test")
         dns_msg = struct.pack("!H", len(q)) + q
@@ -866,13 +704,10 @@ class TcpFaultTest(pf.NetnsTestCase):
             s.settimeout(20)
             s.connect(("127.0.0.1", self.port["http"]))
             s.sendall(b"GET /%d HTTP/1.1\r\nHost: stream.test\r\n\r\n" % st["mib"])
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = s.recv(65536)
-                if not d:
-                    raise AssertionError("EOF in the head")
-                buf += d
-            body = buf.split(b"\r\n\r\n", 1)[1]
+            got = pf.read_head(s, 65536)
+            if got is None:
+                raise AssertionError("EOF in the head")
+            body = got[1]
             n, bad = 0, None
             blk = pf.DOWN_BLOCK
             bl = len(blk)
@@ -889,28 +724,10 @@ class TcpFaultTest(pf.NetnsTestCase):
                 n += len(d)
 
             take(body)
-            while n < 65536:
-                d = s.recv(65536)
-                if not d:
-                    break
-                take(d)
+            pf.read_while(s, lambda: n < 65536, take)
             st["ready"].set()
             go.wait(30)
-            how = "eof"
-            while True:
-                try:
-                    d = s.recv(16384 if slow else 1 << 20)
-                except (ConnectionResetError, BrokenPipeError):
-                    how = "reset"
-                    break
-                except socket.timeout:
-                    how = "timeout"
-                    break
-                if not d:
-                    break
-                take(d)
-                if slow:
-                    time.sleep(0.1)
+            how = pf.read_to_end(s, take, 16384 if slow else 1 << 20, pause=0.1 if slow else 0)
             st.update(n=n, how=how, when=time.monotonic(), bad=bad, size=size)
             s.close()
         except Exception as e:

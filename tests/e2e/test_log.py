@@ -19,8 +19,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import proxyfixture as pf  # noqa: E402
-from dnsfixture import Dnsmasq, Response, build_query, udp_query  # noqa: E402
-from moatlib import Moat, TempDir, free_port, write_config  # noqa: E402
+from dnsfixture import Response, build_query, udp_query  # noqa: E402
+from moatlib import Moat, MoatTestCase, free_port, loopback_config, write_config  # noqa: E402
 
 DNSMASQ_ARGS = ["--host-record=allowed.test,198.18.0.10,300"]
 DECISION_FIELDS = ("time", "level", "msg", "kind", "listener", "client", "name", "verdict",
@@ -28,18 +28,8 @@ DECISION_FIELDS = ("time", "level", "msg", "kind", "listener", "client", "name",
 
 
 def config(dns_port, up_port, http_port, extra="", allow="[allowed.test]"):
-    return (
-        "dns:\n"
-        "  listen: [\"127.0.0.1:%d\"]\n"
-        "  upstream: [\"127.0.0.1:%d\"]\n"
-        "  timeout: 2s\n"
-        "proxy:\n"
-        "  tls: [\"127.0.0.1:%d\"]\n"
-        "  http: [\"127.0.0.1:%d\"]\n"
-        "shutdown_grace: 1s\n"
-        "%s"
-        "allow: %s\n" % (dns_port, up_port, free_port(), http_port, extra, allow)
-    )
+    return loopback_config(dns_port, up_port, allow, http_port=http_port, grace="1s",
+                           extra=extra)
 
 
 def read_json_file(path):
@@ -59,25 +49,12 @@ def wait_for(pred, what, timeout=15.0):
     raise AssertionError("timed out waiting for " + what)
 
 
-class LogTestBase(unittest.TestCase):
+class LogTestBase(MoatTestCase):
     def setUp(self):
-        self._tmp = TempDir()
-        self.dir = self._tmp.__enter__()
-        self.up_port = free_port()
-        self.dnsmasq = Dnsmasq(self.dir, self.up_port, DNSMASQ_ARGS)
+        super().setUp()
+        self.start_dnsmasq(DNSMASQ_ARGS)
         self.port = free_port()
         self.http_port = free_port()
-        self.moat = None
-
-    def tearDown(self):
-        try:
-            if self.moat and self.moat.proc.poll() is None:
-                self.assertEqual(self.moat.stop(signal.SIGTERM), 0)
-        finally:
-            if self.moat:
-                self.moat.kill()
-            self.dnsmasq.stop()
-            self._tmp.__exit__(None, None, None)
 
     def start(self, extra="", allow="[allowed.test]", wait=True):
         self.cfg = write_config(self.dir, config(self.port, self.up_port, self.http_port,

@@ -17,17 +17,15 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import unittest
 
 import proxyfixture as pf
-from dnsfixture import Dnsmasq, build_query, tcp_exchange, udp_exchange, udp_query
-from moatlib import Moat, TempDir, free_port, write_config
+from dnsfixture import build_query, tcp_exchange, udp_exchange, udp_query
+from moatlib import (Moat, MoatTestCase, free_port, loopback_config, recv_all, write_config,
+                     yaml_list)
 
-NETNS_SKIP = None
-if __name__ == "__main__":
-    NETNS_SKIP = pf.reexec_in_netns([sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
+NETNS_SKIP = pf.netns_skip(__name__, __file__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -152,12 +150,7 @@ def http_request(port, raw, timeout=10.0):
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(raw)
         s.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
+        data = recv_all(s)
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ")[1])
@@ -203,51 +196,24 @@ class MetricsBase:
 
 
 def dns_config(dns_port, up_port, tls_port, http_port, mport, allow, extra="", proxy_extra=""):
-    return (
-        "dns:\n"
-        "  listen: [\"127.0.0.1:%d\"]\n"
-        "  upstream: [\"127.0.0.1:%d\"]\n"
-        "  timeout: 1s\n"
-        "proxy:\n"
-        "  tls: [\"127.0.0.1:%d\"]\n"
-        "  http: [\"127.0.0.1:%d\"]\n"
-        "  peek_timeout: 5s\n"
-        "%s"
-        "metrics: {listen: \"127.0.0.1:%d\"}\n"
-        "shutdown_grace: 10s\n"
-        "%s"
-        "allow: [%s]\n" % (dns_port, up_port, tls_port, http_port, proxy_extra, mport, extra,
-                           ", ".join('"%s"' % a for a in allow)))
+    return loopback_config(dns_port, up_port, yaml_list(allow), timeout="1s", tls_port=tls_port,
+                           http_port=http_port, grace="10s",
+                           proxy_extra="  peek_timeout: 5s\n" + proxy_extra,
+                           extra="metrics: {listen: \"127.0.0.1:%d\"}\n%s" % (mport, extra))
 
 
-class MetricsTest(MetricsBase, unittest.TestCase):
+class MetricsTest(MetricsBase, MoatTestCase):
     """Everything that needs no server behind moat: on loopback."""
 
     ALLOW = ["allowed.test", "nx.test"]
 
     def setUp(self):
-        self._tmp = TempDir()
-        self.dir = self._tmp.__enter__()
-        self.moat = None
-        self.up_port = free_port()
-        self.dnsmasq = Dnsmasq(self.dir, self.up_port, [
+        super().setUp()
+        self.start_dnsmasq([
             "--host-record=allowed.test,198.18.0.10,300",
             "--address=/nx.test/",  # NXDOMAIN
         ])
         self.port, self.tls_port, self.http_port, self.mport = (free_port() for _ in range(4))
-
-    def tearDown(self):
-        rc = None
-        try:
-            if self.moat and self.moat.proc.poll() is None:
-                rc = self.moat.stop(signal.SIGTERM)
-        finally:
-            if self.moat:
-                self.moat.kill()
-            self.dnsmasq.stop()
-            self._tmp.__exit__(None, None, None)
-        if rc not in (None, 0):
-            self.fail("moat exited %d on SIGTERM:\n%s" % (rc, "\n".join(self.moat.lines[-40:])))
 
     def config_text(self, allow=None, mport=None, proxy_extra=""):
         return dns_config(self.port, self.up_port, self.tls_port, self.http_port,
@@ -255,9 +221,7 @@ class MetricsTest(MetricsBase, unittest.TestCase):
                           proxy_extra=proxy_extra)
 
     def start(self, proxy_extra=""):
-        self.cfg_path = write_config(self.dir, self.config_text(proxy_extra=proxy_extra))
-        self.moat = Moat(self.cfg_path)
-        self.moat.wait_line("moat running")
+        self.start_config(self.config_text(proxy_extra=proxy_extra))
         self.moat.wait_line("metrics listening on http://127.0.0.1:%d/metrics" % self.mport)
 
     def q(self, name, qtype="A"):
@@ -332,12 +296,7 @@ class MetricsTest(MetricsBase, unittest.TestCase):
             c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for b in b"GET /healthz HTTP/1.0\r\n\r\n":
                 c.sendall(bytes([b]))
-            data = b""
-            while True:
-                d = c.recv(4096)
-                if not d:
-                    break
-                data += d
+            data = recv_all(c)
         self.assertTrue(data.startswith(b"HTTP/1.1 200 OK\r\n"), data)
         self.assertTrue(data.endswith(b"\r\n\r\nok\n"), data)
 
@@ -546,9 +505,7 @@ class MetricsTest(MetricsBase, unittest.TestCase):
         self.assertEqual(s.get("moat_config_generation"), 1)
         # A good reload: counted, next generation, the same socket serves.
         write_config(self.dir, self.config_text(allow=self.ALLOW + ["new.test"]))
-        n = len(self.moat.lines)
-        self.moat.send(signal.SIGHUP)
-        self.moat.wait_line("reloaded", start=n)
+        self.moat.sighup()
         s = self.scrape()
         self.assertEqual(s.get("moat_config_reloads_total", result="ok"), 1)
         self.assertEqual(s.get("moat_config_reloads_total", result="error"), 0)
@@ -556,9 +513,7 @@ class MetricsTest(MetricsBase, unittest.TestCase):
         self.assertFalse(any("metrics: no longer listening" in l for l in self.moat.lines))
         # A bad one: counted as an error, generation unchanged.
         write_config(self.dir, self.config_text(allow=["*.com"]))
-        n = len(self.moat.lines)
-        self.moat.send(signal.SIGHUP)
-        self.moat.wait_line("rejected", start=n)
+        self.moat.sighup("rejected")
         s = self.scrape()
         self.assertEqual(s.get("moat_config_reloads_total", result="ok"), 1)
         self.assertEqual(s.get("moat_config_reloads_total", result="error"), 1)
@@ -567,10 +522,7 @@ class MetricsTest(MetricsBase, unittest.TestCase):
         # counters carry over.
         new_port = free_port()
         write_config(self.dir, self.config_text(mport=new_port))
-        n = len(self.moat.lines)
-        self.moat.send(signal.SIGHUP)
-        self.moat.wait_line("metrics listening on http://127.0.0.1:%d/metrics" % new_port,
-                            start=n)
+        n = self.moat.sighup("metrics listening on http://127.0.0.1:%d/metrics" % new_port)
         self.moat.wait_line("reloaded", start=n)
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", self.mport), timeout=5).close()
@@ -580,9 +532,7 @@ class MetricsTest(MetricsBase, unittest.TestCase):
         # metrics.listen emptied: nothing listens.
         write_config(self.dir, self.config_text(mport=new_port).replace(
             "metrics: {listen: \"127.0.0.1:%d\"}" % new_port, "metrics: {listen: \"\"}"))
-        n = len(self.moat.lines)
-        self.moat.send(signal.SIGHUP)
-        self.moat.wait_line("reloaded", start=n)
+        self.moat.sighup()
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", new_port), timeout=5).close()
 
@@ -626,24 +576,16 @@ class MetricsProxyTest(MetricsBase, pf.NetnsTestCase):
     def start_servers(cls):
         pf.setup_netns()
         cls.cert, key = pf.make_cert(cls.dir, ["a.test"])
-        cls.procs.append(pf.Nginx(cls.dir, cls.cert, key))
-        cls.up_port = free_port()
-        cls.procs.append(Dnsmasq(cls.dir, cls.up_port,
-                                 ["--address=/%s/%s" % (n, a) for n, a in NAMES.items()]))
+        cls.serve(pf.Nginx(cls.dir, cls.cert, key))
+        cls.start_dnsmasq(pf.address_args(NAMES.items()))
 
     def setUp(self):
+        super().setUp()
         self.tls_port, self.http_port, self.mport = free_port(), free_port(), free_port()
         text = dns_config(free_port(), self.up_port, self.tls_port, self.http_port, self.mport,
                           ["a.test"], "log: {allowed: true}\n")
         self.moat = Moat(write_config(self.dir, text, "metrics-proxy.yaml"))
         self.moat.wait_line("moat running")
-
-    def tearDown(self):
-        try:
-            if self.moat.proc.poll() is None:
-                self.assertEqual(self.moat.stop(signal.SIGTERM), 0)
-        finally:
-            self.moat.kill()
 
     def decision_bytes(self, needle):
         i = self.moat.wait_line(needle)

@@ -18,31 +18,18 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import unittest
 
 import proxyfixture as pf
-from dnsfixture import Dnsmasq, Response, build_query
-from moatlib import Moat, free_port, write_config
+from dnsfixture import Response, build_query
+from moatlib import Moat, free_port, recv_all, write_config
 
-SKIP = None
-if __name__ == "__main__":
-    SKIP = pf.reexec_in_netns([sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
+SKIP = pf.netns_skip(__name__, __file__)
 
 NAMES = {"a.test": pf.ADDRS["a"], "b.test": pf.ADDRS["b"], "bulk.test": pf.ADDRS["bulk"],
          "blocked.test": pf.ADDRS["a"], "lo.test": "127.0.0.1"}
-
-
-def recv_all(sock, timeout=10.0):
-    sock.settimeout(timeout)
-    out = b""
-    while True:
-        d = sock.recv(65536)
-        if not d:
-            return out
-        out += d
 
 
 @unittest.skipIf(SKIP, SKIP)
@@ -51,34 +38,13 @@ class ProxyTest(pf.NetnsTestCase):
     def start_servers(cls):
         pf.setup_netns()
         cls.cert, key = pf.make_cert(cls.dir, ["a.test", "b.test", "blocked.test"])
-        cls.nginx = pf.Nginx(cls.dir, cls.cert, key)
-        cls.procs.append(cls.nginx)
-        cls.bulk = pf.BulkServer(pf.ADDRS["bulk"])
-        cls.procs.append(cls.bulk)
-        cls.bulk2222 = pf.BulkServer(pf.ADDRS["bulk"], 2222)
-        cls.procs.append(cls.bulk2222)
-        cls.up_port = free_port()
-        args = ["--address=/%s/%s" % (n, a) for n, a in NAMES.items()]
-        cls.dnsmasq = Dnsmasq(cls.dir, cls.up_port, args)
-        cls.procs.append(cls.dnsmasq)
+        cls.nginx = cls.serve(pf.Nginx(cls.dir, cls.cert, key))
+        cls.bulk = cls.serve(pf.BulkServer(pf.ADDRS["bulk"]))
+        cls.bulk2222 = cls.serve(pf.BulkServer(pf.ADDRS["bulk"], 2222))
+        cls.start_dnsmasq(pf.address_args(NAMES.items()))
 
-    def setUp(self):
-        self.moat = None
-        self.socks = []
-
-    def tearDown(self):
-        for s in self.socks:
-            s.close()
-        if getattr(self, "nft", None):
-            self.nft.stop()
-        if self.moat:
-            # A clean stop after every test: exit status 0 and, in sanitizer
-            # builds, the leak check at exit.
-            try:
-                if self.moat.proc.poll() is None:
-                    self.assertEqual(self.moat.stop(signal.SIGTERM), 0)
-            finally:
-                self.moat.kill()
+    # After every test (NetnsTestCase.tearDown) a clean stop: exit status 0
+    # and, in sanitizer builds, the leak check at exit.
 
     def start(self, allow="allow: [a.test, bulk.test]", proxy_extra=""):
         """moat with tls and http listeners on fresh ports; proxy_extra:
@@ -167,11 +133,8 @@ class ProxyTest(pf.NetnsTestCase):
     def test_tls_no_sni_gets_access_denied(self):
         self.start()
         s = self.connect(self.tls_port)
-        c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        c.check_hostname = False
-        c.verify_mode = ssl.CERT_NONE
         with self.assertRaises(ssl.SSLError) as e:
-            c.wrap_socket(s)
+            pf.unverified_context().wrap_socket(s)
         self.assertIn("ACCESS_DENIED", str(e.exception).upper())
         self.moat.wait_line("listener=tls client=127.0.0.1")
         self.moat.wait_line("verdict=block reason=no-sni")
@@ -373,9 +336,7 @@ class ProxyTest(pf.NetnsTestCase):
         _, _, tb = self.tls_get("b.test")
         with open(self.config, "w") as f:
             f.write(self.config_text("allow: [a.test]"))
-        n = len(self.moat.lines)
-        self.moat.send(signal.SIGHUP)
-        self.moat.wait_line("reloaded", start=n)
+        n = self.moat.sighup()
         self.moat.wait_line("name=b.test verdict=block reason=policy-reload", start=n)
         tb.settimeout(5)
         try:
@@ -421,9 +382,7 @@ class ProxyTest(pf.NetnsTestCase):
             "http: [\"127.0.0.1:%d\"]" % self.http_port, "http: [\"127.0.0.1:%d\"]" % new_http)
         with open(self.config, "w") as f:
             f.write(text)
-        n = len(self.moat.lines)
-        self.moat.send(signal.SIGHUP)
-        self.moat.wait_line("proxy listening on http 127.0.0.1:%d" % new_http, start=n)
+        n = self.moat.sighup("proxy listening on http 127.0.0.1:%d" % new_http)
         self.moat.wait_line("no longer listening on http 127.0.0.1:%d" % self.http_port, start=n)
         self.http_port = new_http
         _, body = self.http(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
@@ -475,7 +434,7 @@ class ProxyTest(pf.NetnsTestCase):
         self.moat = Moat(write_config(self.dir, text, "transparent.yaml"))
         self.moat.wait_line("moat running")
         self.moat.wait_line("proxy listening on transparent 127.0.0.1:%d" % self.t_port)
-        self.nft = pf.Nft([443, 80, 2222], self.t_port)
+        self.nfts.append(pf.Nft([443, 80, 2222], self.t_port))
 
     def guest_connect(self, addr, port):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

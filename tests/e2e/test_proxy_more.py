@@ -26,19 +26,16 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import threading
 import time
 import unittest
 
 import proxyfixture as pf
 import proxyfixture_more as pm
-from dnsfixture import Dnsmasq, Response, ScriptedUpstream, answer_a, encode_name
+from dnsfixture import Response, ScriptedUpstream, answer_a, encode_name
 from moatlib import Moat, free_port, write_config
 
-SKIP = None
-if __name__ == "__main__":
-    SKIP = pf.reexec_in_netns([sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
+SKIP = pf.netns_skip(__name__, __file__)
 
 NAMES = [("six.test", pm.SIX), ("blocked6.test", pm.SIX), ("dual.test", pm.CLOSED),
          ("dual.test", pm.SIX), ("priv.test", pm.PRIV), ("priv6.test", pm.PRIV6),
@@ -49,72 +46,17 @@ CERT_NAMES = ["six.test", "blocked6.test", "dual.test", "priv.test", "priv6.test
               "closed.test", "meta.test"]
 
 
-def closed_within(s, timeout):
-    """Wait for the peer to close s (EOF or reset), discarding bytes.
-    Returns 'eof', 'reset', or None when it is still open at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        s.settimeout(left)
-        try:
-            d = s.recv(65536)
-        except socket.timeout:
-            return None
-        except (ConnectionResetError, BrokenPipeError):
-            return "reset"
-        except ssl.SSLError:
-            return "reset"
-        if not d:
-            return "eof"
-
-
 @unittest.skipIf(SKIP, SKIP)
 class ProxyMoreTest(pf.NetnsTestCase):
     @classmethod
     def start_servers(cls):
         pm.setup_netns_more()
-        certdir = os.path.join(cls.dir, "cert")
-        os.makedirs(certdir)
-        cls.cert, key = pf.make_cert(certdir, CERT_NAMES)
-        cls.nginx = pm.NginxMore(cls.dir, cls.cert, key)
-        cls.procs.append(cls.nginx)
-        cls.echo = pm.EchoServer(pm.ECHO, 80, http=True)
-        cls.procs.append(cls.echo)
-        cls.echo6 = pm.EchoServer(pm.SIX, pm.ECHO_PORT6)
-        cls.procs.append(cls.echo6)
-        cls.blackhole = pm.Blackhole()
-        cls.procs.append(cls.blackhole)
-        cls.up_port = free_port()
-        args = ["--local=/test/"] + ["--address=/%s/%s" % na for na in NAMES]
-        cls.dnsmasq = Dnsmasq(cls.dir, cls.up_port, args)
-        cls.procs.append(cls.dnsmasq)
-
-    def setUp(self):
-        self.moat = None
-        self.socks = []
-        self.nfts = []
-        self.threads = []
-
-    def tearDown(self):
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-        for n in self.nfts:
-            n.stop()
-        for t in self.threads:
-            t.join(10)
-        if self.moat:
-            if os.environ.get("MOAT_E2E_VERBOSE"):
-                sys.stderr.write("\n".join(self.moat.lines) + "\n")
-            try:
-                if self.moat.proc.poll() is None:
-                    self.assertEqual(self.moat.stop(signal.SIGTERM), 0)
-            finally:
-                self.moat.kill()
+        cls.cert, key = pf.make_cert(os.path.join(cls.dir, "cert"), CERT_NAMES)
+        cls.nginx = cls.serve(pm.NginxMore(cls.dir, cls.cert, key))
+        cls.echo = cls.serve(pm.EchoServer(pm.ECHO, 80, http=True))
+        cls.echo6 = cls.serve(pm.EchoServer(pm.SIX, pm.ECHO_PORT6))
+        cls.blackhole = cls.serve(pm.Blackhole())
+        cls.start_dnsmasq(["--local=/test/"] + pf.address_args(NAMES))
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -200,18 +142,7 @@ class ProxyMoreTest(pf.NetnsTestCase):
             s.sendall(b"\x00garbage\xff" * 8)
         except (ConnectionResetError, BrokenPipeError):
             return "reset"
-        return closed_within(s, timeout)
-
-    def log_line(self, *needles, start=0, timeout=10.0):
-        """The first log line (from start) containing every needle."""
-        deadline = time.monotonic() + timeout
-        i = start
-        while True:
-            i = self.moat.wait_line(needles[0], timeout=max(0.1, deadline - time.monotonic()),
-                                    start=i)
-            if all(n in self.moat.lines[i] for n in needles):
-                return self.moat.lines[i]
-            i += 1
+        return pf.closed_within(s, timeout)
 
     # ---- 1. IPv6 ------------------------------------------------------------------------
 
@@ -292,14 +223,7 @@ class ProxyMoreTest(pf.NetnsTestCase):
         that very address (the echo server answers)."""
         self.start_transparent6('allow: [{cidr: "2001:db8::2/128", ports: [%d]}]' % pm.ECHO_PORT6)
         s = self.connect((pm.SIX, pm.ECHO_PORT6), source=pm.GUEST6)
-        s.sendall(b"ping-v6")
-        got = b""
-        while len(got) < 7:
-            d = s.recv(100)
-            if not d:
-                break
-            got += d
-        self.assertEqual(got, b"ping-v6")
+        self.assertEqual(pf.echo_back(s, b"ping-v6"), b"ping-v6")
         s.close()
         line = self.log_line("listener=transparent", "verdict=allow")
         self.assertIn("dest=2001:db8::2 port=%d" % pm.ECHO_PORT6, line)
@@ -324,7 +248,7 @@ class ProxyMoreTest(pf.NetnsTestCase):
         self.start("allow: [idle.test]", tls=(), proxy_extra="  idle_timeout: 1s\n")
         s = self.idle_conn()
         t0 = time.monotonic()
-        how = closed_within(s, 5)
+        how = pf.closed_within(s, 5)
         took = time.monotonic() - t0
         self.assertIsNotNone(how, "not closed within 5 s")
         self.assertGreater(took, 0.8)
@@ -370,7 +294,7 @@ class ProxyMoreTest(pf.NetnsTestCase):
         s = self.connect(self.addr("tls"))
         s.sendall(self.hello("black.test"))
         t0 = time.monotonic()
-        how = closed_within(s, 5)
+        how = pf.closed_within(s, 5)
         took = time.monotonic() - t0
         self.assertIsNotNone(how, "not closed within 5 s")
         self.assertGreater(took, 0.8)
@@ -384,7 +308,7 @@ class ProxyMoreTest(pf.NetnsTestCase):
         s = self.connect(self.addr("http"))
         s.sendall(b"GET / HTTP/1.1\r\nHost: black.test\r\n\r\n")
         t0 = time.monotonic()
-        how = closed_within(s, 5)
+        how = pf.closed_within(s, 5)
         took = time.monotonic() - t0
         self.assertIsNotNone(how, "not closed within 5 s")
         self.assertLess(took, 2.0)
@@ -397,7 +321,7 @@ class ProxyMoreTest(pf.NetnsTestCase):
         s = self.connect(self.addr("tls"))
         s.sendall(self.hello("closed.test"))
         t0 = time.monotonic()
-        how = closed_within(s, 5)
+        how = pf.closed_within(s, 5)
         self.assertIsNotNone(how, "not closed within 5 s")
         self.assertLess(time.monotonic() - t0, 1.0)
         self.log_line("name=closed.test verdict=block reason=dial-failed")
@@ -410,7 +334,7 @@ class ProxyMoreTest(pf.NetnsTestCase):
         self.start("allow: [priv.test]")
         s = self.connect(self.addr("tls"))
         s.sendall(self.hello("priv.test"))
-        self.assertIsNotNone(closed_within(s, 1.0), "hung")
+        self.assertIsNotNone(pf.closed_within(s, 1.0), "hung")
         self.log_line("listener=tls", "name=priv.test verdict=block reason=private-range")
         s = self.connect(self.addr("http"))
         s.sendall(b"GET / HTTP/1.1\r\nHost: priv.test\r\n\r\n")
@@ -442,7 +366,7 @@ class ProxyMoreTest(pf.NetnsTestCase):
         self.start("allow: [priv6.test]", http=())
         s = self.connect(self.addr("tls"))
         s.sendall(self.hello("priv6.test"))
-        self.assertIsNotNone(closed_within(s, 1.0), "hung")
+        self.assertIsNotNone(pf.closed_within(s, 1.0), "hung")
         self.log_line("name=priv6.test verdict=block reason=private-range")
         self.assertEqual(self.moat.stop(signal.SIGTERM), 0)
         self.start('allow: [priv6.test, "fd00::/8"]', http=())
@@ -557,13 +481,10 @@ class ProxyMoreTest(pf.NetnsTestCase):
             s.settimeout(20)
             s.connect(hostport)
             s.sendall(b"GET /big HTTP/1.1\r\nHost: big.test\r\nConnection: close\r\n\r\n")
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = s.recv(65536)
-                if not d:
-                    raise AssertionError("EOF in head")
-                buf += d
-            head, body = buf.split(b"\r\n\r\n", 1)
+            got = pf.read_head(s, 65536)
+            if got is None:
+                raise AssertionError("EOF in head")
+            head, body = got
             cl = None
             for line in head.split(b"\r\n")[1:]:
                 k, v = line.split(b":", 1)
@@ -571,34 +492,25 @@ class ProxyMoreTest(pf.NetnsTestCase):
                     cl = int(v)
             state["cl"] = cl
             h = hashlib.sha256(body)
-            n = len(body)
-            while n < (1 << 20):
-                d = s.recv(65536)
-                if not d:
-                    break
+            n, t_body = len(body), None
+
+            def take(d):
+                nonlocal n
                 h.update(d)
                 n += len(d)
-            state["ready"].set()
-            go.wait(30)
-            how, t_body = "eof", None
-            while True:
+
+            def body_done():
+                # After the whole body, the end must come promptly.
+                nonlocal t_body
                 if t_body is None and n >= cl:
                     t_body = time.monotonic()
                     s.settimeout(3)
-                try:
-                    d = s.recv(16384 if slow else 1 << 20)
-                except (ConnectionResetError, BrokenPipeError):
-                    how = "reset"
-                    break
-                except socket.timeout:
-                    how = "timeout"
-                    break
-                if not d:
-                    break
-                h.update(d)
-                n += len(d)
-                if slow:
-                    time.sleep(0.05)
+
+            pf.read_while(s, lambda: n < (1 << 20), take)
+            state["ready"].set()
+            go.wait(30)
+            how = pf.read_to_end(s, take, 16384 if slow else 1 << 20, pause=0.05 if slow else 0,
+                                 before_recv=body_done)
             now = time.monotonic()
             state.update(n=n, how=how, when=now,
                          eof_wait=None if t_body is None else now - t_body,
@@ -760,23 +672,20 @@ class DialCacheTest(pf.NetnsTestCase):
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
         cls.echo = {}
         for a in (*DC_ADDRS, DC_PRIV):
-            e = pm.EchoServer(a, 443)
+            e = cls.serve(pm.EchoServer(a, 443))
             e.sock.listen(1024)  # a burst of dials at once: a longer backlog
             cls.echo[a] = e
-            cls.procs.append(e)
         # name -> (rcode, address, ttl); AAAA is always NODATA.
         cls.answers = {"burst.test": (0, DC_ADDRS[0], 2), "moved.test": (0, DC_ADDRS[0], 3),
                        "dead.test": (3, None, 0), "slow.test": (0, DC_ADDRS[0], 60),
                        "slow2.test": (0, DC_ADDRS[0], 60), "flush.test": (0, DC_ADDRS[0], 300),
                        "privdc.test": (0, DC_PRIV, 300)}
         cls.up_port = free_port()
-        cls.upstream = ScriptedUpstream(cls.up_port, cls.answer, delay=0.3)
-        cls.procs.append(cls.upstream)
+        cls.upstream = cls.serve(ScriptedUpstream(cls.up_port, cls.answer, delay=0.3))
         # A second upstream with other answers (dns.upstream changed on reload).
         cls.answers2 = {"flush.test": (0, DC_ADDRS[1], 300)}
         cls.up_port2 = free_port()
-        cls.upstream2 = ScriptedUpstream(cls.up_port2, cls.answer2)
-        cls.procs.append(cls.upstream2)
+        cls.upstream2 = cls.serve(ScriptedUpstream(cls.up_port2, cls.answer2))
 
     @classmethod
     def answer(cls, query, answers=None):
@@ -803,21 +712,13 @@ class DialCacheTest(pf.NetnsTestCase):
 
     def reload(self, **kw):
         self.write_config(**kw)
-        n = len(self.moat.lines)
-        self.moat.send(signal.SIGHUP)
-        self.moat.wait_line("reloaded", start=n)
+        self.moat.sighup()
 
     def setUp(self):
+        super().setUp()
         self.tls = ("127.0.0.1", free_port())
         self.moat = Moat(self.write_config())
         self.moat.wait_line("moat running")
-
-    def tearDown(self):
-        try:
-            if self.moat.proc.poll() is None:
-                self.assertEqual(self.moat.stop(signal.SIGTERM), 0)
-        finally:
-            self.moat.kill()
 
     def hello(self, name):
         ctx = ssl.create_default_context()
@@ -951,7 +852,7 @@ class DialCacheTest(pf.NetnsTestCase):
             n = len(self.moat.lines)
             self.reload(names=[x for x in DC_NAMES if x != "slow.test"], grace="0s")
             for s in socks:
-                self.assertIsNotNone(closed_within(s, 5), "a cut connection stayed open")
+                self.assertIsNotNone(pf.closed_within(s, 5), "a cut connection stayed open")
             cut = [l for l in self.moat.lines[n:]
                    if "name=slow.test" in l and "reason=policy-reload" in l]
             self.assertEqual(len(cut), 50)
@@ -965,7 +866,7 @@ class DialCacheTest(pf.NetnsTestCase):
             time.sleep(0.5)
             self.assertEqual(self.moat.stop(signal.SIGTERM), 0)
             for s in socks:
-                self.assertIsNotNone(closed_within(s, 5), "left open at shutdown")
+                self.assertIsNotNone(pf.closed_within(s, 5), "left open at shutdown")
         finally:
             for s in socks:
                 s.close()
@@ -1008,16 +909,6 @@ class DialCacheTest(pf.NetnsTestCase):
         self.assertEqual(self.wave(1, "privdc.test", timeout=5), (0, 1))
         self.log_line("name=privdc.test verdict=block reason=private-range", start=n)
         self.assertEqual(self.upstream.count("privdc.test", "A") - a0, 1)
-
-    def log_line(self, *needles, start=0, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        i = start
-        while True:
-            i = self.moat.wait_line(needles[0], timeout=max(0.1, deadline - time.monotonic()),
-                                    start=i)
-            if all(n in self.moat.lines[i] for n in needles):
-                return self.moat.lines[i]
-            i += 1
 
 
 if __name__ == "__main__":

@@ -29,12 +29,10 @@ import unittest
 
 import proxyfixture as pf
 import proxyfixture_more as pm
-from dnsfixture import Dnsmasq, Response, build_query, recv_exact, udp_exchange
-from moatlib import Moat, free_port
+from dnsfixture import Response, build_query, recv_exact, udp_exchange
+from moatlib import Moat, close_all, free_port, recv_all
 
-SKIP = None
-if __name__ == "__main__":
-    SKIP = pf.reexec_in_netns([sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
+SKIP = pf.netns_skip(__name__, __file__)
 
 FLIP = "198.18.0.8"
 NAMES = {"a.test": pf.ADDRS["a"], "b.test": pf.ADDRS["b"], "bulk.test": pf.ADDRS["bulk"],
@@ -97,24 +95,6 @@ class Load:
             self.fail("%s crashed: %r" % (fn.__name__, e))
 
 
-def closed_within(s, timeout):
-    """'eof' or 'reset' when the peer closes s within timeout, else None."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        s.settimeout(left)
-        try:
-            d = s.recv(65536)
-        except socket.timeout:
-            return None
-        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
-            return "reset"
-        if not d:
-            return "eof"
-
-
 def listening_sockets(pid):
     """{(proto, port): inode} of moat's listening TCP and bound UDP sockets
     on 127.0.0.1 (from /proc, in the test's namespace, which is moat's)."""
@@ -149,25 +129,18 @@ class ReloadTest(pf.NetnsTestCase):
     def start_servers(cls):
         pm.setup_netns_more()
         cls.cert, key = pf.make_cert(cls.dir, ["a.test", "b.test"])
-        cls.nginx = pf.Nginx(cls.dir, cls.cert, key)
-        cls.procs.append(cls.nginx)
+        cls.nginx = cls.serve(pf.Nginx(cls.dir, cls.cert, key))
         for site in ("a", "h"):
             with open(os.path.join(cls.nginx.dir, site, "blob"), "wb") as f:
                 f.write(BLOB)
-        cls.bulk = pf.BulkServer(pf.ADDRS["bulk"])
-        cls.procs.append(cls.bulk)
-        cls.echo = pm.EchoServer(pm.ECHO, 80, http=True)
-        cls.procs.append(cls.echo)
-        cls.up_port = free_port()
+        cls.bulk = cls.serve(pf.BulkServer(pf.ADDRS["bulk"]))
+        cls.echo = cls.serve(pm.EchoServer(pm.ECHO, 80, http=True))
         # TTL 300 (--address answers have TTL 0, which moat does not cache):
         # answers are cached, so each reload must drop them.
-        cls.dnsmasq = Dnsmasq(cls.dir, cls.up_port,
-                              ["--host-record=%s,%s,300" % na for na in NAMES.items()])
-        cls.procs.append(cls.dnsmasq)
+        cls.start_dnsmasq(["--host-record=%s,%s,300" % na for na in NAMES.items()])
 
     def setUp(self):
-        self.moat = None
-        self.socks = []
+        super().setUp()
         self.load = None
 
     def tearDown(self):
@@ -175,19 +148,8 @@ class ReloadTest(pf.NetnsTestCase):
             self.load.stop.set()
             for t in self.load.threads:
                 t.join(15)
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-        if self.moat:
-            if os.environ.get("MOAT_E2E_VERBOSE"):
-                sys.stderr.write("\n".join(self.moat.lines[-200:]) + "\n")
-            try:
-                if self.moat.proc.poll() is None:
-                    self.assertEqual(self.moat.stop(signal.SIGTERM), 0)
-            finally:
-                self.moat.kill()
+        close_all(self.socks)
+        self.stop_moat(tail=200)
 
     # ---- config ------------------------------------------------------------------------
 
@@ -402,12 +364,7 @@ class ReloadTest(pf.NetnsTestCase):
                         s.sendall(b"POST / HTTP/1.1\r\nHost: bulk.test\r\nX-Blocks: 1\r\n\r\n")
                         s.sendall(pf.UP_BLOCK)
                         s.shutdown(socket.SHUT_WR)
-                        got = b""
-                        while True:
-                            d = s.recv(1 << 20)
-                            if not d:
-                                break
-                            got += d
+                        got = recv_all(s, size=1 << 20)
                         ok = got == BULK_REPLY
                         what = "bulk: %d bytes back, tail %r" % (len(got), got[-90:])
                 if not ok:
@@ -642,8 +599,8 @@ class ReloadTest(pf.NetnsTestCase):
         n, _ = self.reload("cut")
         self.assertEqual(Response(udp_exchange(self.dns_port, build_query("b.test"))).addrs(),
                          ["0.0.0.0"])
-        self.assertIsNotNone(closed_within(keep_b, 5), "b.test connection not cut")
-        self.assertIsNotNone(closed_within(echo2, 5), "echo2.test connection not cut")
+        self.assertIsNotNone(pf.closed_within(keep_b, 5), "b.test connection not cut")
+        self.assertIsNotNone(pf.closed_within(echo2, 5), "echo2.test connection not cut")
         for name in ("b.test", "echo2.test"):
             self.moat.wait_line("name=%s verdict=block reason=policy-reload" % name, start=n)
         self.assertFalse(any("reason=policy-reload" in l and ("name=a.test" in l or

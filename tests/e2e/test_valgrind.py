@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import socket
-import ssl
 import sys
 import unittest
 
@@ -27,9 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import proxyfixture as pf  # noqa: E402
 import proxyfixture_more as pm  # noqa: E402
-from dnsfixture import (Dnsmasq, Response, build_query, recv_exact, tcp_exchange,  # noqa: E402
+from dnsfixture import (Response, build_query, recv_exact, tcp_exchange,  # noqa: E402
                         udp_exchange)
-from moatlib import MOAT, Moat, free_port, write_config  # noqa: E402
+from moatlib import MOAT, Moat, close_all, free_port, write_config  # noqa: E402
 
 VALGRIND = shutil.which("valgrind")
 SLOW = 60.0  # seconds: any single wait on moat under valgrind
@@ -50,8 +49,8 @@ if not VALGRIND:
     SKIP = "valgrind is not installed (apt-get install valgrind; ./dev.sh test installs it)"
 elif sanitizer_build(MOAT):
     SKIP = "%s is a sanitizer (ASan) build: valgrind cannot run it; its leak check is ASan's" % MOAT
-elif __name__ == "__main__":
-    SKIP = pf.reexec_in_netns([sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
+else:
+    SKIP = pf.netns_skip(__name__, __file__)
 
 NAMES = [("ok.test", pf.ADDRS["a"]), ("new.test", pf.ADDRS["a"]),
          ("blocked.test", pf.ADDRS["a"])]
@@ -66,13 +65,6 @@ def config(dns_port, up_port, tls_port, http_port, allow):
             (dns_port, up_port, tls_port, http_port, allow))
 
 
-def client_hello(name):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return pf.TlsDriver(None, ctx, name).first_flight()
-
-
 @unittest.skipIf(SKIP, SKIP)
 class ValgrindTest(pf.NetnsTestCase):
     @classmethod
@@ -80,24 +72,14 @@ class ValgrindTest(pf.NetnsTestCase):
         pf.setup_netns()
         # "TLS" on 443 is a raw echo (a hello comes back whole: spliced);
         # HTTP on 80 answers `ready` after the head, then echoes.
-        cls.procs.append(pm.EchoServer(pf.ADDRS["a"], 443))
-        cls.procs.append(pm.EchoServer(pf.ADDRS["a"], 80, http=True))
-        cls.up_port = free_port()
-        cls.dnsmasq = Dnsmasq(cls.dir, cls.up_port,
-                              ["--local=/test/", "--local-ttl=300"] +
-                              ["--address=/%s/%s" % na for na in NAMES])
-        cls.procs.append(cls.dnsmasq)
-
-    def setUp(self):
-        self.moat = None
-        self.socks = []
+        cls.serve(pm.EchoServer(pf.ADDRS["a"], 443))
+        cls.serve(pm.EchoServer(pf.ADDRS["a"], 80, http=True))
+        cls.start_dnsmasq(["--local=/test/", "--local-ttl=300"] + pf.address_args(NAMES))
 
     def tearDown(self):
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
+        # No clean stop: the test stops moat itself and reads valgrind's
+        # verdict; here only what a failure left behind is killed.
+        close_all(self.socks)
         if self.moat:
             self.moat.kill()
 
@@ -145,7 +127,7 @@ class ValgrindTest(pf.NetnsTestCase):
         # TCP: blocked by SNI (alert), blocked by Host (403), not TLS
         # (reset), allowed on both listeners (spliced to the echo servers).
         s = self.connect(tls_port)
-        s.sendall(client_hello("blocked.test"))
+        s.sendall(pf.client_hello("blocked.test"))
         self.assertEqual(recv_exact(s, 7), b"\x15\x03\x03\x00\x02\x02\x31")
         s = self.connect(http_port)
         s.sendall(b"GET / HTTP/1.1\r\nHost: blocked.test\r\n\r\n")
@@ -156,7 +138,7 @@ class ValgrindTest(pf.NetnsTestCase):
         with self.assertRaises(ConnectionResetError):
             while s.recv(100):
                 pass
-        hello = client_hello("ok.test")
+        hello = pf.client_hello("ok.test")
         s = self.connect(tls_port)
         s.sendall(hello)
         self.assertEqual(recv_exact(s, len(hello)), hello)

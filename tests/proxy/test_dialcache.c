@@ -139,6 +139,18 @@ static int get(px_dialcache_t *dc, const char *name, rec_t *r, px_dialcache_resu
     return px_dialcache_get(dc, name, strlen(name), &r->w, rec_cb, r, res ? res : &tmp);
 }
 
+/* A get of name that misses and starts a lookup, which is then answered
+ * with status and addrs; returns the lookup's index. */
+static size_t miss_answered(fake_t *f, px_dialcache_t *dc, const char *name, rec_t *r, int status,
+                            const dns_cache_addr_t *addrs, size_t n)
+{
+    size_t i = f->n;
+    px_dialcache_result_t res;
+    cr_assert_eq(get(dc, name, r, &res), -EINPROGRESS, "%s", name);
+    answer(f, i, status, addrs, n);
+    return i;
+}
+
 static px_dialcache_stats_t stats(px_dialcache_t *dc)
 {
     px_dialcache_stats_t st;
@@ -234,10 +246,8 @@ Test(dialcache, ttl_clamp_and_expiry)
         rec_t r = {0};
         px_dialcache_result_t res;
         uint64_t t0 = f.now;
-        size_t before = f.n;
-        cr_assert_eq(get(dc, cases[i].name, &r, &res), -EINPROGRESS);
         dns_cache_addr_t ans = A("198.18.0.2", cases[i].ttl);
-        answer(&f, before, 0, &ans, 1);
+        size_t before = miss_answered(&f, dc, cases[i].name, &r, 0, &ans, 1);
         f.now = t0 + cases[i].live_ms - 1;
         cr_assert_eq(get(dc, cases[i].name, &r, &res), 0, "%s expired early", cases[i].name);
         f.now = t0 + cases[i].live_ms;
@@ -255,10 +265,8 @@ Test(dialcache, ttl_clamp_and_expiry)
     rec_t r = {0};
     px_dialcache_result_t res;
     uint64_t t0 = f.now;
-    size_t before = f.n;
-    cr_assert_eq(get(dc, "mixed.test", &r, &res), -EINPROGRESS);
     dns_cache_addr_t ans[3] = {A("198.18.0.2", 100), A("2001:db8::2", 7), A("198.18.0.4", 50)};
-    answer(&f, before, 0, ans, 3);
+    miss_answered(&f, dc, "mixed.test", &r, 0, ans, 3);
     f.now = t0 + 6999;
     cr_assert_eq(get(dc, "mixed.test", &r, &res), 0);
     f.now = t0 + 7000;
@@ -284,9 +292,7 @@ Test(dialcache, negative_results_cached_briefly)
         rec_t r = {0};
         px_dialcache_result_t res;
         uint64_t t0 = f.now;
-        size_t before = f.n;
-        cr_assert_eq(get(dc, cases[i].name, &r, &res), -EINPROGRESS);
-        answer(&f, before, cases[i].status, NULL, 0);
+        size_t before = miss_answered(&f, dc, cases[i].name, &r, cases[i].status, NULL, 0);
         cr_assert_eq(r.calls, 1);
         cr_assert_eq(r.status, cases[i].status);
         cr_assert_eq(r.n, 0);
@@ -310,9 +316,7 @@ Test(dialcache, negative_results_cached_briefly)
     for (size_t i = 0; i < 2; i++) {
         rec_t r = {0};
         px_dialcache_result_t res;
-        size_t before = f.n;
-        cr_assert_eq(get(dc, nocache_names[i], &r, &res), -EINPROGRESS);
-        answer(&f, before, nocache[i], NULL, 0);
+        size_t before = miss_answered(&f, dc, nocache_names[i], &r, nocache[i], NULL, 0);
         cr_assert_eq(r.status, nocache[i]);
         cr_assert_eq(get(dc, nocache_names[i], &r, &res), -EINPROGRESS, "status %d cached",
                      nocache[i]);

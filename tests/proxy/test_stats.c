@@ -36,6 +36,23 @@ static double value_of(const char *text, const char *series)
     return -1;
 }
 
+/* One expected sample: its series (name and labels, as value_of takes
+ * them) and value (-1: no such line). */
+typedef struct {
+    const char *series;
+    double value;
+} expect_t;
+
+static void check_values(const char *text, const expect_t *want, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        double v = value_of(text, want[i].series);
+        cr_assert_eq(v, want[i].value, "%s = %g, want %g", want[i].series, v, want[i].value);
+    }
+}
+
+#define CHECK_VALUES(text, want) check_values((text), (want), sizeof(want) / sizeof((want)[0]))
+
 static bool is_name_start(int c)
 {
     return isalpha(c) || c == '_' || c == ':';
@@ -154,13 +171,16 @@ Test(stats, empty_render_parses_and_has_fixed_families)
 {
     char *t = render(NULL);
     check_format(t);
-    cr_assert_eq(value_of(t, "moat_dns_cache_hits_total"), 0);
-    cr_assert_eq(value_of(t, "moat_connections_active{listener=\"tls\"}"), 0);
-    cr_assert_eq(value_of(t, "moat_bytes_total{listener=\"transparent\",direction=\"down\"}"), 0);
-    cr_assert_eq(value_of(t, "moat_config_reloads_total{result=\"error\"}"), 0);
-    cr_assert_eq(value_of(t, "moat_config_generation"), 1);
-    cr_assert_eq(value_of(t, "moat_start_time_seconds"), 1700000000.25);
-    cr_assert_eq(value_of(t, "moat_dns_upstream_latency_seconds_count"), 0);
+    static const expect_t want[] = {
+        {"moat_dns_cache_hits_total", 0},
+        {"moat_connections_active{listener=\"tls\"}", 0},
+        {"moat_bytes_total{listener=\"transparent\",direction=\"down\"}", 0},
+        {"moat_config_reloads_total{result=\"error\"}", 0},
+        {"moat_config_generation", 1},
+        {"moat_start_time_seconds", 1700000000.25},
+        {"moat_dns_upstream_latency_seconds_count", 0},
+    };
+    CHECK_VALUES(t, want);
     /* Reason- and rcode-labelled series appear once counted. */
     cr_assert_null(strstr(t, "moat_dns_queries_total{"));
     cr_assert_null(strstr(t, "moat_connections_total{"));
@@ -189,17 +209,20 @@ Test(stats, dns_counters_move_by_verdict_and_rcode)
     stats_dns_cache(false);
     char *t = render(NULL);
     check_format(t);
-    cr_assert_eq(value_of(t, "moat_dns_queries_total{verdict=\"allow\",rcode=\"NOERROR\"}"), 3);
-    cr_assert_eq(value_of(t, "moat_dns_queries_total{verdict=\"allow\",rcode=\"NXDOMAIN\"}"), 1);
-    cr_assert_eq(value_of(t, "moat_dns_queries_total{verdict=\"block\",rcode=\"NOERROR\"}"), 2);
-    cr_assert_eq(value_of(t, "moat_dns_queries_total{verdict=\"audit\",rcode=\"SERVFAIL\"}"), 1);
-    cr_assert_eq(value_of(t, "moat_dns_queries_total{verdict=\"none\",rcode=\"FORMERR\"}"), 1);
-    cr_assert_eq(value_of(t, "moat_dns_queries_total{verdict=\"none\",rcode=\"none\"}"), 1);
-    cr_assert_eq(value_of(t, "moat_dns_queries_total{verdict=\"allow\",rcode=\"other\"}"), 2);
-    cr_assert_eq(value_of(t, "moat_dns_queries_total{verdict=\"allow\",rcode=\"BADCOOKIE\"}"), 1);
-    cr_assert_eq(value_of(t, "moat_dns_queries_total{verdict=\"block\",rcode=\"NXDOMAIN\"}"), -1);
-    cr_assert_eq(value_of(t, "moat_dns_cache_hits_total"), 1);
-    cr_assert_eq(value_of(t, "moat_dns_cache_misses_total"), 2);
+    static const expect_t want[] = {
+        {"moat_dns_queries_total{verdict=\"allow\",rcode=\"NOERROR\"}", 3},
+        {"moat_dns_queries_total{verdict=\"allow\",rcode=\"NXDOMAIN\"}", 1},
+        {"moat_dns_queries_total{verdict=\"block\",rcode=\"NOERROR\"}", 2},
+        {"moat_dns_queries_total{verdict=\"audit\",rcode=\"SERVFAIL\"}", 1},
+        {"moat_dns_queries_total{verdict=\"none\",rcode=\"FORMERR\"}", 1},
+        {"moat_dns_queries_total{verdict=\"none\",rcode=\"none\"}", 1},
+        {"moat_dns_queries_total{verdict=\"allow\",rcode=\"other\"}", 2},
+        {"moat_dns_queries_total{verdict=\"allow\",rcode=\"BADCOOKIE\"}", 1},
+        {"moat_dns_queries_total{verdict=\"block\",rcode=\"NXDOMAIN\"}", -1},
+        {"moat_dns_cache_hits_total", 1},
+        {"moat_dns_cache_misses_total", 2},
+    };
+    CHECK_VALUES(t, want);
     free(t);
 }
 
@@ -245,24 +268,19 @@ Test(stats, connections_gauge_bytes_and_reasons)
     stats_conn_decision(STATS_LISTENER_COUNT, STATS_VERDICT_ALLOW, "allowlist", 1, 1);
     char *t = render(NULL);
     check_format(t);
-    cr_assert_eq(value_of(t, "moat_connections_active{listener=\"tls\"}"), 1);
-    cr_assert_eq(value_of(t, "moat_connections_active{listener=\"http\"}"), 1);
-    cr_assert_eq(value_of(t, "moat_connections_active{listener=\"transparent\"}"), 0);
-    cr_assert_eq(value_of(t, "moat_connections_total{listener=\"tls\",verdict=\"allow\","
-                             "reason=\"allowlist\"}"),
-                 1);
-    cr_assert_eq(
-        value_of(t, "moat_connections_total{listener=\"tls\",verdict=\"block\",reason=\"no-sni\"}"),
-        1);
-    cr_assert_eq(value_of(t, "moat_connections_total{listener=\"http\",verdict=\"audit\","
-                             "reason=\"not-allowed\"}"),
-                 1);
-    cr_assert_eq(value_of(t, "moat_bytes_total{listener=\"tls\",direction=\"up\"}"), 100);
-    cr_assert_eq(value_of(t, "moat_bytes_total{listener=\"tls\",direction=\"down\"}"), 2000);
-    cr_assert_eq(value_of(t, "moat_bytes_total{listener=\"http\",direction=\"up\"}"), 7);
-    cr_assert_eq(value_of(t, "moat_connections_refused_total{listener=\"transparent\","
-                             "reason=\"max-connections\"}"),
-                 2);
+    static const expect_t want[] = {
+        {"moat_connections_active{listener=\"tls\"}", 1},
+        {"moat_connections_active{listener=\"http\"}", 1},
+        {"moat_connections_active{listener=\"transparent\"}", 0},
+        {"moat_connections_total{listener=\"tls\",verdict=\"allow\",reason=\"allowlist\"}", 1},
+        {"moat_connections_total{listener=\"tls\",verdict=\"block\",reason=\"no-sni\"}", 1},
+        {"moat_connections_total{listener=\"http\",verdict=\"audit\",reason=\"not-allowed\"}", 1},
+        {"moat_bytes_total{listener=\"tls\",direction=\"up\"}", 100},
+        {"moat_bytes_total{listener=\"tls\",direction=\"down\"}", 2000},
+        {"moat_bytes_total{listener=\"http\",direction=\"up\"}", 7},
+        {"moat_connections_refused_total{listener=\"transparent\",reason=\"max-connections\"}", 2},
+    };
+    CHECK_VALUES(t, want);
     free(t);
 }
 
@@ -308,13 +326,16 @@ Test(stats, reloads_and_gauges_passed_in)
     };
     char *t = render(&g);
     check_format(t);
-    cr_assert_eq(value_of(t, "moat_config_reloads_total{result=\"ok\"}"), 2);
-    cr_assert_eq(value_of(t, "moat_config_reloads_total{result=\"error\"}"), 1);
-    cr_assert_eq(value_of(t, "moat_config_generation"), 3);
-    cr_assert_eq(value_of(t, "moat_dns_cache_entries"), 42);
-    cr_assert_eq(value_of(t, "moat_addrmem_entries"), 7);
-    cr_assert_eq(value_of(t, "moat_log_dropped_lines_total"), 3);
-    cr_assert_eq(value_of(t, "moat_start_time_seconds"), 1.5);
+    static const expect_t want[] = {
+        {"moat_config_reloads_total{result=\"ok\"}", 2},
+        {"moat_config_reloads_total{result=\"error\"}", 1},
+        {"moat_config_generation", 3},
+        {"moat_dns_cache_entries", 42},
+        {"moat_addrmem_entries", 7},
+        {"moat_log_dropped_lines_total", 3},
+        {"moat_start_time_seconds", 1.5},
+    };
+    CHECK_VALUES(t, want);
     free(t);
 }
 
@@ -327,9 +348,12 @@ Test(stats, reset_zeroes_everything)
     stats_reset();
     char *t = render(NULL);
     cr_assert_null(strstr(t, "moat_dns_queries_total{"));
-    cr_assert_eq(value_of(t, "moat_connections_active{listener=\"tls\"}"), 0);
-    cr_assert_eq(value_of(t, "moat_config_reloads_total{result=\"ok\"}"), 0);
-    cr_assert_eq(value_of(t, "moat_dns_upstream_latency_seconds_count"), 0);
+    static const expect_t want[] = {
+        {"moat_connections_active{listener=\"tls\"}", 0},
+        {"moat_config_reloads_total{result=\"ok\"}", 0},
+        {"moat_dns_upstream_latency_seconds_count", 0},
+    };
+    CHECK_VALUES(t, want);
     free(t);
 }
 
