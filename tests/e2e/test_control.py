@@ -309,9 +309,13 @@ class ControlTest(unittest.TestCase):
         m = self.start(["allowed.test"])
         for _ in range(20):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(self.sock)
-            s.sendall(b"reload\n")
-            s.close()
+            try:
+                s.connect(self.sock)
+                s.sendall(b"reload\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # past the cap of 8 clients moat closes at once (DECISIONS.md)
+            finally:
+                s.close()
         r = self.reload()
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIsNone(m.proc.poll())
