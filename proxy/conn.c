@@ -14,18 +14,31 @@
  *   into a reset that could destroy the answer in flight) or in an
  *   immediate reset.
  *
- * Peeking: the hello / head is read with recv(MSG_PEEK) and never consumed,
- * so once the connection is allowed the splice simply moves it from the
- * client socket to the server together with whatever follows: there is no
- * replay buffer and no copy (SPEC §2.3 step 4's "replays the peeked bytes").
- * Because the bytes stay queued, a level-triggered poll would report the
- * socket readable again at once; SO_RCVLOWAT is set to one byte more than
- * what was peeked so the next wake-up means new bytes (or EOF / error,
- * which UV_DISCONNECT reports). The peek buffer exists only while peeking.
+ * Readiness: both sockets of every connection are in one epoll set of the
+ * service's, edge-triggered, added once (EPOLLIN | EPOLLOUT | EPOLLRDHUP)
+ * and removed by close(); one uv_poll watches the set. libuv's uv_poll per
+ * socket cost 16 epoll_ctl and 2 ioctl per connection (its start/stop
+ * re-arms, docs/BENCH-TCP.md); this costs 2 epoll_ctl. Each side keeps what
+ * the events said (rd: bytes or EOF may be waiting; wr: room may be free)
+ * until a call says otherwise (EAGAIN, a short read, a partial write): an
+ * edge comes only for what happens after that. Work is bounded per turn
+ * (PX_PUMP_ROUNDS); a connection with work left waits in px->later for an
+ * idle handle, as no new edge would wake it.
  *
- * Splicing: per direction, socket → pipe → socket with splice(2), no copy
- * through user space. A direction holds a pipe (from the service's pool)
- * only while bytes are in it, so an idle spliced connection has just its two
+ * Peeking: the hello / head is read with recv(MSG_PEEK) and never consumed,
+ * so once the connection is allowed the relay simply moves it from the
+ * client socket to the server together with whatever follows: there is no
+ * replay buffer (SPEC §2.3 step 4's "replays the peeked bytes"). Under
+ * edge triggering the queued bytes do not wake us again; new bytes do. The
+ * peek buffer exists only while peeking.
+ *
+ * Relaying: a direction starts by copying: recv into the service's shared
+ * buffer, send on (two calls; a handshake or a request and its answer are
+ * a few hundred bytes). A read that fills the buffer means a stream, and the
+ * direction switches for good to socket → pipe → socket with splice(2), no
+ * copy through user space. A send that takes only part parks the rest in a
+ * pipe and switches too. A direction holds a pipe (from the service's pool)
+ * only while bytes are in it, so an idle connection has just its two
  * sockets open. A pipe is refilled only when it is empty: then EAGAIN from
  * socket → pipe can only mean "no data", never "pipe full".
  *
@@ -40,6 +53,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -51,8 +65,10 @@
 #include "resolver/addrmem.h"
 #include "resolver/server.h"
 
-/* Splice rounds per wake-up before the loop gets a turn (fairness). */
+/* Reads per direction and turn before other connections get theirs. */
 #define PX_PUMP_ROUNDS 16
+/* Events taken from the epoll set per wake-up. */
+#define PX_EP_BATCH 128
 /* First peek buffer; grown up to max_hello / max_http_head as bytes come. */
 #define PX_PEEK_FIRST 2048
 /* How long a blocked connection that got its alert or 403 may keep sending
@@ -76,27 +92,38 @@ typedef struct px_dir {
     size_t in_pipe; /* bytes in the pipe */
     uint64_t bytes; /* bytes delivered to the other side */
     bool eof;       /* the source reached EOF */
-    bool shut;      /* shutdown(dst, SHUT_WR) done after the pipe drained */
+    bool shut;      /* delivered to the end: shutdown(dst, SHUT_WR), or close */
+    bool stream;    /* splice from now on (else copy; see the top) */
 } px_dir_t;
+
+/* One socket of a connection, as the epoll set knows it (its data.ptr). */
+typedef struct px_side {
+    px_conn_t *c;
+    bool server;  /* ufd, else cfd */
+    bool rd;      /* bytes or EOF may be waiting */
+    bool wr;      /* room for bytes may be free */
+    bool fin;     /* the peer's FIN came in order (EPOLLRDHUP without error) */
+    bool written; /* written to: the next write wants TCP_NODELAY */
+    bool nodelay; /* TCP_NODELAY is set (inherited from the listener on cfd) */
+} px_side_t;
 
 struct px_conn {
     px_t *px;
     px_conn_t *prev, *next;
-    uv_poll_t cpoll, upoll;
+    px_conn_t *later_next; /* in px->later while later is set */
     uv_timer_t timer;
     int cfd, ufd;
-    unsigned handles; /* initialised handles not yet closed */
-    int cmask, umask; /* events each poll is started with (-1: stopped) */
+    px_side_t cs, us; /* cfd, ufd in the epoll set */
+    unsigned handles; /* initialised handles not yet closed (the timer) */
     px_kind_t kind;
     px_state_t state;
-    bool upoll_init;   /* upoll initialised and not closing */
+    bool later;        /* in px->later */
     bool has_dest;     /* dest: the original destination or the address dialled */
     bool has_orig;     /* transparent: dest is the original destination */
     bool name_ok;      /* name is normalised (dialable) */
     bool by_name;      /* decided by a name (re-decided by name on reload) */
     bool log_at_close; /* allowed (or audit-passed): log with bytes at close */
     bool reset;        /* close with RST */
-    bool lowat;        /* SO_RCVLOWAT was raised */
     bool audit;
     filter_verdict_t verdict;
     const char *reason;
@@ -118,7 +145,7 @@ struct px_conn {
 
 static void px_conn_close(px_conn_t *c);
 static void px_dial_next(px_conn_t *c);
-static void px_peek(px_conn_t *c, int events);
+static void px_peek(px_conn_t *c);
 
 /* ---- logging ------------------------------------------------------------------------ */
 
@@ -198,18 +225,6 @@ static void px_dir_release(px_t *px, px_dir_t *d)
 static void px_conn_free(px_conn_t *c)
 {
     px_t *px = c->px;
-    if (c->cfd >= 0) {
-        if (c->reset)
-            px_reset_fd(c->cfd);
-        else
-            close(c->cfd);
-    }
-    if (c->ufd >= 0) {
-        if (c->reset)
-            px_reset_fd(c->ufd);
-        else
-            close(c->ufd);
-    }
     if (c->gen)
         moat_gen_unref(c->gen);
     free(c->name);
@@ -223,6 +238,30 @@ static void px_conn_handle_closed_cb(uv_handle_t *h)
     px_conn_t *c = h->data;
     if (--c->handles == 0)
         px_conn_free(c);
+}
+
+static void px_close_fd(int *fd, bool reset)
+{
+    if (*fd < 0)
+        return;
+    if (reset)
+        px_reset_fd(*fd);
+    else
+        close(*fd);
+    *fd = -1;
+}
+
+static void px_later_remove(px_conn_t *c)
+{
+    if (!c->later)
+        return;
+    for (px_conn_t **pp = &c->px->later; *pp; pp = &(*pp)->later_next) {
+        if (*pp == c) {
+            *pp = c->later_next;
+            break;
+        }
+    }
+    c->later = false;
 }
 
 /* Stop waiting for a lookup in flight (the lookup goes on for other dials
@@ -256,12 +295,13 @@ static void px_conn_close(px_conn_t *c)
     c->addrs = NULL;
     px_dir_release(px, &c->d_up);
     px_dir_release(px, &c->d_down);
-    uv_close((uv_handle_t *)&c->cpoll, px_conn_handle_closed_cb);
+    px_later_remove(c);
+    /* Closing takes the sockets out of the epoll set; the memory stays
+     * until the timer's close callback, so events already taken from the
+     * set for this connection find it CLOSING. */
+    px_close_fd(&c->cfd, c->reset);
+    px_close_fd(&c->ufd, c->reset);
     uv_close((uv_handle_t *)&c->timer, px_conn_handle_closed_cb);
-    if (c->upoll_init) {
-        c->upoll_init = false;
-        uv_close((uv_handle_t *)&c->upoll, px_conn_handle_closed_cb);
-    }
     px_check_drained(px);
 }
 
@@ -275,18 +315,26 @@ void px_conn_abort(px_conn_t *c, const char *reason)
     px_conn_close(c);
 }
 
-/* ---- polls ------------------------------------------------------------------------- */
+/* ---- readiness ------------------------------------------------------------------------ */
 
-static void px_poll_set(px_conn_t *c, uv_poll_t *h, int *cur, int mask, uv_poll_cb cb)
+/* Put fd in the epoll set for good (until close). 0 or -errno. */
+static int px_watch(px_conn_t *c, px_side_t *s, int fd)
 {
-    if (*cur == mask)
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = s};
+    return epoll_ctl(c->px->epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : -errno;
+}
+
+static void px_later_cb(uv_idle_t *h);
+
+/* Work left after this turn's rounds: run again when the loop is idle. */
+static void px_later_add(px_conn_t *c)
+{
+    if (c->later || c->state == PX_S_CLOSING)
         return;
-    *cur = mask;
-    if (mask)
-        uv_poll_start(h, mask, cb);
-    else
-        uv_poll_stop(h);
-    (void)c;
+    c->later = true;
+    c->later_next = c->px->later;
+    c->px->later = c;
+    uv_idle_start(&c->px->later_idle, px_later_cb);
 }
 
 /* ---- decision helpers --------------------------------------------------------------- */
@@ -320,26 +368,22 @@ static void px_take_gen(px_conn_t *c)
 
 /* Discard what the client sent (the peeked hello or head, and more), then
  * answer and half-close; LINGER reads and drops the rest until EOF. */
-static void px_linger_cb(uv_poll_t *h, int status, int events)
+static void px_linger(px_conn_t *c)
 {
-    px_conn_t *c = h->data;
-    (void)events;
-    if (status < 0) {
-        px_conn_close(c);
-        return;
-    }
-    uint8_t buf[4096];
     for (int i = 0; i < PX_PUMP_ROUNDS; i++) {
-        ssize_t n = recv(c->cfd, buf, sizeof buf, 0);
+        ssize_t n = recv(c->cfd, c->px->copy_buf, PX_COPY_BUF, 0);
         if (n > 0)
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            c->cs.rd = false;
             return;
+        }
         if (n < 0 && errno == EINTR)
             continue;
         px_conn_close(c);
         return;
     }
+    px_later_add(c);
 }
 
 static void px_timer_cb(uv_timer_t *t);
@@ -358,20 +402,13 @@ static void px_send_answer(px_conn_t *c, px_answer_t ans)
             len = (size_t)n;
         }
     }
-    if (c->lowat) {
-        int one = 1;
-        (void)setsockopt(c->cfd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
-        c->lowat = false;
-    }
     free(c->peek);
     c->peek = NULL;
     uv_timer_stop(&c->timer);
-    c->cmask = -1; /* a new callback */
     /* Drop what is queued so that closing does not reset (RFC 793: data
      * unread at close means RST, which can destroy our answer in flight). */
-    uint8_t buf[4096];
     for (int i = 0; i < PX_PUMP_ROUNDS; i++)
-        if (recv(c->cfd, buf, sizeof buf, 0) <= 0)
+        if (recv(c->cfd, c->px->copy_buf, PX_COPY_BUF, 0) <= 0)
             break;
     if (data && send(c->cfd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
         px_conn_abort(c, NULL);
@@ -379,8 +416,9 @@ static void px_send_answer(px_conn_t *c, px_answer_t ans)
     }
     (void)shutdown(c->cfd, SHUT_WR);
     c->state = PX_S_LINGER;
-    px_poll_set(c, &c->cpoll, &c->cmask, UV_READABLE, px_linger_cb);
     uv_timer_start(&c->timer, px_timer_cb, PX_LINGER_MS, 0);
+    c->cs.rd = true; /* what came after the loop above */
+    px_linger(c);
 }
 
 /* A blocked verdict: log it now, answer as step 5 says. In audit mode the
@@ -409,47 +447,22 @@ static void px_dial_fail(px_conn_t *c, const char *reason)
     px_conn_close(c);
 }
 
-static void px_dial_cb(uv_poll_t *h, int status, int events);
-
-static void px_dial_retry_closed_cb(uv_handle_t *h)
+/* The dialled socket's first event: connected, or this address failed
+ * (EPOLLERR / EPOLLHUP: refused, unreachable, reset; which one does not
+ * matter) and its socket goes, for the next address. */
+static void px_dial_event(px_conn_t *c, uint32_t events)
 {
-    px_conn_t *c = h->data;
-    close(c->ufd);
-    c->ufd = -1;
-    if (--c->handles == 0) {
-        px_conn_free(c);
-        return;
-    }
-    if (c->state == PX_S_DIAL)
+    if (events & (EPOLLERR | EPOLLHUP)) {
+        px_close_fd(&c->ufd, false);
         px_dial_next(c);
-}
-
-/* This address failed: close its socket, then try the next one. */
-static void px_dial_retry(px_conn_t *c)
-{
-    c->upoll_init = false;
-    c->umask = 0;
-    uv_close((uv_handle_t *)&c->upoll, px_dial_retry_closed_cb);
-}
-
-static void px_dial_cb(uv_poll_t *h, int status, int events)
-{
-    px_conn_t *c = h->data;
-    (void)events;
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (status < 0 || getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-        err = status < 0 ? -status : errno;
-    if (err == 0) {
-        px_splice_start(c);
         return;
     }
-    px_dial_retry(c);
+    if (events & EPOLLOUT)
+        px_splice_start(c);
 }
 
 static void px_dial_next(px_conn_t *c)
 {
-    px_t *px = c->px;
     while (c->next_addr < c->n_addrs) {
         const filter_addr_t *a = &c->addrs[c->next_addr++];
         struct sockaddr_storage ss;
@@ -463,19 +476,17 @@ static void px_dial_next(px_conn_t *c)
             close(fd);
             continue;
         }
-        if (uv_poll_init_socket(px->loop, &c->upoll, fd) != 0) {
-            close(fd);
+        /* Added after connect(): a socket not yet connecting reports
+         * EPOLLHUP. Its flags come from its events from here on. */
+        c->ufd = fd;
+        c->us = (px_side_t){.c = c, .server = true};
+        if (px_watch(c, &c->us, fd) != 0) {
+            px_close_fd(&c->ufd, false);
             px_dial_fail(c, "dial-failed");
             return;
         }
-        c->ufd = fd;
-        c->upoll.data = c;
-        c->upoll_init = true;
-        c->handles++;
         c->dest = *a;
         c->has_dest = true;
-        c->umask = 0;
-        px_poll_set(c, &c->upoll, &c->umask, UV_WRITABLE, px_dial_cb);
         return;
     }
     px_dial_fail(c, c->n_addrs          ? "dial-failed"
@@ -576,12 +587,7 @@ static void px_peek_end(px_conn_t *c)
     free(c->peek);
     c->peek = NULL;
     c->peek_cap = 0;
-    if (c->lowat) {
-        int one = 1;
-        (void)setsockopt(c->cfd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
-        c->lowat = false;
-    }
-    px_poll_set(c, &c->cpoll, &c->cmask, 0, NULL);
+    c->cs.rd = true; /* the peeked bytes are still queued */
     uv_timer_stop(&c->timer);
 }
 
@@ -759,17 +765,7 @@ static void px_decide_http(px_conn_t *c, filter_http_result_t r, const filter_ht
 
 /* ---- peek ---------------------------------------------------------------------------- */
 
-static void px_peek_cb(uv_poll_t *h, int status, int events)
-{
-    px_conn_t *c = h->data;
-    if (status < 0) {
-        px_block(c, "client-closed", NULL, PX_ANS_RESET);
-        return;
-    }
-    px_peek(c, events);
-}
-
-static void px_peek(px_conn_t *c, int events)
+static void px_peek(px_conn_t *c)
 {
     const cfg_t *cfg = c->px->gen->cfg;
     bool tls = px_is_tls(c);
@@ -789,8 +785,10 @@ static void px_peek(px_conn_t *c, int events)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                c->cs.rd = false;
                 return;
+            }
             px_block(c, "client-closed", NULL, PX_ANS_RESET);
             return;
         }
@@ -829,41 +827,113 @@ static void px_peek(px_conn_t *c, int events)
             px_block(c, tls ? "hello-too-big" : "head-too-big", NULL, PX_ANS_RESET);
             return;
         }
-        if (events & UV_DISCONNECT) { /* EOF mid-request: nothing more will come */
+        if (c->cs.fin) { /* EOF mid-request: nothing more will come */
             px_block(c, "client-closed", NULL, PX_ANS_RESET);
             return;
         }
-        /* Wake up for new bytes only (see the top). */
-        int lowat = (int)c->peek_len + 1;
-        if (setsockopt(c->cfd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat) == 0)
-            c->lowat = true;
+        /* Everything queued was seen (less than the buffer): new bytes
+         * bring an edge. */
+        c->cs.rd = false;
         return;
     }
 }
 
-/* ---- splice ---------------------------------------------------------------------------- */
+/* ---- relay ----------------------------------------------------------------------------- */
 
-static void px_splice_cb(uv_poll_t *h, int status, int events);
-
-/* src said EOF and every byte it sent reached dst: pass the half-close on. */
-static void px_dir_finish(px_t *px, px_dir_t *d, int dst)
+/* Before writing to s: a socket written to before gets TCP_NODELAY, so a
+ * second small write is not held back by Nagle behind an unacknowledged
+ * first one (interactive protocols). The first write never waits, and a
+ * connection that writes once each way (a request and its answer) saves
+ * the call. */
+static void px_side_pre_write(px_conn_t *c, px_side_t *s)
 {
-    px_dir_release(px, d);
+    if (s->written && !s->nodelay) {
+        int one = 1;
+        (void)setsockopt(s->server ? c->ufd : c->cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        s->nodelay = true;
+    }
+    s->written = true;
+}
+
+/* src said EOF and every byte it sent reached dst: pass the half-close on.
+ * When the other direction has ended too, the connection closes right
+ * after and close() sends the FIN: no shutdown() needed. */
+static void px_dir_finish(px_conn_t *c, px_dir_t *d, int dst, const px_dir_t *other)
+{
+    px_dir_release(c->px, d);
     if (!d->shut) {
         d->shut = true;
-        (void)shutdown(dst, SHUT_WR); /* half-close kept */
+        if (!other->shut)
+            (void)shutdown(dst, SHUT_WR); /* half-close kept */
     }
 }
 
-/* Move bytes src → pipe → dst until src has none, dst is full, or the round
- * limit. 0, or -errno on a failure of either side. */
-static int px_pump(px_conn_t *c, px_dir_t *d, int src, int dst)
+/* Copy mode: one read into the shared buffer, sent on. Returns 1 to go on,
+ * 0 when src has nothing more now or dst is full, -errno on a failure. */
+static int px_copy_once(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, int sfd, int dfd)
 {
     px_t *px = c->px;
+    ssize_t n = recv(sfd, px->copy_buf, PX_COPY_BUF, 0);
+    if (n < 0) {
+        if (errno == EINTR)
+            return 1;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            src->rd = false;
+            return 0;
+        }
+        return -errno;
+    }
+    if (n == 0) {
+        d->eof = true;
+        return 1;
+    }
+    px_side_pre_write(c, dst);
+    ssize_t m = send(dfd, px->copy_buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (m < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        return -errno;
+    if (m < 0)
+        m = 0;
+    d->bytes += (uint64_t)m;
+    c->last_ms = uv_now(px->loop);
+    if (m < n) { /* dst is full: the rest waits in a pipe (the pipe is the buffer) */
+        int r = px_pipe_get(px, &d->pipe);
+        if (r != 0)
+            return r;
+        ssize_t w = write(d->pipe.wfd, px->copy_buf + m, (size_t)(n - m));
+        if (w != n - m) /* an empty pipe holds at least two pages (PX_COPY_BUF) */
+            return w < 0 ? -errno : -ENOBUFS;
+        d->in_pipe = (size_t)w;
+        d->stream = true;
+        dst->wr = false;
+        return 0;
+    }
+    if (n == PX_COPY_BUF) {
+        d->stream = true; /* a stream: the kernel moves the rest */
+        return 1;
+    }
+    /* A short read emptied the queue; if the FIN had come before it, it was
+     * behind these bytes, and the next read would say EOF. */
+    if (src->fin)
+        d->eof = true;
+    else
+        src->rd = false;
+    return 1;
+}
+
+/* Move bytes src → dst until src has none, dst is full, or the round
+ * limit. 0 when done for now, 1 when rounds ran out with work left, -errno
+ * on a failure of either side. */
+static int px_pump(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, px_dir_t *other)
+{
+    px_t *px = c->px;
+    int sfd = src->server ? c->ufd : c->cfd, dfd = dst->server ? c->ufd : c->cfd;
     for (int round = 0; round < PX_PUMP_ROUNDS; round++) {
         if (d->in_pipe > 0) {
+            if (!dst->wr)
+                return 0;
+            px_side_pre_write(c, dst);
             ssize_t n =
-                splice(d->pipe.rfd, NULL, dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                splice(d->pipe.rfd, NULL, dfd, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
             if (n > 0) {
                 d->in_pipe -= (size_t)n;
                 d->bytes += (uint64_t)n;
@@ -872,13 +942,23 @@ static int px_pump(px_conn_t *c, px_dir_t *d, int src, int dst)
             }
             if (n < 0 && errno == EINTR)
                 continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                return 0; /* dst full: wait for writable */
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                dst->wr = false; /* an edge comes when there is room */
+                return 0;
+            }
             return n < 0 ? -errno : -EPIPE;
         }
         if (d->eof) {
-            px_dir_finish(px, d, dst);
+            px_dir_finish(c, d, dfd, other);
             return 0;
+        }
+        if (!src->rd || !dst->wr)
+            return 0;
+        if (!d->stream) {
+            int r = px_copy_once(c, d, src, dst, sfd, dfd);
+            if (r <= 0)
+                return r;
+            continue;
         }
         if (d->pipe.rfd < 0) {
             int r = px_pipe_get(px, &d->pipe);
@@ -886,7 +966,7 @@ static int px_pump(px_conn_t *c, px_dir_t *d, int src, int dst)
                 return r;
         }
         ssize_t n =
-            splice(src, NULL, d->pipe.wfd, NULL, PX_PIPE_SIZE, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            splice(sfd, NULL, d->pipe.wfd, NULL, PX_PIPE_SIZE, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             d->in_pipe += (size_t)n;
             continue;
@@ -898,49 +978,20 @@ static int px_pump(px_conn_t *c, px_dir_t *d, int src, int dst)
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            src->rd = false;
             px_dir_release(px, d); /* idle: give the pipe back */
             return 0;
         }
         return -errno;
     }
-    /* EOF read on the last round: nothing will wake this direction again
-     * (px_splice_update watches neither side once eof is set and the pipe is
-     * empty), so the half-close must go out now. */
-    if (d->eof && d->in_pipe == 0)
-        px_dir_finish(px, d, dst);
-    return 0;
+    return 1;
 }
 
-static void px_splice_update(px_conn_t *c)
+static void px_relay(px_conn_t *c)
 {
-    int cm = 0, um = 0;
-    if (!c->d_up.eof && c->d_up.in_pipe == 0)
-        cm |= UV_READABLE;
-    if (c->d_down.in_pipe > 0)
-        cm |= UV_WRITABLE;
-    if (!c->d_down.eof && c->d_down.in_pipe == 0)
-        um |= UV_READABLE;
-    if (c->d_up.in_pipe > 0)
-        um |= UV_WRITABLE;
-    px_poll_set(c, &c->cpoll, &c->cmask, cm, px_splice_cb);
-    px_poll_set(c, &c->upoll, &c->umask, um, px_splice_cb);
-}
-
-static void px_splice_cb(uv_poll_t *h, int status, int events)
-{
-    px_conn_t *c = h->data;
-    if (status < 0) {
-        px_conn_abort(c, NULL);
-        return;
-    }
-    int rc = 0;
-    px_dir_t *rd = h == &c->cpoll ? &c->d_up : &c->d_down; /* read from this fd */
-    px_dir_t *wr = h == &c->cpoll ? &c->d_down : &c->d_up; /* write to this fd */
-    if (events & UV_READABLE)
-        rc = h == &c->cpoll ? px_pump(c, rd, c->cfd, c->ufd) : px_pump(c, rd, c->ufd, c->cfd);
-    if (rc == 0 && (events & UV_WRITABLE))
-        rc = h == &c->cpoll ? px_pump(c, wr, c->ufd, c->cfd) : px_pump(c, wr, c->cfd, c->ufd);
-    if (rc != 0) {
+    int up = px_pump(c, &c->d_up, &c->cs, &c->us, &c->d_down);
+    int down = up < 0 ? 0 : px_pump(c, &c->d_down, &c->us, &c->cs, &c->d_up);
+    if (up < 0 || down < 0) {
         /* One side failed (reset, or a write after its close): bytes may be
          * lost, so the other side gets a reset too, not a clean end. */
         px_conn_abort(c, NULL);
@@ -950,27 +1001,23 @@ static void px_splice_cb(uv_poll_t *h, int status, int events)
         px_conn_close(c);
         return;
     }
-    px_splice_update(c);
+    if (up > 0 || down > 0)
+        px_later_add(c);
 }
 
 static void px_splice_start(px_conn_t *c)
 {
-    int one = 1;
-    (void)setsockopt(c->cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    (void)setsockopt(c->ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     free(c->addrs);
     c->addrs = NULL;
     c->n_addrs = 0;
     c->state = PX_S_SPLICE;
     c->last_ms = uv_now(c->px->loop);
-    c->umask = -1; /* force the first start */
-    c->cmask = -1;
     uint64_t idle = c->gen->cfg->proxy.idle_timeout_ms;
     if (idle)
         uv_timer_start(&c->timer, px_timer_cb, idle, 0);
     else
         uv_timer_stop(&c->timer);
-    px_splice_update(c);
+    px_relay(c);
 }
 
 /* ---- timer ------------------------------------------------------------------------------ */
@@ -1076,30 +1123,32 @@ static void px_conn_begin(px_conn_t *c)
     /* Steps 1 and 2: peek, within peek_timeout counted from accept. */
     c->state = PX_S_PEEK;
     uv_timer_start(&c->timer, px_timer_cb, px->gen->cfg->proxy.peek_timeout_ms, 0);
-    c->cmask = 0;
-    px_poll_set(c, &c->cpoll, &c->cmask, UV_READABLE | UV_DISCONNECT, px_peek_cb);
+    px_peek(c); /* the hello is often there already */
 }
 
 void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_storage *peer,
                     const struct sockaddr_storage *dest, socklen_t dest_len)
 {
     px_conn_t *c = calloc(1, sizeof *c);
-    if (!c || uv_poll_init_socket(px->loop, &c->cpoll, fd) != 0) {
+    /* Readable and writable until a call says otherwise (see the top). */
+    if (c) {
+        c->px = px;
+        c->cs = (px_side_t){.c = c, .rd = true, .wr = true, .nodelay = true};
+    }
+    if (!c || px_watch(c, &c->cs, fd) != 0) {
         free(c);
         px_reset_fd(fd);
         px_log_refused(px, kind, peer, "dial-failed");
         return;
     }
-    c->px = px;
     c->cfd = fd;
     c->ufd = -1;
     c->kind = kind;
     c->d_up.pipe.rfd = c->d_up.pipe.wfd = -1;
     c->d_down.pipe.rfd = c->d_down.pipe.wfd = -1;
-    c->cpoll.data = c;
     uv_timer_init(px->loop, &c->timer);
     c->timer.data = c;
-    c->handles = 2;
+    c->handles = 1;
     px->open_handles++;
     stats_conn_open(px_kind_stats(kind));
     c->start_ms = uv_now(px->loop);
@@ -1119,6 +1168,114 @@ void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_stor
         c->has_dest = c->has_orig = true;
     }
     px_conn_begin(c);
+}
+
+/* ---- events ------------------------------------------------------------------------------ */
+
+/* What the state does with readiness. */
+static void px_conn_run(px_conn_t *c)
+{
+    switch (c->state) {
+    case PX_S_PEEK:
+        if (c->cs.rd)
+            px_peek(c);
+        return;
+    case PX_S_SPLICE:
+        px_relay(c);
+        return;
+    case PX_S_LINGER:
+        if (c->cs.rd)
+            px_linger(c);
+        return;
+    case PX_S_RESOLVE: /* readiness is kept for the relay */
+    case PX_S_DIAL:    /* ufd's events go to px_dial_event */
+    case PX_S_CLOSING:
+        return;
+    }
+}
+
+static void px_ep_cb(uv_poll_t *h, int status, int events)
+{
+    px_t *px = h->data;
+    (void)events;
+    if (status < 0) {
+        log_warn("proxy: poll on the connections' epoll set: %s", uv_strerror(status));
+        return;
+    }
+    struct epoll_event ev[PX_EP_BATCH];
+    int n = epoll_wait(px->epfd, ev, PX_EP_BATCH, 0);
+    for (int i = 0; i < n; i++) {
+        px_side_t *s = ev[i].data.ptr;
+        px_conn_t *c = s->c;
+        uint32_t e = ev[i].events;
+        if (c->state == PX_S_CLOSING)
+            continue;
+        if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+            s->rd = true;
+        if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+            s->wr = true;
+        if ((e & EPOLLRDHUP) && !(e & EPOLLERR))
+            s->fin = true;
+        if (s->server && c->state == PX_S_DIAL)
+            px_dial_event(c, e);
+        else if (!s->server && c->state == PX_S_PEEK && (e & EPOLLERR))
+            px_block(c, "client-closed", NULL, PX_ANS_RESET);
+        else
+            px_conn_run(c);
+    }
+}
+
+static void px_later_cb(uv_idle_t *h)
+{
+    px_t *px = h->data;
+    px_conn_t *list = px->later;
+    px->later = NULL;
+    uv_idle_stop(h);
+    while (list) {
+        px_conn_t *c = list;
+        list = c->later_next;
+        c->later = false;
+        px_conn_run(c); /* may put c on px->later again */
+    }
+}
+
+static void px_conns_closed_cb(uv_handle_t *h)
+{
+    px_t *px = h->data;
+    if (h == (uv_handle_t *)&px->ep_poll) {
+        close(px->epfd);
+        px->epfd = -1;
+    }
+    px->open_handles--;
+    px_check_closed(px);
+}
+
+int px_conns_start(px_t *px)
+{
+    px->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (px->epfd < 0)
+        return -errno;
+    int rc = uv_poll_init(px->loop, &px->ep_poll, px->epfd);
+    if (rc != 0) {
+        close(px->epfd);
+        px->epfd = -1;
+        return rc;
+    }
+    px->ep_poll.data = px;
+    uv_idle_init(px->loop, &px->later_idle);
+    px->later_idle.data = px;
+    px->open_handles += 2;
+    px->conns_started = true;
+    return uv_poll_start(&px->ep_poll, UV_READABLE, px_ep_cb);
+}
+
+void px_conns_stop(px_t *px)
+{
+    if (!px->conns_started)
+        return;
+    px->conns_started = false;
+    uv_close((uv_handle_t *)&px->ep_poll, px_conns_closed_cb);
+    uv_close((uv_handle_t *)&px->later_idle, px_conns_closed_cb);
 }
 
 /* ---- reload -------------------------------------------------------------------------------- */

@@ -5,13 +5,15 @@
  * Listeners are plain nonblocking sockets watched by a uv_poll_t (not
  * uv_tcp_t): connections are accepted with accept4() straight into
  * nonblocking fds that conn.c peeks at with MSG_PEEK and splices with
- * splice(2), neither of which a uv_tcp_t allows.
+ * splice(2), neither of which a uv_tcp_t allows. conn.c watches them in an
+ * epoll set of its own (see there).
  */
 #include "proxy/proxy.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -321,6 +323,9 @@ static int px_listener_open(px_t *px, px_kind_t kind, const cfg_addr_t *a)
         rc = -errno;
         goto fail;
     }
+    /* Accepted sockets inherit TCP_NODELAY: the client side never waits
+     * for Nagle (conn.c sets it on the server side before a second write). */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (kind == PX_TRANSPARENT) {
         /* TPROXY delivers connections for foreign addresses only to a
          * transparent socket; needs CAP_NET_ADMIN, so best effort: REDIRECT
@@ -504,6 +509,7 @@ static void px_shutdown(px_t *px)
         uv_timer_stop(&px->backoff);
         uv_close((uv_handle_t *)&px->backoff, px_handle_closed_cb);
     }
+    px_conns_stop(px);
     px_pipes_free(px);
 }
 
@@ -516,9 +522,15 @@ static int px_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
     px->backoff.data = px;
     px->open_handles++;
     px->started = true;
+    int rc = px_conns_start(px);
+    if (rc != 0) {
+        log_error("proxy: epoll: %s", strerror(-rc));
+        px_shutdown(px);
+        return rc;
+    }
     px_dialcache_ops_t ops = {
         .start = px_dc_start, .cancel = px_dc_cancel, .now = px_dc_now, .ctx = px};
-    int rc = px_dialcache_create(PX_DIALCACHE_ENTRIES, &ops, &px->dialcache);
+    rc = px_dialcache_create(PX_DIALCACHE_ENTRIES, &ops, &px->dialcache);
     if (rc != 0) {
         log_error("proxy: dial cache: %s", strerror(-rc));
         px_shutdown(px);
@@ -575,6 +587,8 @@ static void px_free(moat_service_t *svc)
     px_t *px = px_of(svc);
     px_pipes_free(px);
     px_dialcache_free(px->dialcache);
+    if (px->epfd >= 0)
+        close(px->epfd);
     if (px->gen)
         moat_gen_unref(px->gen);
     free(px);
@@ -598,6 +612,7 @@ int px_proxy_create(moat_service_t *dns, moat_service_t **out)
     if (!px)
         return -ENOMEM;
     px->dns = dns;
+    px->epfd = -1;
     px->svc.ops = &px_ops;
     px->svc.data = px;
     *out = &px->svc;

@@ -25,7 +25,13 @@
 /* Pipe size asked for (best effort, F_SETPIPE_SZ): bigger pipes mean fewer
  * splice calls per byte on bulk transfers. Memory is only used while bytes
  * are in flight. */
-#define PX_PIPE_SIZE (256 * 1024)
+#define PX_PIPE_SIZE (1024 * 1024)
+/* Small transfers are copied through one buffer shared by every connection
+ * (recv + send: two system calls, where a splice needs three and a pipe);
+ * a read that fills it means a stream, which the direction then splices.
+ * At most two pages: a partial send parks the rest in a pipe, and the
+ * smallest pipe the kernel hands out (over pipe-user-pages-soft) holds two. */
+#define PX_COPY_BUF 8192
 
 typedef enum px_kind { PX_TRANSPARENT, PX_TLS, PX_HTTP } px_kind_t;
 
@@ -62,12 +68,21 @@ struct px {
     uint64_t backoff_ms; /* 0: not backing off */
     bool started, draining, closing, drain_called, close_called;
     moat_service_done_cb drain_done, close_done;
-    unsigned open_handles; /* listeners, connection handles, the back-off timer */
+    unsigned open_handles; /* listeners, connections, the back-off timer, the epoll handles */
     px_pipe_t pipes[PX_PIPE_POOL];
     size_t n_pipes;
     /* Allowed names → addresses, shared by every dial (proxy/dialcache.h):
      * from start until the shutdown, NULL outside. */
     px_dialcache_t *dialcache;
+    /* Connection sockets (conn.c): one edge-triggered epoll set, watched by
+     * one uv_poll; connections that used up their rounds with work left
+     * wait in `later` for the idle handle. epfd -1 outside start..close. */
+    int epfd;
+    uv_poll_t ep_poll;
+    uv_idle_t later_idle;
+    px_conn_t *later;
+    bool conns_started;
+    uint8_t copy_buf[PX_COPY_BUF];
 };
 
 /* proxy.c */
@@ -82,6 +97,11 @@ const char *px_kind_str(px_kind_t k);
 stats_listener_t px_kind_stats(px_kind_t k);
 
 /* conn.c */
+/* Create the connections' epoll set and its handles (counted in
+ * open_handles); 0 or -errno. */
+int px_conns_start(px_t *px);
+/* Close them; every connection must be closing already. */
+void px_conns_stop(px_t *px);
 /* Take over an accepted socket (nonblocking, cloexec). peer is the client's
  * address; dest / dest_len the original destination for transparent
  * listeners (dest_len 0 otherwise). Never fails visibly: on error the

@@ -14,8 +14,10 @@
 # BENCH_PAR (in parallel, default 32), BENCH_BULK (bytes, default 2e9),
 # BENCH_HOLD (held connections, default 5000), BENCH_CONFIGS (default: all),
 # BENCH_PERF=1 (perf record of each proxy during the rate load; with
-# BENCH_KEEP=1 the profiles stay in the scratch dir), BENCH_MOAT_LOG (moat's
-# log level, default warn).
+# BENCH_KEEP=1 the profiles stay in the scratch dir), BENCH_STRACE=1 (strace -c
+# of each proxy during the rate load instead: system calls per connection;
+# the rates of such a run mean nothing), BENCH_MOAT_LOG (moat's log level,
+# default warn).
 set -euo pipefail
 
 BUILD=${1:-build-bench}
@@ -247,6 +249,12 @@ table ip moat_bench {
   }
 }
 EOF
+  # Finished connections leave conntrack at once (this namespace's own
+  # setting): else each row inherits the previous rows' tens of thousands of
+  # TIME_WAIT entries, and a reused client port meets a stale one.
+  sysctl -q -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=1 \
+    net.netfilter.nf_conntrack_tcp_timeout_fin_wait=2 net.netfilter.nf_conntrack_tcp_timeout_close=1 \
+    net.netfilter.nf_conntrack_tcp_timeout_last_ack=2 || true
 }
 
 # ---- one configuration: the three loads ---------------------------------------------------------
@@ -276,6 +284,10 @@ measure() { # CONFIG
     perf record -q -g -p "$pid" -o "$WORK/$cfg.perf.data" >/dev/null 2>&1 &
     perf=($!)
     sleep 0.5
+  elif [ -n "${BENCH_STRACE:-}" ] && [ -n "$pid" ]; then # system calls of the rate load
+    strace -c -f -q -p "$pid" -o "$WORK/$cfg.strace.txt" &
+    perf=($!)
+    sleep 0.5
   fi
   [ -n "$pid" ] && t0=$(ticks "$pid")
   c0=$(core0)
@@ -286,7 +298,7 @@ measure() { # CONFIG
   if [ ${#perf[@]} -gt 0 ]; then
     kill -INT "${perf[0]}"
     wait "${perf[0]}" 2>/dev/null || true
-    perf report -i "$WORK/$cfg.perf.data" --no-children --stdio --percent-limit 1.5 \
+    [ -z "${BENCH_PERF:-}" ] || perf report -i "$WORK/$cfg.perf.data" --no-children --stdio --percent-limit 1.5 \
       -g none 2>/dev/null | grep -v '^#' | grep . >"$WORK/$cfg.perf.txt" || true
   fi
   echo "$cfg rate: $out core0_ticks=$((c1 - c0))" | tee -a "$LOG" >&2

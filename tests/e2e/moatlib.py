@@ -20,17 +20,25 @@ SANITIZER_MARK = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime er
 E2E_DIR = os.environ.get("MOAT_E2E_DIR", os.path.dirname(os.path.abspath(__file__)))
 
 
+_ports_given = set()
+
+
 def free_port(family=socket.AF_INET, kind=socket.SOCK_STREAM):
-    """A port that is free on loopback for both TCP and UDP right now."""
+    """A port that is free on loopback for both TCP and UDP right now, and
+    not handed out before by this process (several picked in a row for one
+    config must differ: the kernel may offer a freed port again)."""
     host = "127.0.0.1" if family == socket.AF_INET else "::1"
     for _ in range(100):
         with socket.socket(family, kind) as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
+        if port in _ports_given:
+            continue
         other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
         try:
             with socket.socket(family, other) as s2:
                 s2.bind((host, port))
+            _ports_given.add(port)
             return port
         except OSError:
             continue

@@ -284,6 +284,59 @@ class ProxyMoreTest(pf.NetnsTestCase):
         self.assertIn("bytes_up=%d" % (len(b"GET / HTTP/1.1\r\nHost: idle.test\r\n\r\n") +
                                        len(sent) + 3), line)
 
+    def test_small_writes_with_stalled_reader_arrive_intact(self):
+        """2 MB in 1000-byte writes, echoed back, to a client with a small
+        receive buffer that does not read for the first 1.5 s: moat copies
+        the small reads (proxy/conn.c) into a client that stops taking them,
+        then switches to splicing (a full read, or a partial send parked in
+        a pipe: which one depends on the kernel's buffer sizing). Every byte
+        comes back in order, the half-close ends it, and the log counts the
+        bytes."""
+        self.start("allow: [idle.test]", tls=())
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socks.append(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the handshake
+        s.settimeout(30)
+        s.connect(self.addr("http"))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: idle.test\r\n\r\n")
+        got = b""
+        while not got.endswith(b"ready\n"):
+            d = s.recv(100)
+            self.assertTrue(d, "closed before the echo server answered")
+            got += d
+        total, chunk = 2_000_000, 1000
+        data = bytes((i * 7 + i // 251) & 0xFF for i in range(total))
+        errors = []
+
+        def write():
+            try:
+                for i, off in enumerate(range(0, total, chunk)):
+                    s.sendall(data[off:off + chunk])
+                    if i < 300:  # small reads for moat while the client is full
+                        time.sleep(0.002)
+                s.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                errors.append(e)
+
+        w = threading.Thread(target=write, daemon=True)
+        w.start()
+        self.threads.append(w)
+        time.sleep(1.5)
+        got = bytearray()
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        w.join(30)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(got), total)
+        self.assertTrue(got == data, "echoed bytes differ")
+        s.close()
+        line = self.log_line("name=idle.test", "verdict=allow")
+        self.assertIn("bytes_down=%d" % (total + len(b"ready\n")), line)
+
     # ---- 3. connect_timeout and refused dials --------------------------------------------------
 
     def test_connect_timeout_unanswered_syn(self):
