@@ -29,8 +29,9 @@
  * so once the connection is allowed the relay simply moves it from the
  * client socket to the server together with whatever follows: there is no
  * replay buffer (SPEC §2.3 step 4's "replays the peeked bytes"). Under
- * edge triggering the queued bytes do not wake us again; new bytes do. The
- * peek buffer exists only while peeking.
+ * edge triggering the queued bytes do not wake us again; new bytes do.
+ * Every peek reads from the start into one buffer of the service's, so a
+ * connection holds no buffer while it waits for the rest of its hello.
  *
  * Relaying: a direction starts by copying: recv into the service's shared
  * buffer, send on (two calls; a handshake or a request and its answer are
@@ -69,8 +70,6 @@
 #define PX_PUMP_ROUNDS 16
 /* Events taken from the epoll set per wake-up. */
 #define PX_EP_BATCH 128
-/* First peek buffer; grown up to max_hello / max_http_head as bytes come. */
-#define PX_PEEK_FIRST 2048
 /* How long a blocked connection that got its alert or 403 may keep sending
  * before we close it anyway. */
 #define PX_LINGER_MS 2000
@@ -133,8 +132,6 @@ struct px_conn {
     uint16_t cport, port;
     char *name; /* as seen (raw) or normalised when name_ok */
     size_t name_len;
-    uint8_t *peek;
-    size_t peek_len, peek_cap;
     uint64_t start_ms, last_ms;
     px_dialcache_waiter_t wait; /* waiting for a lookup of name (RESOLVE) */
     filter_addr_t *addrs;
@@ -289,8 +286,6 @@ static void px_conn_close(px_conn_t *c)
         c->next->prev = c->prev;
     px->n_conns--;
     stats_conn_close(px_kind_stats(c->kind));
-    free(c->peek);
-    c->peek = NULL;
     free(c->addrs);
     c->addrs = NULL;
     px_dir_release(px, &c->d_up);
@@ -402,8 +397,6 @@ static void px_send_answer(px_conn_t *c, px_answer_t ans)
             len = (size_t)n;
         }
     }
-    free(c->peek);
-    c->peek = NULL;
     uv_timer_stop(&c->timer);
     /* Drop what is queued so that closing does not reset (RFC 793: data
      * unread at close means RST, which can destroy our answer in flight). */
@@ -584,9 +577,6 @@ static void px_resolve(px_conn_t *c)
 /* Leave the peek phase: the peeked bytes stay queued for the splice. */
 static void px_peek_end(px_conn_t *c)
 {
-    free(c->peek);
-    c->peek = NULL;
-    c->peek_cap = 0;
     c->cs.rd = true; /* the peeked bytes are still queued */
     uv_timer_stop(&c->timer);
 }
@@ -767,75 +757,62 @@ static void px_decide_http(px_conn_t *c, filter_http_result_t r, const filter_ht
 
 static void px_peek(px_conn_t *c)
 {
-    const cfg_t *cfg = c->px->gen->cfg;
+    px_t *px = c->px;
+    const cfg_t *cfg = px->gen->cfg;
     bool tls = px_is_tls(c);
     size_t limit = tls ? cfg->proxy.max_hello : cfg->proxy.max_http_head;
     if (limit == 0)
         limit = 1;
-    for (;;) {
-        if (!c->peek) {
-            c->peek_cap = limit < PX_PEEK_FIRST ? limit : PX_PEEK_FIRST;
-            c->peek = malloc(c->peek_cap);
-            if (!c->peek) {
-                px_block(c, "dial-failed", NULL, PX_ANS_RESET);
-                return;
-            }
-        }
-        ssize_t n = recv(c->cfd, c->peek, c->peek_cap, MSG_PEEK);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                c->cs.rd = false;
-                return;
-            }
-            px_block(c, "client-closed", NULL, PX_ANS_RESET);
+    /* MSG_PEEK reads from the start every time, so nothing needs keeping
+     * between peeks: one buffer serves every connection. */
+    if (px->peek_cap < limit) {
+        uint8_t *nb = realloc(px->peek_buf, limit);
+        if (!nb) {
+            px_block(c, "dial-failed", NULL, PX_ANS_RESET);
             return;
         }
-        if (n == 0) {
-            px_block(c, "client-closed", NULL, PX_ANS_RESET);
-            return;
-        }
-        c->peek_len = (size_t)n;
-        if (tls) {
-            filter_tls_hello_t hello;
-            filter_tls_result_t r = filter_tls_hello_parse(c->peek, c->peek_len, limit, &hello);
-            if (r != FILTER_TLS_NEED_MORE) {
-                px_decide_tls(c, r, &hello);
-                return;
-            }
-        } else {
-            filter_http_head_t head;
-            filter_http_result_t r = filter_http_head_parse(c->peek, c->peek_len, limit, &head);
-            if (r != FILTER_HTTP_NEED_MORE) {
-                px_decide_http(c, r, &head);
-                return;
-            }
-        }
-        if (c->peek_len == c->peek_cap && c->peek_cap < limit) {
-            size_t ncap = c->peek_cap * 4 < limit ? c->peek_cap * 4 : limit;
-            uint8_t *nb = realloc(c->peek, ncap);
-            if (!nb) {
-                px_block(c, "dial-failed", NULL, PX_ANS_RESET);
-                return;
-            }
-            c->peek = nb;
-            c->peek_cap = ncap;
-            continue; /* more may be queued already */
-        }
-        if (c->peek_len >= limit) { /* the reader wants more than the limit */
-            px_block(c, tls ? "hello-too-big" : "head-too-big", NULL, PX_ANS_RESET);
-            return;
-        }
-        if (c->cs.fin) { /* EOF mid-request: nothing more will come */
-            px_block(c, "client-closed", NULL, PX_ANS_RESET);
-            return;
-        }
-        /* Everything queued was seen (less than the buffer): new bytes
-         * bring an edge. */
+        px->peek_buf = nb;
+        px->peek_cap = limit;
+    }
+    ssize_t n;
+    do
+        n = recv(c->cfd, px->peek_buf, limit, MSG_PEEK);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         c->cs.rd = false;
         return;
     }
+    if (n <= 0) {
+        px_block(c, "client-closed", NULL, PX_ANS_RESET);
+        return;
+    }
+    size_t len = (size_t)n;
+    if (tls) {
+        filter_tls_hello_t hello;
+        filter_tls_result_t r = filter_tls_hello_parse(px->peek_buf, len, limit, &hello);
+        if (r != FILTER_TLS_NEED_MORE) {
+            px_decide_tls(c, r, &hello);
+            return;
+        }
+    } else {
+        filter_http_head_t head;
+        filter_http_result_t r = filter_http_head_parse(px->peek_buf, len, limit, &head);
+        if (r != FILTER_HTTP_NEED_MORE) {
+            px_decide_http(c, r, &head);
+            return;
+        }
+    }
+    if (len >= limit) { /* the reader wants more than the limit */
+        px_block(c, tls ? "hello-too-big" : "head-too-big", NULL, PX_ANS_RESET);
+        return;
+    }
+    if (c->cs.fin) { /* EOF mid-request: nothing more will come */
+        px_block(c, "client-closed", NULL, PX_ANS_RESET);
+        return;
+    }
+    /* Everything queued was seen (less than the limit): new bytes bring an
+     * edge. */
+    c->cs.rd = false;
 }
 
 /* ---- relay ----------------------------------------------------------------------------- */

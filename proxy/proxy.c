@@ -589,6 +589,7 @@ static void px_free(moat_service_t *svc)
     px_dialcache_free(px->dialcache);
     if (px->epfd >= 0)
         close(px->epfd);
+    free(px->peek_buf);
     if (px->gen)
         moat_gen_unref(px->gen);
     free(px);

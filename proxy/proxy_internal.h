@@ -83,6 +83,9 @@ struct px {
     px_conn_t *later;
     bool conns_started;
     uint8_t copy_buf[PX_COPY_BUF];
+    /* Peeks (conn.c), grown to the largest max_hello / max_http_head. */
+    uint8_t *peek_buf;
+    size_t peek_cap;
 };
 
 /* proxy.c */
