@@ -88,11 +88,13 @@ class ProxyMoreTest(pf.NetnsTestCase):
     def addr(self, kind, i=0):
         return self.ports[kind][i]
 
-    def connect(self, hostport, source=None, timeout=10):
+    def connect(self, hostport, source=None, timeout=10, rcvbuf=None):
         fam = socket.AF_INET6 if ":" in hostport[0] else socket.AF_INET
         s = socket.socket(fam, socket.SOCK_STREAM)
         self.socks.append(s)
         s.settimeout(timeout)
+        if rcvbuf:  # before the handshake, which announces the window
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if source:
             s.bind((source, 0))
         s.connect(hostport)
@@ -231,8 +233,8 @@ class ProxyMoreTest(pf.NetnsTestCase):
 
     # ---- 2. idle_timeout ---------------------------------------------------------------------
 
-    def idle_conn(self):
-        s = self.connect(self.addr("http"))
+    def idle_conn(self, rcvbuf=None):
+        s = self.connect(self.addr("http"), rcvbuf=rcvbuf)
         s.sendall(b"GET / HTTP/1.1\r\nHost: idle.test\r\n\r\n")
         got = b""
         while not got.endswith(b"ready\n"):
@@ -293,18 +295,8 @@ class ProxyMoreTest(pf.NetnsTestCase):
         comes back in order, the half-close ends it, and the log counts the
         bytes."""
         self.start("allow: [idle.test]", tls=())
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socks.append(s)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the handshake
+        s = self.idle_conn(rcvbuf=4096)
         s.settimeout(30)
-        s.connect(self.addr("http"))
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.sendall(b"GET / HTTP/1.1\r\nHost: idle.test\r\n\r\n")
-        got = b""
-        while not got.endswith(b"ready\n"):
-            d = s.recv(100)
-            self.assertTrue(d, "closed before the echo server answered")
-            got += d
         total, chunk = 2_000_000, 1000
         data = bytes((i * 7 + i // 251) & 0xFF for i in range(total))
         errors = []
