@@ -10,9 +10,9 @@
  * of them are closed).
  *
  * Bounds: proxy.max_connections (accepted and reset past it), a pool of at
- * most PX_PIPE_POOL idle pipes shared by all connections, the peek buffer
- * (max_hello or max_http_head bytes) only while a connection is being
- * peeked at.
+ * most PX_PIPE_POOL idle pipes shared by all connections; one peek buffer
+ * (the largest max_hello / max_http_head) and one copy buffer for the whole
+ * service, none per connection.
  */
 #ifndef MOAT_PROXY_PROXY_H
 #define MOAT_PROXY_PROXY_H
