@@ -226,14 +226,24 @@ static void line_field_u(log_line_t *l, const char *key, uint64_t v)
 
 static void line_begin(log_line_t *l, bool json, cfg_log_level_t level, const char *msg)
 {
+    /* The date and time to the second are formatted once per second, not
+     * per line: at info level a busy gate logs a line per connection, and
+     * gmtime_r + strftime were most of a line's cost. Per thread, so no lock. */
+    static _Thread_local time_t sec_cached = -1;
+    static _Thread_local char sec_text[32];
+    static _Thread_local size_t sec_len;
     struct timespec ts;
-    struct tm tm;
     char when[40];
     char esc[LOG_MSG_MAX];
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(when + n, sizeof when - n, ".%03ldZ", ts.tv_nsec / 1000000L);
+    if (ts.tv_sec != sec_cached) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        sec_len = strftime(sec_text, sizeof sec_text, "%Y-%m-%dT%H:%M:%S", &tm);
+        sec_cached = sec_len ? ts.tv_sec : -1;
+    }
+    memcpy(when, sec_text, sec_len);
+    snprintf(when + sec_len, sizeof when - sec_len, ".%03ldZ", ts.tv_nsec / 1000000L);
 
     l->len = 0;
     l->json = json;

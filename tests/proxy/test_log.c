@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -398,6 +399,53 @@ Test(log, json_lines_are_valid_json_with_the_decision_fields, .init = mk_tmpdir,
     cr_assert_not_null(name);
     cr_assert(strlen(name->val) > 0 && memcmp(name->val, big, strlen(name->val)) == 0,
               "a long name is cut at a whole escape and stays a prefix");
+    free(text);
+}
+
+/* The time of each line is the wall clock when it was logged, also across a
+ * second boundary (log.c formats the seconds once per second and must notice
+ * the next one). */
+static time_t parse_time(const char *when, long *ms)
+{
+    struct tm tm = {0};
+    const char *rest = strptime(when, "%Y-%m-%dT%H:%M:%S", &tm);
+    cr_assert_not_null(rest, "time \"%s\" is ISO 8601", when);
+    cr_assert(strlen(rest) == 5 && rest[0] == '.' && rest[4] == 'Z', "milliseconds and Z: %s",
+              when);
+    *ms = strtol(rest + 1, NULL, 10);
+    return timegm(&tm);
+}
+
+Test(log, every_line_has_its_own_time_across_seconds, .init = mk_tmpdir, .fini = rm_tmpdir)
+{
+    char *path = tmp_path("log");
+    configure("json", path, "info", false);
+    time_t logged[3];
+    for (size_t i = 0; i < 3; i++) {
+        /* wait for the next second to begin, then log at once */
+        time_t t0 = time(NULL);
+        while (time(NULL) == t0)
+            usleep(2000);
+        logged[i] = time(NULL);
+        log_info("line %zu", i);
+    }
+    log_shutdown();
+
+    char *text = slurp(path, NULL);
+    char *lines[8];
+    cr_assert_eq(split_lines(text, lines, 8), 3);
+    static jobj_t o;
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert(j_object(lines[i], &o), "%s", lines[i]);
+        long ms;
+        time_t t = parse_time(j_get(&o, "time")->val, &ms);
+        cr_assert(ms >= 0 && ms <= 999);
+        cr_assert(t >= logged[i] && t <= logged[i] + 1, "line %zu: logged at %lld, says %lld", i,
+                  (long long)logged[i], (long long)t);
+        if (i > 0)
+            cr_assert_gt(t, logged[i - 1], "line %zu carries a later second than line %zu", i,
+                         i - 1);
+    }
     free(text);
 }
 
