@@ -11,7 +11,8 @@ cd "$(dirname "$0")"
 BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libc-ares-dev libldns-dev
             libgnutls28-dev libyaml-dev libcriterion-dev)
 TEST_PKGS=(python3 bind9-dnsutils knot-dnsutils gnutls-bin curl nginx-light dnsmasq-base
-           nftables iproute2 valgrind openssl slirp4netns)
+           nftables iproute2 valgrind openssl slirp4netns
+           liburing-dev) # liburing: bench/tcp/uringsni only (built, so CI compiles it)
 FUZZ_PKGS=(clang lld libclang-rt-14-dev)
 
 need_pkgs() { tools/need-pkgs "$@"; }
@@ -62,7 +63,7 @@ fuzz)
   exec tests/fuzz/run.sh build-fuzz "$secs"
   ;;
 bench)
-  need_pkgs "${BUILD_PKGS[@]}"
+  need_pkgs "${BUILD_PKGS[@]}" liburing-dev
   build build-bench --buildtype=release
   name=${1:-filter}
   case "$name" in

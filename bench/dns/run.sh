@@ -19,6 +19,7 @@ set -euo pipefail
 BUILD=${1:-build-bench}
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
+. "$ROOT/bench/lib.sh"
 MOAT=$ROOT/$BUILD/moat
 DNSLOAD=$ROOT/$BUILD/bench/dns/dnsload
 SECS=${BENCH_SECONDS:-7}
@@ -47,16 +48,8 @@ WORK=$(mktemp -d /tmp/moat-bench-dns.XXXXXX)
 declare -A PID=()
 UP_PID=
 cleanup() {
-  local p
-  for p in "${PID[@]}" $UP_PID; do
-    kill "$p" 2>/dev/null || true
-  done
-  for p in "${PID[@]}" $UP_PID; do
-    # Bounded: SIGKILL what did not exit within 3 s.
-    for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
+  # shellcheck disable=SC2086 # UP_PID: empty or one pid
+  bench_stop_pids "${PID[@]}" $UP_PID
   rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -26,6 +26,7 @@ export SOAK_CALLER_PWD=$CALLER
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 SELF=$ROOT/bench/soak/run.sh
+. "$ROOT/bench/lib.sh"
 ARGS=("$@")
 NETNS_ENV=MOAT_SOAK_NETNS
 
@@ -108,25 +109,13 @@ WORK=$(mktemp -d /tmp/moat-soak.XXXXXX)
 PIDS=()
 KEEP=${SOAK_KEEP:-}
 cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
+  bench_stop_pids "${PIDS[@]}"
   if [ -n "$KEEP" ]; then echo "bench/soak: kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_port() { # ADDR PORT
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  die "nothing listening on $1:$2"
-}
+wait_port() { bench_wait_port "$@" || die "nothing listening on $1:$2"; } # ADDR PORT
 
 # ---- what the guest sends --------------------------------------------------------------------
 # Real ClientHellos (python's ssl through the e2e tests' MemoryBIO driver).

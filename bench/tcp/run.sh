@@ -7,12 +7,13 @@
 # `unshare --net`, loopback up), so ports 443 and the 198.18.0.0/15 addresses
 # are free and nothing touches the host. Every proxy is pinned to core 0;
 # the load generator (tcpload), the responder (tcpresp) and dnsmasq (moat's
-# upstream) run on core 1. Bounded: about 2-3 minutes, every step under a
+# upstream) run on core 1. Bounded: about 5 minutes (3 rounds), every step under a
 # timeout.
 #
 # Environment: BENCH_CONNS (connections per rate cell, default 30000),
 # BENCH_PAR (in parallel, default 32), BENCH_BULK (bytes, default 2e9),
 # BENCH_HOLD (held connections, default 5000), BENCH_CONFIGS (default: all),
+# BENCH_ROUNDS (rate and bulk loads per configuration, interleaved; default 3),
 # BENCH_PERF=1 (perf record of each proxy during the rate load; with
 # BENCH_KEEP=1 the profiles stay in the scratch dir), BENCH_STRACE=1 (strace -c
 # of each proxy during the rate load instead: system calls per connection;
@@ -24,13 +25,15 @@ BUILD=${1:-build-bench}
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 SELF=$ROOT/bench/tcp/run.sh
+. "$ROOT/bench/lib.sh"
 MOAT=$ROOT/$BUILD/moat
 BIN=$ROOT/$BUILD/bench/tcp
 CONNS=${BENCH_CONNS:-30000}
 PAR=${BENCH_PAR:-32}
 BULK=${BENCH_BULK:-2000000000}
 HOLD=${BENCH_HOLD:-5000}
-CONFIGS=${BENCH_CONFIGS:-direct moat sniproxy haproxy haproxy-splice relay moat-off}
+CONFIGS=${BENCH_CONFIGS:-direct moat sniproxy haproxy haproxy-splice uring relay moat-off}
+ROUNDS=${BENCH_ROUNDS:-3}
 PROXY_CPU=0
 LOAD_CPU=1
 NETNS_ENV=MOAT_TCPB_NETNS
@@ -51,12 +54,12 @@ fi
 # ---- inside the namespace --------------------------------------------------------------
 GUEST=198.18.0.1 # source of the redirected (transparent) connections
 declare -A LISTEN=([moat]=198.18.0.10 [sniproxy]=198.18.0.11 [haproxy]=198.18.0.12
-                   [haproxy-splice]=198.18.0.13)
+                   [haproxy-splice]=198.18.0.13 [uring]=198.18.0.14)
 # The responder answers on every address; each configuration has its own
 # (separate TIME_WAIT space, and the transparent ones are told apart by it).
 declare -A TARGET=([direct]=198.18.1.1 [moat]=198.18.1.2 [sniproxy]=198.18.1.3
                    [haproxy]=198.18.1.4 [haproxy-splice]=198.18.1.5 [moat-off]=198.18.1.6
-                   [relay]=198.18.1.7)
+                   [relay]=198.18.1.7 [uring]=198.18.1.8)
 declare -A TPORT=([moat-off]=10006 [relay]=10007) # transparent listeners on 127.0.0.1
 DNS_PORT=5353
 LPORT=8443 # the proxies' listeners (the responder has port 443 on every address)
@@ -78,15 +81,9 @@ ulimit -n "$(ulimit -Hn)"
 WORK=$(mktemp -d /tmp/moat-bench-tcp.XXXXXX)
 PIDS=()
 cleanup() {
-  local p
   [ -n "${HOLDP_PID:-}" ] && kill "$HOLDP_PID" 2>/dev/null
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-  nft delete table ip moat_bench 2>/dev/null || true
+  bench_stop_pids "${PIDS[@]}"
+  nft_off
   if [ -n "${BENCH_KEEP:-}" ]; then echo "bench/tcp: kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -129,14 +126,7 @@ on_load /usr/sbin/dnsmasq --keep-in-foreground --no-resolv --no-hosts --port=$DN
 # c-ares would retry: one more query per connection for moat).
 PIDS+=($!)
 
-# Wait for a TCP port to accept (bounded).
-wait_port() { # ADDR PORT
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  die "nothing listening on $1:$2"
-}
+wait_port() { bench_wait_port "$@" || die "nothing listening on $1:$2"; } # ADDR PORT
 wait_port "${TARGET[direct]}" 443
 
 # ---- proxies --------------------------------------------------------------------------------
@@ -176,6 +166,9 @@ EOF
     ;;
   relay)
     on_proxy "$BIN/splicerelay" 127.0.0.1 "${TPORT[relay]}" >"$f.out" 2>&1 &
+    ;;
+  uring)
+    on_proxy "$BIN/uringsni" "${LISTEN[uring]}" $LPORT $NAME "${TARGET[uring]}" 443 >"$f.out" 2>&1 &
     ;;
   sniproxy)
     cat >"$f.conf" <<EOF
@@ -257,13 +250,15 @@ EOF
     net.netfilter.nf_conntrack_tcp_timeout_last_ack=2 || true
 }
 
+nft_off() { nft delete table ip moat_bench 2>/dev/null || true; }
+
 # ---- one configuration: the three loads ---------------------------------------------------------
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 LOG=$WORK/raw.log
 
-measure() { # CONFIG
-  local cfg=$1 addr port src=() pid out t0 t1 c0 c1
+measure() { # CONFIG ROUND: the rate and bulk loads; in round 1 the held connections too
+  local cfg=$1 round=$2 addr port src=() pid out t0 t1 c0 c1
   case $cfg in
   direct) addr=${TARGET[direct]} port=443 ;;
   moat-off | relay) addr=${TARGET[$cfg]} port=443 src=($GUEST) ;;
@@ -324,6 +319,10 @@ measure() { # CONFIG
   [ -n "$pid" ] && cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v b="$BULK" \
     'BEGIN{printf "%.2f", d / hz / (b / 1e9)}')
   printf 'bulk\t%s\t%s\t\t\t%s\n' "$cfg" "$gbps" "$cpu" >>"$RESULTS"
+  if [ "$round" != 1 ]; then
+    stop_proxy
+    return 0
+  fi
 
   # (c) held connections: before the hello (accepted; peeking where the
   # proxy peeks) and after (spliced, idle).
@@ -360,22 +359,37 @@ measure() { # CONFIG
   stop_proxy
 }
 
-NFT=0
-for cfg in $CONFIGS; do
-  case $cfg in
-  moat-off | relay)
-    # Transparent ones last: the NAT table turns on conntrack for every
-    # connection in the namespace, which the others should not pay.
-    if [ $NFT -eq 0 ]; then
-      nft_on
-      NFT=1
-    fi
-    ;;
-  *) [ $NFT -eq 0 ] || echo "bench/tcp: $cfg runs with conntrack on (put it before moat-off/relay)" >&2 ;;
-  esac
-  measure "$cfg"
+# Rounds: the rate and bulk loads of every configuration, in turn, ROUNDS
+# times (the held connections, memory, in the first round only). This VM's CPU time per connection moves
+# by ±20 % between minutes (its neighbours, not us: steal time reads 0), so
+# one run per configuration can put any of them ahead; the table takes each
+# configuration's median over rounds that alternate with its peers'.
+for round in $(seq "$ROUNDS"); do
+  NFT=0
+  for cfg in $CONFIGS; do
+    case $cfg in
+    moat-off | relay)
+      # Transparent ones last: the NAT table turns on conntrack for every
+      # connection in the namespace, which the others should not pay.
+      if [ $NFT -eq 0 ]; then
+        nft_on
+        NFT=1
+      fi
+      ;;
+    uring)
+      if [ ! -x "$BIN/uringsni" ]; then # optional: needs liburing-dev at setup
+        [ "$round" -gt 1 ] || echo "bench/tcp: no $BIN/uringsni (liburing-dev): no uring row" >&2
+        continue
+      fi
+      ;;
+    *) [ $NFT -eq 0 ] || echo "bench/tcp: $cfg runs with conntrack on (put it before moat-off/relay)" >&2 ;;
+    esac
+    echo "bench/tcp: round $round/$ROUNDS: $cfg" >&2
+    measure "$cfg" "$round"
+  done
+  nft_off
 done
 
 # ---- the table --------------------------------------------------------------------------------
 echo
-python3 "$ROOT/bench/tcp/table.py" "$RESULTS" "$CONNS" "$BULK" "$HOLD"
+python3 "$ROOT/bench/tcp/table.py" "$RESULTS" "$CONNS" "$BULK" "$HOLD" "$ROUNDS"

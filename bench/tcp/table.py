@@ -1,4 +1,4 @@
-"""bench/tcp/table.py RESULTS CONNS BULK HOLD: the markdown table of a
+"""bench/tcp/table.py RESULTS CONNS BULK HOLD ROUNDS: the markdown table of a
 bench/tcp run (run.sh writes RESULTS: tab-separated rows
 
     rate  CONFIG conn/s p50_us p99_us cpu_us_per_conn
@@ -6,13 +6,18 @@ bench/tcp run (run.sh writes RESULTS: tab-separated rows
     hold  CONFIG rss_kb_per_conn_before rss_kb_per_conn_after fds_before fds_after
 ).
 
+A configuration has one rate and one bulk row per round (run.sh alternates
+the configurations, ROUNDS times): its cells are the medians over the
+rounds, and the CPU cells show the lowest and highest round as well.
+
 moat's rows get their ratio to the best peer (sniproxy, haproxy,
 haproxy-splice: the best value of each column, highest rate, least CPU,
 least memory) and to direct; moat-off's to the bare splice relay as well."""
+import statistics
 import sys
 
 PEERS = ["sniproxy", "haproxy", "haproxy-splice"]
-ORDER = ["direct", "relay", "moat-off", "moat", "sniproxy", "haproxy", "haproxy-splice"]
+ORDER = ["direct", "relay", "moat-off", "moat", "sniproxy", "haproxy", "haproxy-splice", "uring"]
 
 
 def num(s):
@@ -22,6 +27,13 @@ def num(s):
         return None
 
 
+def span(vals, fmt):
+    """" (lowest–highest)" of a cell's rounds, when there are several."""
+    if len(vals) < 2:
+        return ""
+    return (" (" + fmt + "–" + fmt + ")") % (min(vals), max(vals))
+
+
 def ratio(a, b):
     if a is None or b in (None, 0):
         return "–"
@@ -29,12 +41,22 @@ def ratio(a, b):
 
 
 def main():
-    path, conns, bulk, hold = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-    data = {"rate": {}, "bulk": {}, "hold": {}}
+    path, conns, bulk, hold, rounds = sys.argv[1:6]
+    rows = {"rate": {}, "bulk": {}, "hold": {}}
     with open(path) as f:
         for line in f:
             cols = line.rstrip("\n").split("\t")
-            data[cols[0]][cols[1]] = [num(c) for c in cols[2:]]
+            rows[cols[0]].setdefault(cols[1], []).append([num(c) for c in cols[2:]])
+
+    def median(vals):
+        vals = [v for v in vals if v is not None]
+        return statistics.median(vals) if vals else None
+
+    # Each configuration's row: the median of every column over its rounds.
+    data = {load: {cfg: [median(col) for col in zip(*rs)] for cfg, rs in by_cfg.items()}
+            for load, by_cfg in rows.items()}
+    spread = {load: {cfg: [r[3] for r in rs if r[3] is not None] for cfg, rs in by_cfg.items()}
+              for load, by_cfg in rows.items() if load != "hold"}
 
     def best(load, col, low):
         vals = [(data[load][p][col], p) for p in PEERS
@@ -46,8 +68,9 @@ def main():
     out = ["| load | config | rate | p50 | p99 | proxy CPU | RSS/conn | fds/conn | "
            "moat ratio (to best peer; to direct) |",
            "|---|---|---|---|---|---|---|---|---|"]
-    label = {"rate": "(a) %s conns, ClientHello → reply" % conns,
-             "bulk": "(b) one stream, %.1f GB" % (float(bulk) / 1e9),
+    med = ", median of %s rounds" % rounds if rounds != "1" else ""
+    label = {"rate": "(a) %s conns, ClientHello → reply%s" % (conns, med),
+             "bulk": "(b) one stream, %.1f GB%s" % (float(bulk) / 1e9, med),
              "hold": "(c) %s held, before → after hello" % hold}
     for load in ("rate", "bulk", "hold"):
         for cfg in ORDER:
@@ -61,6 +84,7 @@ def main():
                 cells[3] = "%.0f µs" % p50
                 cells[4] = "%.0f µs" % p99
                 cells[5] = "%.1f µs/conn" % cpu if cpu is not None else "–"
+                cells[5] += span(spread["rate"][cfg], "%.0f")
                 brate, bp = best("rate", 0, False)
                 bcpu, bc = best("rate", 3, True)
                 d = data["rate"].get("direct", [None])[0]
@@ -69,6 +93,7 @@ def main():
                 rate, cpu = r[0], r[3]
                 cells[2] = "%.2f GB/s" % rate
                 cells[5] = "%.2f s/GB" % cpu if cpu is not None else "–"
+                cells[5] += span(spread["bulk"][cfg], "%.2f")
                 brate, bp = best("bulk", 0, False)
                 bcpu, bc = best("bulk", 3, True)
                 d = data["bulk"].get("direct", [None])[0]
