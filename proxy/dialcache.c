@@ -18,6 +18,7 @@
 
 #include "filter/name.h"
 #include "filter/siphash.h"
+#include "proxy/stats.h"
 
 struct px_dialcache_entry {
     px_dialcache_t *dc;
@@ -196,6 +197,7 @@ static void dc_drop(px_dialcache_entry_t *e)
     if (e->in_hash) {
         e->in_hash = false;
         dc->n_entries--;
+        stats_dialcache_entries(-1);
     }
     free(e->own);
     free(e);
@@ -207,6 +209,7 @@ static void dc_trim(px_dialcache_t *dc, size_t extra)
 {
     while (dc->tail && dc->n_entries + extra > dc->max_entries) {
         dc->st.evictions++;
+        stats_dialcache(STATS_DIALCACHE_EVICTION);
         dc_drop(dc->tail);
     }
 }
@@ -309,6 +312,7 @@ static int dc_start(px_dialcache_t *dc, px_dialcache_entry_t *e)
     e->req = req;
     dc->n_flight++;
     dc->st.misses++;
+    stats_dialcache(STATS_DIALCACHE_MISS);
     return 0;
 }
 
@@ -377,6 +381,7 @@ int px_dialcache_get(px_dialcache_t *dc, const char *name, size_t len, px_dialca
     px_dialcache_entry_t *e = dc_find(dc, key, klen, h);
     if (e && e->req) { /* in flight: join it */
         dc->st.coalesced++;
+        stats_dialcache(STATS_DIALCACHE_COALESCED);
         dc_waiter_append(e, w, cb, arg);
         dc_lru_sync(e);
         return -EINPROGRESS;
@@ -384,6 +389,7 @@ int px_dialcache_get(px_dialcache_t *dc, const char *name, size_t len, px_dialca
     if (e && (e->busy || dc->ops.now(dc->ops.ctx) < e->expiry_ms)) {
         /* A busy entry's answer has just arrived: as fresh as it gets. */
         dc->st.hits++;
+        stats_dialcache(STATS_DIALCACHE_HIT);
         dc_lru_sync(e);
         out->status = e->status;
         out->addrs = e->addrs;
@@ -392,6 +398,7 @@ int px_dialcache_get(px_dialcache_t *dc, const char *name, size_t len, px_dialca
     }
     if (e) { /* expired: look it up again in place */
         dc->st.expired++;
+        stats_dialcache(STATS_DIALCACHE_EXPIRED);
         free(e->own);
         e->own = NULL;
         e->addrs = NULL;
@@ -421,6 +428,7 @@ int px_dialcache_get(px_dialcache_t *dc, const char *name, size_t len, px_dialca
     dc_list_insert(&dc->buckets[h & dc->mask], e);
     e->in_hash = true;
     dc->n_entries++;
+    stats_dialcache_entries(1);
     dc_waiter_append(e, w, cb, arg);
     return -EINPROGRESS;
 }
@@ -462,6 +470,7 @@ void px_dialcache_flush(px_dialcache_t *dc)
             dc_list_remove(e);
             e->in_hash = false;
             dc->n_entries--;
+            stats_dialcache_entries(-1);
             dc_list_insert(&dc->detached, e);
         }
     }

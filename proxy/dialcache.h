@@ -169,7 +169,8 @@ bool px_dialcache_waiting(const px_dialcache_waiter_t *w);
 /* Drop every answer (dns.upstream changed); see the top. */
 void px_dialcache_flush(px_dialcache_t *dc);
 
-/* Counters (tests, metrics). */
+/* This cache's counters (tests). Every event is also counted process-wide
+ * in proxy/stats.h (stats_dialcache), which /metrics renders. */
 void px_dialcache_stats(const px_dialcache_t *dc, px_dialcache_stats_t *out);
 
 #endif

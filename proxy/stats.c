@@ -76,6 +76,8 @@ static struct {
     uint64_t bytes[STATS_LISTENER_COUNT][2];
     uint64_t refused[STATS_LISTENER_COUNT][STATS_N_REASONS];
     uint64_t reloads[2];
+    uint64_t dialcache[STATS_DIALCACHE_EVENT_COUNT];
+    int64_t dialcache_entries;
 } st;
 
 static size_t stats_reason_index(const char *reason)
@@ -167,6 +169,17 @@ void stats_conn_refused(stats_listener_t listener, const char *reason)
 void stats_reload(bool ok)
 {
     st.reloads[ok ? STATS_OK : STATS_ERROR]++;
+}
+
+void stats_dialcache(stats_dialcache_event_t ev)
+{
+    if ((unsigned)ev < STATS_DIALCACHE_EVENT_COUNT)
+        st.dialcache[ev]++;
+}
+
+void stats_dialcache_entries(int delta)
+{
+    st.dialcache_entries += delta;
 }
 
 void stats_reset(void)
@@ -334,6 +347,35 @@ static void stats_render_tcp(stats_buf_t *b)
                           (unsigned long long)st.refused[l][r]);
 }
 
+/* The proxy's dial address cache: label-free, every family always shown
+ * (like the DNS cache's). */
+static void stats_render_dialcache(stats_buf_t *b)
+{
+    static const struct {
+        stats_dialcache_event_t ev;
+        const char *name, *help;
+    } fams[] = {
+        {STATS_DIALCACHE_HIT, "moat_proxy_dialcache_hits_total",
+         "Dials answered from the proxy's dial address cache (positive or negative result)."},
+        {STATS_DIALCACHE_MISS, "moat_proxy_dialcache_misses_total",
+         "Lookups the proxy's dial address cache started upstream (name not held, or "
+         "expired)."},
+        {STATS_DIALCACHE_COALESCED, "moat_proxy_dialcache_coalesced_total",
+         "Dials that joined a dial cache lookup already in flight for the same name."},
+        {STATS_DIALCACHE_EXPIRED, "moat_proxy_dialcache_expired_total",
+         "Dial cache entries found expired and looked up again."},
+        {STATS_DIALCACHE_EVICTION, "moat_proxy_dialcache_evictions_total",
+         "Dial cache entries dropped for room, least recently used first."},
+    };
+    for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++) {
+        stats_family(b, fams[i].name, "counter", fams[i].help);
+        stats_put(b, "%s %llu\n", fams[i].name, (unsigned long long)st.dialcache[fams[i].ev]);
+    }
+    stats_family(b, "moat_proxy_dialcache_entries", "gauge",
+                 "Names held in the proxy's dial address cache (lookups in flight and answers).");
+    stats_put(b, "moat_proxy_dialcache_entries %lld\n", (long long)st.dialcache_entries);
+}
+
 int stats_render(const stats_gauges_t *g, char **out, size_t *len)
 {
     *out = NULL;
@@ -346,6 +388,7 @@ int stats_render(const stats_gauges_t *g, char **out, size_t *len)
 
     stats_render_dns(&b);
     stats_render_tcp(&b);
+    stats_render_dialcache(&b);
 
     stats_family(&b, "moat_config_reloads_total", "counter", "Config reloads, by result.");
     stats_put(&b, "moat_config_reloads_total{result=\"ok\"} %llu\n",

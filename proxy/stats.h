@@ -63,6 +63,24 @@ void stats_conn_refused(stats_listener_t listener, const char *reason);
 /* Config reloads: ok or rejected. */
 void stats_reload(bool ok);
 
+/* Events of the proxy's dial address cache (proxy/dialcache.h): each dial
+ * is one hit, miss or coalesced (or an error); expired and evicted entries
+ * are counted besides. dialcache.c counts them next to its per-cache
+ * counters, so the series are process-wide and outlive the cache (freed at
+ * shutdown while /metrics still answers). */
+typedef enum stats_dialcache_event {
+    STATS_DIALCACHE_HIT,       /* a dial answered from the cache */
+    STATS_DIALCACHE_MISS,      /* a lookup started (new name, or expired entry) */
+    STATS_DIALCACHE_COALESCED, /* a dial joined a lookup in flight */
+    STATS_DIALCACHE_EXPIRED,   /* an entry found stale, looked up again */
+    STATS_DIALCACHE_EVICTION,  /* an entry dropped for room (LRU) */
+    STATS_DIALCACHE_EVENT_COUNT,
+} stats_dialcache_event_t;
+void stats_dialcache(stats_dialcache_event_t ev);
+
+/* Names held by dial caches went up (+1: admitted) or down (-1: dropped). */
+void stats_dialcache_entries(int delta);
+
 /* Render every series as Prometheus text exposition format 0.0.4 into a
  * malloc'd NUL-terminated buffer (*out, *len). Gauges owned by other modules
  * (cache entries, address memory, log drops, generation) are passed in.

@@ -4,10 +4,12 @@ small parser below) and its counters move with real traffic by exactly what
 the test sent; GET /healthz; the error answers; reload; no guest-chosen
 string ever in the body.
 
-DNS goes to dnsmasq on loopback as moat's upstream. The TCP tests that need a
-real server behind moat (allowed connections, bytes) run nginx in a network
-namespace of the script's own, as test_proxy.py does (root only; skipped
-with the reason otherwise); everything else runs on loopback."""
+DNS goes to dnsmasq on loopback as moat's upstream (the dial cache test: a
+scripted upstream that answers late, so dials can join a lookup in flight).
+The TCP tests that need a real server behind moat (allowed connections,
+bytes, the dial cache) run nginx in a network namespace of the script's
+own, as test_proxy.py does (root only; skipped with the reason otherwise);
+everything else runs on loopback."""
 import math
 import os
 import re
@@ -16,12 +18,14 @@ import select
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import time
 import unittest
 
 import proxyfixture as pf
-from dnsfixture import build_query, tcp_exchange, udp_exchange, udp_query
+from dnsfixture import (Response, ScriptedUpstream, answer_a, build_query, encode_name,
+                        tcp_exchange, udp_exchange, udp_query)
 from moatlib import (Moat, MoatTestCase, free_port, loopback_config, recv_all, write_config,
                      yaml_list)
 
@@ -195,8 +199,9 @@ class MetricsBase:
                    for l in ("tls", "http", "transparent"))
 
 
-def dns_config(dns_port, up_port, tls_port, http_port, mport, allow, extra="", proxy_extra=""):
-    return loopback_config(dns_port, up_port, yaml_list(allow), timeout="1s", tls_port=tls_port,
+def dns_config(dns_port, up_port, tls_port, http_port, mport, allow, extra="", proxy_extra="",
+               timeout="1s"):
+    return loopback_config(dns_port, up_port, yaml_list(allow), timeout=timeout, tls_port=tls_port,
                            http_port=http_port, grace="10s",
                            proxy_extra="  peek_timeout: 5s\n" + proxy_extra,
                            extra="metrics: {listen: \"127.0.0.1:%d\"}\n%s" % (mport, extra))
@@ -244,6 +249,12 @@ class MetricsTest(MetricsBase, MoatTestCase):
             "moat_connections_active": "gauge",
             "moat_bytes_total": "counter",
             "moat_connections_refused_total": "counter",
+            "moat_proxy_dialcache_hits_total": "counter",
+            "moat_proxy_dialcache_misses_total": "counter",
+            "moat_proxy_dialcache_coalesced_total": "counter",
+            "moat_proxy_dialcache_expired_total": "counter",
+            "moat_proxy_dialcache_evictions_total": "counter",
+            "moat_proxy_dialcache_entries": "gauge",
             "moat_config_reloads_total": "counter",
             "moat_config_generation": "gauge",
             "moat_dns_cache_entries": "gauge",
@@ -566,6 +577,22 @@ class MetricsTest(MetricsBase, MoatTestCase):
 
 
 NAMES = {"a.test": pf.ADDRS["a"], "blocked.test": pf.ADDRS["a"]}
+# The dial cache test's upstream answers this late: dials that arrive
+# meanwhile join the lookup in flight.
+DIAL_DELAY = 0.5
+DIAL_CACHE = ("moat_proxy_dialcache_hits_total", "moat_proxy_dialcache_misses_total",
+              "moat_proxy_dialcache_coalesced_total", "moat_proxy_dialcache_expired_total",
+              "moat_proxy_dialcache_evictions_total")
+
+
+def slow_answer(query):
+    """Every name is ADDRS[a] for 300 s (A); any other type is NODATA."""
+    q = Response(query)
+    if q.qtype == 1:
+        return answer_a(query, pf.ADDRS["a"], 300)
+    qid, flags = struct.unpack("!HH", query[:4])
+    qend = 12 + len(encode_name(q.qname)) + 4
+    return struct.pack("!HHHHHH", qid, 0x8180 | (flags & 0x0100), 1, 0, 0, 0) + query[12:qend]
 
 
 @unittest.skipIf(NETNS_SKIP, NETNS_SKIP)
@@ -578,12 +605,17 @@ class MetricsProxyTest(MetricsBase, pf.NetnsTestCase):
         cls.cert, key = pf.make_cert(cls.dir, ["a.test"])
         cls.serve(pf.Nginx(cls.dir, cls.cert, key))
         cls.start_dnsmasq(pf.address_args(NAMES.items()))
+        cls.slow_port = free_port()
+        cls.slow = cls.serve(ScriptedUpstream(cls.slow_port, slow_answer, delay=DIAL_DELAY))
 
     def setUp(self):
         super().setUp()
+        self.start_moat(self.up_port, ["a.test"])
+
+    def start_moat(self, up_port, allow, timeout="1s"):
         self.tls_port, self.http_port, self.mport = free_port(), free_port(), free_port()
-        text = dns_config(free_port(), self.up_port, self.tls_port, self.http_port, self.mport,
-                          ["a.test"], "log: {allowed: true}\n")
+        text = dns_config(free_port(), up_port, self.tls_port, self.http_port, self.mport,
+                          allow, "log: {allowed: true}\n", timeout=timeout)
         self.moat = Moat(write_config(self.dir, text, "metrics-proxy.yaml"))
         self.moat.wait_line("moat running")
 
@@ -629,6 +661,71 @@ class MetricsProxyTest(MetricsBase, pf.NetnsTestCase):
         self.assertEqual(d("moat_dns_upstream_latency_seconds_count"),
                          d("moat_dns_upstream_queries_total", result="ok") +
                          d("moat_dns_upstream_queries_total", result="error"))
+
+    def test_dial_cache_hits_misses_and_coalesced(self):
+        # moat on the slow upstream: each lookup takes DIAL_DELAY s (well
+        # within c-ares's first try, dns.timeout / 3: no retransmission).
+        self.stop_moat()
+        self.start_moat(self.slow_port, ["a.test", "c.test"], timeout="5s")
+        before = self.scrape()
+        self.assertEqual(before.get("moat_proxy_dialcache_entries"), 0)
+        for name in DIAL_CACHE:
+            self.assertEqual(before.get(name), 0, name)
+        up_a, up_c = self.slow.count("a.test"), self.slow.count("c.test")
+        # N connections to a.test one after the other, through both
+        # listeners: the first looks the name up, the others dial from the
+        # cache (300 s TTL, one cache for both listeners).
+        n = 6
+        ctx = ssl.create_default_context(cafile=self.cert)
+        for i in range(n):
+            if i % 2 == 0:
+                with socket.create_connection(("127.0.0.1", self.tls_port), timeout=10) as raw:
+                    with ctx.wrap_socket(raw, server_hostname="a.test") as t:
+                        t.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+                        self.assertEqual(pf.read_response(lambda: t.recv(65536))[1],
+                                         b"server-a\n")
+            else:
+                with socket.create_connection(("127.0.0.1", self.http_port), timeout=10) as s:
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+                    self.assertEqual(pf.read_response(lambda: s.recv(65536))[1], b"http-a\n")
+        mid = self.scrape()
+
+        def d(a, b, name):
+            return b.get(name) - a.get(name)
+
+        self.assertEqual(d(before, mid, "moat_proxy_dialcache_misses_total"), 1)
+        self.assertEqual(d(before, mid, "moat_proxy_dialcache_hits_total"), n - 1)
+        self.assertEqual(d(before, mid, "moat_proxy_dialcache_coalesced_total"), 0)
+        self.assertEqual(d(before, mid, "moat_proxy_dialcache_expired_total"), 0)
+        self.assertEqual(d(before, mid, "moat_proxy_dialcache_evictions_total"), 0)
+        self.assertEqual(mid.get("moat_proxy_dialcache_entries"), 1)
+        self.assertEqual(self.slow.count("a.test") - up_a, 1, "one upstream lookup for a.test")
+        # A burst of K requests for c.test, all sent before its answer can
+        # come: one lookup, the other dials join it (or, on a very slow
+        # machine, hit its answer) and every one is served.
+        k = 8
+        socks = [socket.create_connection(("127.0.0.1", self.http_port), timeout=10)
+                 for _ in range(k)]
+        self.socks.extend(socks)
+        t0 = time.monotonic()
+        for s in socks:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: c.test\r\nConnection: close\r\n\r\n")
+        sent = time.monotonic() - t0
+        for s in socks:
+            self.assertEqual(pf.read_response(lambda: s.recv(65536))[1], b"http-a\n")
+            s.close()
+        after = self.wait_for(lambda s: self.active(s) == 0, "active connections back to 0")
+        self.assertEqual(d(mid, after, "moat_proxy_dialcache_misses_total"), 1)
+        joined = d(mid, after, "moat_proxy_dialcache_coalesced_total")
+        self.assertEqual(joined + d(mid, after, "moat_proxy_dialcache_hits_total"), k - 1,
+                         "every dial counted once")
+        self.assertGreaterEqual(joined, 1, "no dial joined the lookup in flight")
+        if sent < DIAL_DELAY / 2:
+            self.assertEqual(joined, k - 1, "sent in %.3f s, before the answer" % sent)
+        self.assertEqual(after.get("moat_proxy_dialcache_entries"), 2)
+        self.assertEqual(self.slow.count("c.test") - up_c, 1, "one upstream lookup for c.test")
+        self.assertEqual(after.get("moat_connections_total", listener="http", verdict="allow",
+                                   reason="allowlist"), n // 2 + k)
 
     def test_blocked_sni_counts_with_reason(self):
         before = self.scrape()

@@ -1,7 +1,8 @@
 /* tests/proxy/test_dialcache.c: the proxy's dial address cache
  * (proxy/dialcache.h): hits, misses, coalescing, TTL clamp and expiry on an
  * injected clock, negative caching, LRU eviction around pinned lookups,
- * waiters leaving (also from inside callbacks), flush, free, hostile sizes.
+ * waiters leaving (also from inside callbacks), flush, free, hostile sizes,
+ * and the process-wide series /metrics shows (proxy/stats.h).
  *
  * The resolver is a fake: start records the request, the test answers it
  * when it likes (never from inside start, as the real upstream client).
@@ -15,6 +16,7 @@
 
 #include "filter/name.h"
 #include "proxy/dialcache.h"
+#include "proxy/stats.h"
 
 #define FAKE_MAX 64
 
@@ -639,4 +641,91 @@ Test(dialcache, many_names_stay_bounded)
     cr_assert_eq(st.evictions, 4 * FAKE_MAX - 8);
     cr_assert_eq(st.in_flight, 0);
     px_dialcache_free(dc);
+}
+
+/* The value of the /metrics sample named series (no labels), or -1. */
+static double metric(const char *series)
+{
+    char *text = NULL;
+    size_t len = 0;
+    stats_gauges_t g = {0};
+    cr_assert_eq(stats_render(&g, &text, &len), 0);
+    double v = -1;
+    size_t n = strlen(series);
+    for (const char *p = text; p && *p;) {
+        if (strncmp(p, series, n) == 0 && p[n] == ' ') {
+            v = strtod(p + n + 1, NULL);
+            break;
+        }
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    free(text);
+    return v;
+}
+
+/* The /metrics series equal the sum of every cache's own counters. */
+static void check_metrics(px_dialcache_t *a, px_dialcache_t *b, size_t entries)
+{
+    px_dialcache_stats_t sa = stats(a), sb = {0};
+    if (b)
+        sb = stats(b);
+    cr_assert_eq(metric("moat_proxy_dialcache_hits_total"), (double)(sa.hits + sb.hits));
+    cr_assert_eq(metric("moat_proxy_dialcache_misses_total"), (double)(sa.misses + sb.misses));
+    cr_assert_eq(metric("moat_proxy_dialcache_coalesced_total"),
+                 (double)(sa.coalesced + sb.coalesced));
+    cr_assert_eq(metric("moat_proxy_dialcache_expired_total"), (double)(sa.expired + sb.expired));
+    cr_assert_eq(metric("moat_proxy_dialcache_evictions_total"),
+                 (double)(sa.evictions + sb.evictions));
+    cr_assert_eq(sa.entries + sb.entries, entries);
+    cr_assert_eq(metric("moat_proxy_dialcache_entries"), (double)entries);
+}
+
+Test(dialcache, metrics_follow_every_event, .init = stats_reset)
+{
+    fake_t f, g;
+    px_dialcache_t *dc = mk(&f, 2);
+    rec_t r1 = {0}, r2 = {0}, r = {0};
+    px_dialcache_result_t res;
+    dns_cache_addr_t ans = A("198.18.0.2", 10);
+    /* One miss, two dials joining it, then two hits. */
+    cr_assert_eq(get(dc, "a.test", &r1, &res), -EINPROGRESS);
+    cr_assert_eq(get(dc, "A.test", &r2, &res), -EINPROGRESS);
+    cr_assert_eq(get(dc, "a.test.", &r, &res), -EINPROGRESS);
+    answer(&f, 0, 0, &ans, 1);
+    cr_assert_eq(get(dc, "a.test", &r, &res), 0);
+    cr_assert_eq(get(dc, "a.test", &r, &res), 0);
+    cr_assert_eq(metric("moat_proxy_dialcache_misses_total"), 1);
+    cr_assert_eq(metric("moat_proxy_dialcache_coalesced_total"), 2);
+    cr_assert_eq(metric("moat_proxy_dialcache_hits_total"), 2);
+    check_metrics(dc, NULL, 1);
+    /* Two more names: a (least recently used) is evicted. */
+    f.now++;
+    miss_answered(&f, dc, "b.test", &r, 0, &ans, 1);
+    miss_answered(&f, dc, "c.test", &r, 0, &ans, 1);
+    cr_assert_eq(metric("moat_proxy_dialcache_evictions_total"), 1);
+    check_metrics(dc, NULL, 2);
+    /* b expires: looked up again in place (one more miss). */
+    f.now += 10000;
+    cr_assert_eq(get(dc, "b.test", &r, &res), -EINPROGRESS);
+    cr_assert_eq(metric("moat_proxy_dialcache_expired_total"), 1);
+    cr_assert_eq(metric("moat_proxy_dialcache_misses_total"), 4);
+    check_metrics(dc, NULL, 2);
+    /* A second cache adds to the same series. */
+    px_dialcache_t *dc2 = mk(&g, 4);
+    rec_t q = {0};
+    miss_answered(&g, dc2, "d.test", &q, 0, &ans, 1);
+    check_metrics(dc, dc2, 3);
+    /* Flush drops the names (the lookup in flight keeps its waiter, detached). */
+    px_dialcache_flush(dc);
+    check_metrics(dc, dc2, 1);
+    answer(&f, 3, 0, &ans, 1);
+    check_metrics(dc, dc2, 1);
+    /* Freed caches hold nothing; the counters stay. */
+    px_dialcache_free(dc2);
+    px_dialcache_free(dc);
+    cr_assert_eq(metric("moat_proxy_dialcache_entries"), 0);
+    cr_assert_eq(metric("moat_proxy_dialcache_misses_total"), 5);
+    cr_assert_eq(metric("moat_proxy_dialcache_hits_total"), 2);
 }

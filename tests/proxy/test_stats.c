@@ -179,6 +179,12 @@ Test(stats, empty_render_parses_and_has_fixed_families)
         {"moat_config_generation", 1},
         {"moat_start_time_seconds", 1700000000.25},
         {"moat_dns_upstream_latency_seconds_count", 0},
+        {"moat_proxy_dialcache_hits_total", 0},
+        {"moat_proxy_dialcache_misses_total", 0},
+        {"moat_proxy_dialcache_coalesced_total", 0},
+        {"moat_proxy_dialcache_expired_total", 0},
+        {"moat_proxy_dialcache_evictions_total", 0},
+        {"moat_proxy_dialcache_entries", 0},
     };
     CHECK_VALUES(t, want);
     /* Reason- and rcode-labelled series appear once counted. */
@@ -309,6 +315,43 @@ Test(stats, guest_strings_never_reach_the_output)
         1);
     cr_assert_eq(value_of(t, "moat_connections_refused_total{listener=\"http\",reason=\"other\"}"),
                  1);
+    free(t);
+}
+
+Test(stats, dialcache_counters_and_entries_gauge)
+{
+    for (int i = 0; i < 5; i++)
+        stats_dialcache(STATS_DIALCACHE_HIT);
+    for (int i = 0; i < 3; i++)
+        stats_dialcache(STATS_DIALCACHE_MISS);
+    for (int i = 0; i < 7; i++)
+        stats_dialcache(STATS_DIALCACHE_COALESCED);
+    stats_dialcache(STATS_DIALCACHE_EXPIRED);
+    stats_dialcache(STATS_DIALCACHE_EVICTION);
+    stats_dialcache(STATS_DIALCACHE_EVICTION);
+    stats_dialcache(STATS_DIALCACHE_EVENT_COUNT); /* not an event: ignored */
+    stats_dialcache_entries(1);
+    stats_dialcache_entries(1);
+    stats_dialcache_entries(1);
+    stats_dialcache_entries(-1);
+    char *t = render(NULL);
+    check_format(t);
+    static const expect_t want[] = {
+        {"moat_proxy_dialcache_hits_total", 5},      {"moat_proxy_dialcache_misses_total", 3},
+        {"moat_proxy_dialcache_coalesced_total", 7}, {"moat_proxy_dialcache_expired_total", 1},
+        {"moat_proxy_dialcache_evictions_total", 2}, {"moat_proxy_dialcache_entries", 2},
+    };
+    CHECK_VALUES(t, want);
+    cr_assert_not_null(strstr(t, "# TYPE moat_proxy_dialcache_hits_total counter\n"));
+    cr_assert_not_null(strstr(t, "# TYPE moat_proxy_dialcache_misses_total counter\n"));
+    cr_assert_not_null(strstr(t, "# TYPE moat_proxy_dialcache_coalesced_total counter\n"));
+    cr_assert_not_null(strstr(t, "# TYPE moat_proxy_dialcache_entries gauge\n"));
+    cr_assert_not_null(strstr(t, "# HELP moat_proxy_dialcache_hits_total "));
+    free(t);
+    stats_reset();
+    t = render(NULL);
+    cr_assert_eq(value_of(t, "moat_proxy_dialcache_hits_total"), 0);
+    cr_assert_eq(value_of(t, "moat_proxy_dialcache_entries"), 0);
     free(t);
 }
 
