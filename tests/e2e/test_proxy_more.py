@@ -286,18 +286,14 @@ class ProxyMoreTest(pf.NetnsTestCase):
         self.assertIn("bytes_up=%d" % (len(b"GET / HTTP/1.1\r\nHost: idle.test\r\n\r\n") +
                                        len(sent) + 3), line)
 
-    def test_small_writes_with_stalled_reader_arrive_intact(self):
-        """2 MB in 1000-byte writes, echoed back, to a client with a small
-        receive buffer that does not read for the first 1.5 s: moat copies
-        the small reads (proxy/conn.c) into a client that stops taking them,
-        then switches to splicing (a full read, or a partial send parked in
-        a pipe: which one depends on the kernel's buffer sizing). Every byte
-        comes back in order, the half-close ends it, and the log counts the
-        bytes."""
+    def stalled_reader_roundtrip(self, total=2_000_000, chunk=1000):
+        """total bytes in chunk-byte writes through idle.test's echo, to a
+        client with a 4 KB receive buffer that does not read for the first
+        1.5 s. Every byte must come back in order, the half-close end it, and
+        the log count the bytes."""
         self.start("allow: [idle.test]", tls=())
         s = self.idle_conn(rcvbuf=4096)
         s.settimeout(30)
-        total, chunk = 2_000_000, 1000
         data = bytes((i * 7 + i // 251) & 0xFF for i in range(total))
         errors = []
 
@@ -328,6 +324,32 @@ class ProxyMoreTest(pf.NetnsTestCase):
         s.close()
         line = self.log_line("name=idle.test", "verdict=allow")
         self.assertIn("bytes_down=%d" % (total + len(b"ready\n")), line)
+
+    def test_small_writes_with_stalled_reader_arrive_intact(self):
+        """moat copies the small reads (proxy/conn.c) into a client that stops
+        taking them, then switches to splicing (a full read, or a partial send
+        parked in a pipe: which one depends on the kernel's buffer sizing)."""
+        self.stalled_reader_roundtrip()
+
+    def test_partial_sends_parked_in_a_pipe_arrive_intact(self):
+        """The same with this namespace's TCP send buffers capped at 16 KB
+        (net.ipv4.tcp_wmem, set for this test only): moat's send of a copied
+        read into the stalled client cannot take it all, so the rest is
+        parked in a pipe and spliced later (px_copy_once). With loopback's
+        default buffers (megabytes) that path is hardly ever reached; here
+        it is taken in both directions (seen with strace: a send that takes
+        none or part of a read, a write() of the rest into a pipe, then
+        splice() from it)."""
+        path = "/proc/sys/net/ipv4/tcp_wmem"
+        with open(path) as f:
+            saved = f.read().strip()
+        with open(path, "w") as f:
+            f.write("4096 8192 16384")
+        try:
+            self.stalled_reader_roundtrip(total=500_000)
+        finally:
+            with open(path, "w") as f:
+                f.write(saved)
 
     # ---- 3. connect_timeout and refused dials --------------------------------------------------
 
