@@ -269,9 +269,20 @@ measure() { # CONFIG ROUND: the rate and bulk loads; in round 1 the held connect
   fi
   pid=$PROXY_PID
 
-  # Warm-up (allocator, pools, caches), not counted.
-  timeout 60 taskset -c $LOAD_CPU "$BIN/tcpload" rate "$addr" "$port" "$HELLO" 3000 "$PAR" \
-    "${src[@]}" >"$WORK/$cfg.warmup" || die "$cfg: warm-up failed: $(cat "$WORK/$cfg.warmup")"
+  # Warm-up (allocator, pools, caches), not counted. Once in a few dozen
+  # runs the first transparent row's warm-up loses over 1 % of its
+  # connections, right after the NAT table went on; it is said and tried
+  # again once (the measured loads that follow fail at 1 % themselves).
+  local try
+  for try in 1 2; do
+    if timeout 60 taskset -c $LOAD_CPU "$BIN/tcpload" rate "$addr" "$port" "$HELLO" 3000 "$PAR" \
+      "${src[@]}" >"$WORK/$cfg.warmup"; then
+      break
+    fi
+    [ $try -eq 1 ] || die "$cfg: warm-up failed twice: $(cat "$WORK/$cfg.warmup")"
+    echo "bench/tcp: $cfg: warm-up failed, once more in 2 s: $(cat "$WORK/$cfg.warmup")" | tee -a "$LOG" >&2
+    sleep 2
+  done
 
   # (a) connection rate.
   local perf=()

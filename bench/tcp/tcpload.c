@@ -114,6 +114,10 @@ static int tl_rate(long n, long k)
     if (ep < 0 || !slots || !lat)
         tl_die("setup");
     long started = 0, done = 0, errors = 0, active = 0;
+    /* What the failures were: connect (SO_ERROR), the hello's send, or the
+     * reply (EOF or an error before 32 bytes); the first errno of each. */
+    long fail_connect = 0, fail_send = 0, fail_reply = 0;
+    int errno_connect = 0, errno_send = 0, errno_reply = 0;
     uint64_t t_start = tl_now_ns(), deadline = t_start + 60ull * 1000000000u;
 
     for (long i = 0; i < k; i++)
@@ -149,9 +153,13 @@ static int tl_rate(long n, long k)
                 socklen_t len = sizeof err;
                 if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
                     fail = 1;
+                    if (fail_connect++ == 0)
+                        errno_connect = err ? err : errno;
                 } else if (send(s->fd, tl_hello, tl_hello_len, MSG_NOSIGNAL) !=
                            (ssize_t)tl_hello_len) {
                     fail = 1;
+                    if (fail_send++ == 0)
+                        errno_send = errno;
                 } else {
                     s->state = 1;
                     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = evs[j].data.u64};
@@ -165,6 +173,8 @@ static int tl_rate(long n, long k)
                     continue;
                 if (r <= 0) {
                     fail = 1;
+                    if (fail_reply++ == 0)
+                        errno_reply = r == 0 ? 0 : errno;
                 } else {
                     s->got += (size_t)r;
                     if (s->got < TL_REPLY_LEN)
@@ -183,8 +193,16 @@ static int tl_rate(long n, long k)
     double secs = (double)(tl_now_ns() - t_start) / 1e9;
     qsort(lat, (size_t)done, sizeof *lat, tl_cmp_u32);
     uint32_t p50 = done ? lat[done / 2] : 0, p99 = done ? lat[done * 99 / 100] : 0;
-    printf("conns=%ld errors=%ld secs=%.3f rate=%.0f p50_us=%u p99_us=%u\n", done, errors, secs,
+    printf("conns=%ld errors=%ld secs=%.3f rate=%.0f p50_us=%u p99_us=%u", done, errors, secs,
            (double)done / secs, p50, p99);
+    if (errors)
+        printf(" (connect %ld: %s; send %ld: %s; reply %ld: %s)", fail_connect,
+               fail_connect ? strerror(errno_connect) : "-", fail_send,
+               fail_send ? strerror(errno_send) : "-", fail_reply,
+               !fail_reply   ? "-"
+               : errno_reply ? strerror(errno_reply)
+                             : "EOF");
+    printf("\n");
     free(slots);
     free(lat);
     close(ep);
