@@ -24,6 +24,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "benchsock.h"
+
 #ifndef SO_ORIGINAL_DST
 #define SO_ORIGINAL_DST 80
 #endif
@@ -156,9 +158,8 @@ int main(int argc, char **argv)
     }
     if (fixed)
         dest.sin_port = htons((uint16_t)atoi(argv[4]));
-    int one = 1, lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(lfd, (struct sockaddr *)&la, sizeof la) != 0 || listen(lfd, 4096) != 0)
+    int one = 1, lfd = bench_listen(&la, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (lfd < 0)
         sr_die("listen");
     int ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event lev = {.events = EPOLLIN, .data.ptr = NULL};

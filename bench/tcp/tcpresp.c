@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "benchsock.h"
 #include "tcpresp.h"
 
 #define TR_REPLY TCPRESP_REPLY /* 32 bytes, as tcpload expects */
@@ -58,10 +59,9 @@ int main(int argc, char **argv)
     if (!conns)
         tr_die("calloc");
 
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[1]))};
-    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(lfd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lfd, 4096) != 0)
+    int one = 1, lfd = bench_listen(&sa, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (lfd < 0)
         tr_die("listen");
     int ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event lev = {.events = EPOLLIN, .data.fd = lfd};

@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "benchsock.h"
 #include "filter/tls_hello.h"
 
 #define US_BUF     16384
@@ -275,11 +276,10 @@ int main(int argc, char **argv)
     if (inet_pton(AF_INET, argv[1], &la.sin_addr) != 1 ||
         inet_pton(AF_INET, argv[4], &us_dest.sin_addr) != 1)
         us_die("address", EINVAL);
-    us_lfd = socket(AF_INET, SOCK_STREAM, 0);
+    us_lfd = bench_listen(&la, 0);
     int one = 1;
-    if (us_lfd < 0 || setsockopt(us_lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        setsockopt(us_lfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0 || /* inherited */
-        bind(us_lfd, (struct sockaddr *)&la, sizeof la) < 0 || listen(us_lfd, 4096) < 0)
+    if (us_lfd < 0 ||
+        setsockopt(us_lfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) /* inherited */
         us_die("listen", errno);
 
     struct io_uring_params p = {
