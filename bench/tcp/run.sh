@@ -80,6 +80,7 @@ ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d /tmp/moat-bench-tcp.XXXXXX)
 PIDS=()
+nft_off() { nft delete table ip moat_bench 2>/dev/null || true; } # the REDIRECT table (nft_on)
 cleanup() {
   [ -n "${HOLDP_PID:-}" ] && kill "$HOLDP_PID" 2>/dev/null
   bench_stop_pids "${PIDS[@]}"
@@ -249,8 +250,6 @@ EOF
     net.netfilter.nf_conntrack_tcp_timeout_fin_wait=2 net.netfilter.nf_conntrack_tcp_timeout_close=1 \
     net.netfilter.nf_conntrack_tcp_timeout_last_ack=2 || true
 }
-
-nft_off() { nft delete table ip moat_bench 2>/dev/null || true; }
 
 # ---- one configuration: the three loads ---------------------------------------------------------
 RESULTS=$WORK/results.tsv
