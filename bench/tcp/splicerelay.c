@@ -158,15 +158,9 @@ int main(int argc, char **argv)
     }
     if (fixed)
         dest.sin_port = htons((uint16_t)atoi(argv[4]));
-    int one = 1, lfd = bench_listen(&la, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (lfd < 0)
+    int one = 1, lfd, ep = bench_listen_epoll(&la, (epoll_data_t){.ptr = NULL}, &lfd);
+    if (ep < 0)
         sr_die("listen");
-    int ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event lev = {.events = EPOLLIN, .data.ptr = NULL};
-    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev) != 0)
-        sr_die("epoll");
-    printf("listening\n");
-    fflush(stdout);
 
     for (;;) {
         struct epoll_event evs[256];

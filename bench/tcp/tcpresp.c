@@ -60,15 +60,9 @@ int main(int argc, char **argv)
         tr_die("calloc");
 
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[1]))};
-    int one = 1, lfd = bench_listen(&sa, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (lfd < 0)
+    int one = 1, lfd, ep = bench_listen_epoll(&sa, (epoll_data_t){.fd = -1}, &lfd);
+    if (ep < 0)
         tr_die("listen");
-    int ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event lev = {.events = EPOLLIN, .data.fd = lfd};
-    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev) != 0)
-        tr_die("epoll");
-    printf("listening\n");
-    fflush(stdout);
 
     for (;;) {
         struct epoll_event evs[256];
@@ -79,7 +73,7 @@ int main(int argc, char **argv)
             tr_die("epoll_wait");
         for (int j = 0; j < m; j++) {
             int fd = evs[j].data.fd;
-            if (fd == lfd) {
+            if (fd < 0) { /* the listener (bench_listen_epoll above) */
                 for (int i = 0; i < 64; i++) {
                     int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                     if (c < 0)
