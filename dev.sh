@@ -19,13 +19,8 @@ need_pkgs() { tools/need-pkgs "$@"; }
 
 setup() { # setup DIR [meson options...]
   local dir=$1; shift
-  if [ ! -f "$dir/build.ninja" ]; then
-    meson setup "$dir" "$@" >&2
-  else
-    # Modules, tests and benches are picked up by fs.exists() at configure
-    # time, so a file added since (a pull, a new test) needs a reconfigure.
-    meson setup --reconfigure "$dir" "$@" >/dev/null
-  fi
+  # ninja re-runs meson by itself when a meson.build changed.
+  [ -f "$dir/build.ninja" ] || meson setup "$dir" "$@" >&2
 }
 
 build() { # build DIR [meson options...]

@@ -61,9 +61,9 @@
 #include "filter/http_head.h"
 #include "filter/name.h"
 #include "filter/tls_hello.h"
-#include "proxy/log.h"
+#include "core/log.h"
 #include "proxy/proxy_internal.h"
-#include "resolver/addrmem.h"
+#include "dns/addrmem.h"
 #include "resolver/server.h"
 
 /* Reads per direction and turn before other connections get theirs. */

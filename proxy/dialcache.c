@@ -18,7 +18,7 @@
 
 #include "filter/name.h"
 #include "filter/siphash.h"
-#include "proxy/stats.h"
+#include "core/stats.h"
 
 struct px_dialcache_entry {
     px_dialcache_t *dc;

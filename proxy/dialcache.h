@@ -42,7 +42,7 @@
  * change) but its answer is not kept, and new dials start a new lookup
  * through the new servers.
  *
- * Why not the resolver's own cache (resolver/cache.h): that one keeps guests'
+ * Why not the resolver's own cache (dns/cache.h): that one keeps guests'
  * answers as wire messages per (name, QTYPE), rewritten under the policy (so
  * it is cleared on every reload, and a NODATA made by the rebinding filter is
  * not kept), never keeps SERVFAIL or a negative answer without an SOA, and is
@@ -67,7 +67,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "resolver/cache.h"
+#include "dns/cache.h"
 #include "resolver/upstream.h"
 
 /* Default size of the proxy's cache (names). */
@@ -170,7 +170,7 @@ bool px_dialcache_waiting(const px_dialcache_waiter_t *w);
 void px_dialcache_flush(px_dialcache_t *dc);
 
 /* This cache's counters (tests). Every event is also counted process-wide
- * in proxy/stats.h (stats_dialcache), which /metrics renders. */
+ * in core/stats.h (stats_dialcache), which /metrics renders. */
 void px_dialcache_stats(const px_dialcache_t *dc, px_dialcache_stats_t *out);
 
 #endif

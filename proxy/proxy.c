@@ -19,7 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "proxy/log.h"
+#include "core/log.h"
 #include "proxy/proxy_internal.h"
 #include "resolver/server.h"
 

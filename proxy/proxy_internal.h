@@ -13,9 +13,9 @@
 #include "config/config.h"
 #include "filter/addr.h"
 #include "filter/policy.h"
-#include "proxy/daemon.h"
+#include "core/daemon.h"
 #include "proxy/dialcache.h"
-#include "proxy/stats.h"
+#include "core/stats.h"
 #include "resolver/upstream.h"
 
 /* Idle pipes kept for reuse by all connections (two fds each). A spliced
@@ -96,7 +96,7 @@ int px_pipe_get(px_t *px, px_pipe_t *out);
 /* Give back an empty pipe (pooled, or closed when the pool is full). */
 void px_pipe_put(px_t *px, px_pipe_t *p);
 const char *px_kind_str(px_kind_t k);
-/* The listener label of the metrics (proxy/stats.h). */
+/* The listener label of the metrics (core/stats.h). */
 stats_listener_t px_kind_stats(px_kind_t k);
 
 /* conn.c */

@@ -44,12 +44,12 @@
 
 #include "filter/addr.h"
 #include "filter/policy.h"
-#include "proxy/log.h"
-#include "proxy/stats.h"
-#include "resolver/answer.h"
-#include "resolver/cache.h"
-#include "resolver/query.h"
-#include "resolver/rewrite.h"
+#include "core/log.h"
+#include "core/stats.h"
+#include "dns/answer.h"
+#include "dns/cache.h"
+#include "dns/query.h"
+#include "dns/rewrite.h"
 
 /* Datagrams per recvmmsg/sendmmsg call, and calls per wake-up before the
  * loop gets a turn (fairness with TCP and upstream answers). */

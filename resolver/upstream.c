@@ -26,9 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/stats.h"
-#include "resolver/query.h"
-#include "resolver/rewrite.h"
+#include "core/stats.h"
+#include "dns/query.h"
+#include "dns/rewrite.h"
 
 enum { UP_KIND_QUERY, UP_KIND_RESOLVE };
 

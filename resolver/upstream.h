@@ -38,7 +38,7 @@
 #include <uv.h>
 
 #include "config/config.h"
-#include "resolver/cache.h"
+#include "dns/cache.h"
 
 /* Most addresses dns_upstream_resolve() reports (A and AAAA together). */
 #define DNS_UPSTREAM_MAX_ADDRS 64

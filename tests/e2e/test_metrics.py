@@ -392,7 +392,7 @@ class MetricsTest(MetricsBase, MoatTestCase):
         self.assertEqual(d("moat_dns_upstream_latency_seconds_bucket", le="+Inf"), 2)
         self.assertGreater(d("moat_dns_upstream_latency_seconds_sum"), 0)
         # allowed.test is cached; dnsmasq's NXDOMAIN carries no SOA, so it is
-        # not (RFC 2308 §5, resolver/cache.h).
+        # not (RFC 2308 §5, dns/cache.h).
         self.assertEqual(after.get("moat_dns_cache_entries"), 1)
         self.assertGreaterEqual(after.get("moat_addrmem_entries"), 1)
         self.assertEqual(d("moat_connections_total", listener="tls", verdict="block",

@@ -2,7 +2,7 @@
  * (proxy/dialcache.h): hits, misses, coalescing, TTL clamp and expiry on an
  * injected clock, negative caching, LRU eviction around pinned lookups,
  * waiters leaving (also from inside callbacks), flush, free, hostile sizes,
- * and the process-wide series /metrics shows (proxy/stats.h).
+ * and the process-wide series /metrics shows (core/stats.h).
  *
  * The resolver is a fake: start records the request, the test answers it
  * when it likes (never from inside start, as the real upstream client).
@@ -16,7 +16,7 @@
 
 #include "filter/name.h"
 #include "proxy/dialcache.h"
-#include "proxy/stats.h"
+#include "core/stats.h"
 
 #define FAKE_MAX 64
 

@@ -1,0 +1,311 @@
+/* app/cli.c: `moat check` and `moat explain` (SPEC §1). */
+#include "app/cli.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "filter/addr.h"
+#include "filter/name.h"
+#include "filter/policy.h"
+#include "core/daemon.h"
+
+/* "22, 443, 8000-8100", or "every port" for an empty list. */
+static const char *cli_format_ports(const filter_port_range_t *p, size_t n, char *buf, size_t cap)
+{
+    if (n == 0) {
+        snprintf(buf, cap, "every port");
+        return buf;
+    }
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && off < cap; i++) {
+        int w = p[i].lo == p[i].hi
+                    ? snprintf(buf + off, cap - off, "%s%u", i ? ", " : "", p[i].lo)
+                    : snprintf(buf + off, cap - off, "%s%u-%u", i ? ", " : "", p[i].lo, p[i].hi);
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+    return buf;
+}
+
+static const char *cli_format_addrs(const cfg_addr_list_t *l, char *buf, size_t cap)
+{
+    size_t off = 0;
+    snprintf(buf, cap, "-");
+    for (size_t i = 0; i < l->n && off < cap; i++) {
+        int w = snprintf(buf + off, cap - off, "%s%s", i ? ", " : "", l->items[i].text);
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+    return buf;
+}
+
+int cli_load_config(const char *path, moat_gen_t **gen, FILE *err)
+{
+    cfg_diag_t diag;
+    int rc = moat_gen_load(path, gen, &diag);
+    if (rc != 0) {
+        if (diag.n > 0)
+            cfg_diag_print(&diag, err);
+        else
+            fprintf(err, "%s: %s\n", path ? path : "<default>", strerror(-rc));
+    }
+    cfg_diag_free(&diag);
+    return rc;
+}
+
+/* The summary lists this many rules at most, to stay on one screen. */
+#define CLI_RULES_SHOWN 20
+
+int cli_check(const char *path, FILE *out, FILE *err)
+{
+    moat_gen_t *gen;
+    if (cli_load_config(path, &gen, err) != 0)
+        return MOAT_EXIT_CONFIG;
+    const cfg_t *c = gen->cfg;
+    char a[512], b[512], cbuf[512];
+
+    size_t n_exact = 0, n_wild = 0, n_addr = 0;
+    for (size_t i = 0; i < c->n_allow; i++) {
+        if (c->allow[i].kind == FILTER_RULE_ADDR)
+            n_addr++;
+        else if (c->allow[i].pattern.wildcard)
+            n_wild++;
+        else
+            n_exact++;
+    }
+
+    fprintf(out, "%s: OK\n", path);
+    fprintf(out, "  mode       %s\n",
+            c->mode == CFG_MODE_AUDIT ? "audit (decide and log, block nothing)" : "enforce");
+    if (!c->filtering)
+        fprintf(out, "  filtering  off (no `allow` key): DNS forwarded, TCP spliced unchecked\n");
+    else if (c->n_allow == 0)
+        fprintf(out, "  filtering  on, allow: [] -- full air gap: every name sinkholed, every "
+                     "connection refused\n");
+    else
+        fprintf(
+            out,
+            "  filtering  on: %zu rule%s (%zu exact name%s, %zu wildcard%s, %zu address rule%s)\n",
+            c->n_allow, c->n_allow == 1 ? "" : "s", n_exact, n_exact == 1 ? "" : "s", n_wild,
+            n_wild == 1 ? "" : "s", n_addr, n_addr == 1 ? "" : "s");
+    fprintf(out, "  dns        listen %s; upstream %s; timeout %llu ms; cache %u entries\n",
+            cli_format_addrs(&c->dns.listen, a, sizeof a),
+            c->dns.upstream.n ? cli_format_addrs(&c->dns.upstream, b, sizeof b)
+                              : "/etc/resolv.conf",
+            (unsigned long long)c->dns.timeout_ms, c->dns.cache_size);
+    if (c->sinkhole.mode == CFG_SINKHOLE_NXDOMAIN) {
+        fprintf(out, "  sinkhole   NXDOMAIN, negative TTL %u s\n", c->sinkhole.ttl_s);
+    } else {
+        char v4[INET_ADDRSTRLEN], v6[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET, c->sinkhole.ipv4, v4, sizeof v4);
+        inet_ntop(AF_INET6, c->sinkhole.ipv6, v6, sizeof v6);
+        fprintf(out, "  sinkhole   A %s, AAAA %s, TTL %u s\n", v4, v6, c->sinkhole.ttl_s);
+    }
+    fprintf(out, "  proxy      transparent %s; tls %s; http %s\n",
+            cli_format_addrs(&c->proxy.transparent, a, sizeof a),
+            cli_format_addrs(&c->proxy.tls, b, sizeof b),
+            cli_format_addrs(&c->proxy.http, cbuf, sizeof cbuf));
+    fprintf(out, "  ports      tls %s; http %s\n",
+            cli_format_ports(c->proxy.tls_ports.items, c->proxy.tls_ports.n, a, sizeof a),
+            cli_format_ports(c->proxy.http_ports.items, c->proxy.http_ports.n, b, sizeof b));
+    fprintf(out,
+            "  limits     max_hello %u B, max_http_head %u B, peek %llu ms, connect %llu ms, "
+            "idle %llu ms, max_connections %u, shutdown_grace %llu ms\n",
+            c->proxy.max_hello, c->proxy.max_http_head,
+            (unsigned long long)c->proxy.peek_timeout_ms,
+            (unsigned long long)c->proxy.connect_timeout_ms,
+            (unsigned long long)c->proxy.idle_timeout_ms, c->proxy.max_connections,
+            (unsigned long long)c->shutdown_grace_ms);
+    fprintf(out, "  log        %s, level %s, to %s; metrics %s\n",
+            c->log.format == CFG_LOG_JSON ? "json" : "text",
+            (const char *[]){"debug", "info", "warn", "error"}[c->log.level],
+            c->log.file ? c->log.file : "stderr",
+            c->metrics.enabled ? c->metrics.listen.text : "off");
+
+    for (size_t i = 0; i < c->n_allow && i < CLI_RULES_SHOWN; i++) {
+        const filter_rule_t *r = &c->allow[i];
+        const char *ports;
+        if (r->ports)
+            ports = cli_format_ports(r->ports, r->n_ports, a, sizeof a);
+        else if (r->kind == FILTER_RULE_ADDR)
+            ports = "every port";
+        else
+            ports = "tls_ports and http_ports";
+        fprintf(out, "  %s:%u:%u  %-40s %s\n", path, r->line, r->col, r->text, ports);
+    }
+    if (c->n_allow > CLI_RULES_SHOWN)
+        fprintf(out, "  ... and %zu more rules\n", c->n_allow - CLI_RULES_SHOWN);
+    moat_gen_unref(gen);
+    return MOAT_EXIT_OK;
+}
+
+static int cli_parse_port(const char *s, int *port)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 1 || v > 65535)
+        return -EINVAL;
+    *port = (int)v;
+    return 0;
+}
+
+static void cli_print_rule(FILE *out, const char *path, const filter_rule_info_t *r)
+{
+    char ports[512];
+    fprintf(out, "  rule %s:%u:%u: %s (ports: %s)\n", path, r->line, r->col, r->text,
+            cli_format_ports(r->ports, r->n_ports, ports, sizeof ports));
+}
+
+static bool cli_port_in(const cfg_port_list_t *l, int port)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (port >= l->items[i].lo && port <= l->items[i].hi)
+            return true;
+    return false;
+}
+
+static int cli_explain_addr(const moat_gen_t *gen, const char *path, const filter_addr_t *addr,
+                            int port, FILE *out)
+{
+    char text[FILTER_ADDR_STRLEN];
+    filter_addr_format(addr, text, sizeof text);
+    filter_decision_t d = filter_check_refused(gen->policy, addr, port);
+    if (d.verdict == FILTER_BLOCK) {
+        fprintf(out, "%s: blocked (%s): %s\n", text, filter_reason_str(d.reason),
+                d.reason == FILTER_REASON_OWN_LISTENER
+                    ? "one of moat's own listeners"
+                    : "always refused (loopback, link-local, unspecified, multicast or "
+                      "broadcast) unless an address rule names it");
+        return MOAT_EXIT_BLOCKED;
+    }
+    d = filter_match_addr(gen->policy, addr, port);
+    if (d.verdict == FILTER_ALLOW) {
+        if (d.reason == FILTER_REASON_FILTER_OFF)
+            fprintf(out, "%s: allowed (filter-off): the config has no `allow` key\n", text);
+        else if (port == FILTER_ANY_PORT)
+            fprintf(out, "%s: allowed (allowlist)\n", text);
+        else
+            fprintf(out, "%s port %d: allowed (allowlist)\n", text, port);
+        if (d.rule)
+            cli_print_rule(out, path, d.rule);
+        return MOAT_EXIT_OK;
+    }
+    if (port == FILTER_ANY_PORT)
+        fprintf(out, "%s: blocked (%s): no address rule covers it\n", text,
+                filter_reason_str(d.reason));
+    else
+        fprintf(out, "%s port %d: blocked (%s)%s\n", text, port, filter_reason_str(d.reason),
+                d.rule ? ": the rule covering it allows other ports"
+                       : ": no address rule covers it");
+    if (d.rule)
+        cli_print_rule(out, path, d.rule);
+    fprintf(out, "  (a connection through the tls or http listener is decided by the name it "
+                 "carries, not its address)\n");
+    return MOAT_EXIT_BLOCKED;
+}
+
+#define CLI_MAX_MATCHES 16
+
+static int cli_explain_name(const moat_gen_t *gen, const char *path, const char *target, int port,
+                            FILE *out)
+{
+    const cfg_t *c = gen->cfg;
+    char name[FILTER_NAME_MAX + 1];
+    size_t len;
+    int nrc = filter_name_normalize(target, strlen(target), name, &len);
+    if (nrc != FILTER_NAME_OK) {
+        fprintf(out, "%s: blocked (bad-name): %s\n", target, filter_name_strerror(nrc));
+        return MOAT_EXIT_BLOCKED;
+    }
+    if (!c->filtering) {
+        fprintf(out, "%s: allowed (filter-off): the config has no `allow` key\n", name);
+        return MOAT_EXIT_OK;
+    }
+
+    const filter_rule_info_t *rules[CLI_MAX_MATCHES];
+    size_t n = filter_match_name_all(gen->policy, name, len, rules, CLI_MAX_MATCHES);
+    size_t shown = n < CLI_MAX_MATCHES ? n : CLI_MAX_MATCHES;
+    const char *dns = n > 0 ? "resolves through moat's DNS (upstream answer, rebinding-filtered)"
+                            : (c->sinkhole.mode == CFG_SINKHOLE_NXDOMAIN
+                                   ? "sinkholed (NXDOMAIN)"
+                                   : "sinkholed (A/AAAA to the sinkhole addresses, other types "
+                                     "empty)");
+
+    if (port == FILTER_ANY_PORT) {
+        if (n == 0) {
+            fprintf(out, "%s: blocked (not-allowed): no rule matches\n  DNS: %s\n", name, dns);
+            return MOAT_EXIT_BLOCKED;
+        }
+        fprintf(out, "%s: allowed (allowlist) on the ports of %zu matching rule%s\n", name, n,
+                n == 1 ? "" : "s");
+        for (size_t i = 0; i < shown; i++)
+            cli_print_rule(out, path, rules[i]);
+        fprintf(out, "  DNS: %s\n", dns);
+        return MOAT_EXIT_OK;
+    }
+
+    filter_decision_t d = filter_match_name(gen->policy, name, len, port);
+    if (d.verdict == FILTER_ALLOW) {
+        fprintf(out, "%s port %d: allowed (allowlist)\n", name, port);
+        cli_print_rule(out, path, d.rule);
+        if (!cli_port_in(&c->proxy.tls_ports, port) && !cli_port_in(&c->proxy.http_ports, port))
+            fprintf(out,
+                    "  port %d is neither a tls nor an http port: a transparent connection "
+                    "is admitted only to an address this client resolved the name to "
+                    "through moat\n",
+                    port);
+        fprintf(out, "  DNS: %s\n", dns);
+        return MOAT_EXIT_OK;
+    }
+    fprintf(out, "%s port %d: blocked (%s)%s\n", name, port, filter_reason_str(d.reason),
+            d.reason == FILTER_REASON_PORT ? ": matching rules allow other ports"
+                                           : ": no rule matches");
+    for (size_t i = 0; i < shown; i++)
+        cli_print_rule(out, path, rules[i]);
+    fprintf(out, "  DNS: %s\n", dns);
+    return MOAT_EXIT_BLOCKED;
+}
+
+int cli_explain(const char *path, const char *target, const char *port_text, FILE *out, FILE *err)
+{
+    int port = FILTER_ANY_PORT;
+    if (port_text && cli_parse_port(port_text, &port) != 0) {
+        fprintf(err, "moat explain: PORT must be a number from 1 to 65535, not '%s'\n", port_text);
+        return MOAT_EXIT_CONFIG;
+    }
+    size_t tlen = strlen(target);
+    if (tlen == 0) {
+        fprintf(err, "moat explain: TARGET is empty\n");
+        return MOAT_EXIT_CONFIG;
+    }
+    /* "[2001:db8::1]" is accepted as written in URLs. */
+    const char *t = target;
+    if (tlen > 2 && target[0] == '[' && target[tlen - 1] == ']') {
+        t = target + 1;
+        tlen -= 2;
+    }
+    filter_addr_t addr;
+    bool is_addr = filter_text_looks_like_addr(t, tlen);
+    if (is_addr && filter_addr_parse(t, tlen, &addr) != 0) {
+        fprintf(err, "moat explain: '%s' looks like an address but is not one\n", target);
+        return MOAT_EXIT_CONFIG;
+    }
+
+    moat_gen_t *gen;
+    if (cli_load_config(path, &gen, err) != 0)
+        return MOAT_EXIT_CONFIG;
+    int rc = is_addr ? cli_explain_addr(gen, path, &addr, port, out)
+                     : cli_explain_name(gen, path, target, port, out);
+    if (rc == MOAT_EXIT_BLOCKED && gen->cfg->mode == CFG_MODE_AUDIT)
+        fprintf(out, "  mode: audit -- this would be blocked; audit logs it and lets it through\n");
+    moat_gen_unref(gen);
+    return rc;
+}

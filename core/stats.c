@@ -1,0 +1,424 @@
+/* core/stats.c: the daemon's counters and their Prometheus text rendering
+ * (see stats.h, docs/METRICS.md).
+ *
+ * Every label value is an index into a table below, so the set of series is
+ * fixed at compile time whatever the guests send. Multi-label families with a
+ * reason or rcode label render only the combinations that have been counted
+ * (most of the product is meaningless: an allowed connection with reason
+ * no-sni); the small fixed families render every member, zeros included.
+ */
+#include "core/stats.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef MOAT_VERSION
+#define MOAT_VERSION "unknown"
+#endif
+
+static const char *const stats_verdict_names[STATS_VERDICT_COUNT] = {"allow", "block", "audit",
+                                                                     "none"};
+static const char *const stats_listener_names[STATS_LISTENER_COUNT] = {"tls", "http",
+                                                                       "transparent"};
+
+/* Every reason moat logs for a TCP decision: filter_reason_str()
+ * (filter/policy.c), filter_tls_reason() (filter/tls_hello.c),
+ * filter_http_reason() (filter/http_head.c) and the proxy's own (proxy/conn.c,
+ * proxy/proxy.c). "other" is last and catches the rest. */
+static const char *const stats_reasons[] = {
+    /* filter/policy.c */
+    "allowlist", "filter-off", "not-allowed", "port-not-allowed", "bad-name", "refused-range",
+    "private-range", "own-listener",
+    /* filter/tls_hello.c */
+    "no-sni", "bad-sni", "multi-sni", "not-tls", "hello-too-big",
+    /* filter/http_head.c */
+    "no-host", "multi-host", "bad-host", "not-http", "head-too-big",
+    /* proxy/conn.c, proxy/proxy.c */
+    "host-conflict", "client-closed", "peek-timeout", "connect-timeout", "dial-failed",
+    "no-address", "policy-reload", "max-connections", "accept-error",
+    /* everything else */
+    "other"};
+#define STATS_N_REASONS    (sizeof stats_reasons / sizeof stats_reasons[0])
+#define STATS_REASON_OTHER (STATS_N_REASONS - 1)
+
+/* RFC 1035 §4.1.1, RFC 6895 §2.3 (IANA "DNS RCODEs"): 12..15 are
+ * unassigned. Index STATS_RCODE_OTHER: anything else; STATS_RCODE_NONE: no
+ * answer went out. */
+static const char *const stats_rcode_names[] = {
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN",  "NOTIMP",  "REFUSED", "YXDOMAIN", "YXRRSET",
+    "NXRRSET", "NOTAUTH", "NOTZONE",  "DSOTYPENI", NULL,      NULL,      NULL,       NULL,
+    "BADVERS", "BADKEY",  "BADTIME",  "BADMODE",   "BADNAME", "BADALG",  "BADTRUNC", "BADCOOKIE"};
+#define STATS_N_RCODE_NAMES (sizeof stats_rcode_names / sizeof stats_rcode_names[0])
+#define STATS_RCODE_OTHER   STATS_N_RCODE_NAMES
+#define STATS_RCODE_NONE    (STATS_N_RCODE_NAMES + 1)
+#define STATS_N_RCODES      (STATS_N_RCODE_NAMES + 2)
+
+/* Upstream latency buckets (upper bounds, microseconds): 0.5 ms to 5 s; a
+ * dns.timeout past 5 s lands in +Inf. */
+static const uint64_t stats_buckets_us[] = {500,    1000,   2500,   5000,    10000,   25000,  50000,
+                                            100000, 250000, 500000, 1000000, 2500000, 5000000};
+#define STATS_N_BUCKETS (sizeof stats_buckets_us / sizeof stats_buckets_us[0])
+
+enum { STATS_UP, STATS_DOWN };
+enum { STATS_OK, STATS_ERROR };
+
+static struct {
+    uint64_t dns_queries[STATS_VERDICT_COUNT][STATS_N_RCODES];
+    uint64_t cache_hits, cache_misses;
+    uint64_t upstream[2];
+    uint64_t upstream_bucket[STATS_N_BUCKETS + 1]; /* per bucket, not cumulative; last: +Inf */
+    uint64_t upstream_sum_us;
+    uint64_t conns[STATS_LISTENER_COUNT][STATS_VERDICT_COUNT][STATS_N_REASONS];
+    int64_t active[STATS_LISTENER_COUNT];
+    uint64_t bytes[STATS_LISTENER_COUNT][2];
+    uint64_t refused[STATS_LISTENER_COUNT][STATS_N_REASONS];
+    uint64_t reloads[2];
+    uint64_t dialcache[STATS_DIALCACHE_EVENT_COUNT];
+    int64_t dialcache_entries;
+} st;
+
+static size_t stats_reason_index(const char *reason)
+{
+    if (!reason)
+        return STATS_REASON_OTHER;
+    for (size_t i = 0; i < STATS_REASON_OTHER; i++)
+        if (strcmp(reason, stats_reasons[i]) == 0)
+            return i;
+    return STATS_REASON_OTHER;
+}
+
+const char *stats_reason_label(const char *reason)
+{
+    return stats_reasons[stats_reason_index(reason)];
+}
+
+static size_t stats_rcode_index(int rcode)
+{
+    if (rcode < 0)
+        return STATS_RCODE_NONE;
+    if ((size_t)rcode < STATS_N_RCODE_NAMES && stats_rcode_names[rcode])
+        return (size_t)rcode;
+    return STATS_RCODE_OTHER;
+}
+
+static const char *stats_rcode_label(size_t i)
+{
+    if (i == STATS_RCODE_NONE)
+        return "none";
+    if (i == STATS_RCODE_OTHER)
+        return "other";
+    return stats_rcode_names[i];
+}
+
+void stats_dns_query(stats_verdict_t verdict, int rcode)
+{
+    if ((unsigned)verdict >= STATS_VERDICT_COUNT)
+        return;
+    st.dns_queries[verdict][stats_rcode_index(rcode)]++;
+}
+
+void stats_dns_cache(bool hit)
+{
+    if (hit)
+        st.cache_hits++;
+    else
+        st.cache_misses++;
+}
+
+void stats_dns_upstream(bool ok, uint64_t elapsed_us)
+{
+    st.upstream[ok ? STATS_OK : STATS_ERROR]++;
+    size_t b = 0;
+    while (b < STATS_N_BUCKETS && elapsed_us > stats_buckets_us[b])
+        b++;
+    st.upstream_bucket[b]++;
+    st.upstream_sum_us += elapsed_us;
+}
+
+void stats_conn_open(stats_listener_t listener)
+{
+    if ((unsigned)listener < STATS_LISTENER_COUNT)
+        st.active[listener]++;
+}
+
+void stats_conn_close(stats_listener_t listener)
+{
+    if ((unsigned)listener < STATS_LISTENER_COUNT)
+        st.active[listener]--;
+}
+
+void stats_conn_decision(stats_listener_t listener, stats_verdict_t verdict, const char *reason,
+                         uint64_t bytes_up, uint64_t bytes_down)
+{
+    if ((unsigned)listener >= STATS_LISTENER_COUNT || (unsigned)verdict >= STATS_VERDICT_COUNT)
+        return;
+    st.conns[listener][verdict][stats_reason_index(reason)]++;
+    st.bytes[listener][STATS_UP] += bytes_up;
+    st.bytes[listener][STATS_DOWN] += bytes_down;
+}
+
+void stats_conn_refused(stats_listener_t listener, const char *reason)
+{
+    if ((unsigned)listener < STATS_LISTENER_COUNT)
+        st.refused[listener][stats_reason_index(reason)]++;
+}
+
+void stats_reload(bool ok)
+{
+    st.reloads[ok ? STATS_OK : STATS_ERROR]++;
+}
+
+void stats_dialcache(stats_dialcache_event_t ev)
+{
+    if ((unsigned)ev < STATS_DIALCACHE_EVENT_COUNT)
+        st.dialcache[ev]++;
+}
+
+void stats_dialcache_entries(int delta)
+{
+    st.dialcache_entries += delta;
+}
+
+void stats_reset(void)
+{
+    memset(&st, 0, sizeof st);
+}
+
+/* ---- rendering ----------------------------------------------------------------------- */
+
+typedef struct stats_buf {
+    char *p;
+    size_t len, cap;
+    bool err;
+} stats_buf_t;
+
+__attribute__((format(printf, 2, 3))) static void stats_put(stats_buf_t *b, const char *fmt, ...)
+{
+    if (b->err)
+        return;
+    for (int round = 0; round < 2; round++) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->err = true;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t ncap = b->cap * 2;
+        while (ncap - b->len <= (size_t)n)
+            ncap *= 2;
+        char *np = realloc(b->p, ncap);
+        if (!np) {
+            b->err = true;
+            return;
+        }
+        b->p = np;
+        b->cap = ncap;
+    }
+}
+
+/* # HELP and # TYPE of a family (text format 0.0.4). */
+static void stats_family(stats_buf_t *b, const char *name, const char *type, const char *help)
+{
+    stats_put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value as the text format wants it: backslash, double quote and
+ * line feed escaped. Our values are constants; this only guards the
+ * format against a future table entry. */
+static const char *stats_label_escape(const char *in, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (; *in && o + 3 < cap; in++) {
+        if (*in == '\\' || *in == '"') {
+            out[o++] = '\\';
+            out[o++] = *in;
+        } else if (*in == '\n') {
+            out[o++] = '\\';
+            out[o++] = 'n';
+        } else {
+            out[o++] = *in;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static void stats_render_dns(stats_buf_t *b)
+{
+    stats_family(b, "moat_dns_queries_total", "counter",
+                 "DNS queries answered, by verdict and the answer's RCODE (rcode none: no "
+                 "answer sent).");
+    for (size_t v = 0; v < STATS_VERDICT_COUNT; v++)
+        for (size_t r = 0; r < STATS_N_RCODES; r++)
+            if (st.dns_queries[v][r])
+                stats_put(b, "moat_dns_queries_total{verdict=\"%s\",rcode=\"%s\"} %llu\n",
+                          stats_verdict_names[v], stats_rcode_label(r),
+                          (unsigned long long)st.dns_queries[v][r]);
+
+    stats_family(b, "moat_dns_cache_hits_total", "counter",
+                 "DNS cache lookups for allowed names answered from the cache.");
+    stats_put(b, "moat_dns_cache_hits_total %llu\n", (unsigned long long)st.cache_hits);
+    stats_family(b, "moat_dns_cache_misses_total", "counter",
+                 "DNS cache lookups for allowed names that went upstream.");
+    stats_put(b, "moat_dns_cache_misses_total %llu\n", (unsigned long long)st.cache_misses);
+
+    stats_family(b, "moat_dns_upstream_queries_total", "counter",
+                 "Upstream DNS exchanges (queries and the proxy's own resolutions), by result.");
+    stats_put(b, "moat_dns_upstream_queries_total{result=\"ok\"} %llu\n",
+              (unsigned long long)st.upstream[STATS_OK]);
+    stats_put(b, "moat_dns_upstream_queries_total{result=\"error\"} %llu\n",
+              (unsigned long long)st.upstream[STATS_ERROR]);
+
+    stats_family(b, "moat_dns_upstream_latency_seconds", "histogram",
+                 "Time from sending an upstream DNS exchange to its answer or failure.");
+    uint64_t cum = 0;
+    for (size_t i = 0; i < STATS_N_BUCKETS; i++) {
+        cum += st.upstream_bucket[i];
+        uint64_t us = stats_buckets_us[i];
+        /* Exact decimal seconds: "0.0005", "2.5", "5". */
+        char le[32];
+        if (us % 1000000 == 0)
+            snprintf(le, sizeof le, "%llu", (unsigned long long)(us / 1000000));
+        else {
+            snprintf(le, sizeof le, "%llu.%06llu", (unsigned long long)(us / 1000000),
+                     (unsigned long long)(us % 1000000));
+            size_t n = strlen(le);
+            while (n > 0 && le[n - 1] == '0')
+                le[--n] = '\0';
+        }
+        stats_put(b, "moat_dns_upstream_latency_seconds_bucket{le=\"%s\"} %llu\n", le,
+                  (unsigned long long)cum);
+    }
+    cum += st.upstream_bucket[STATS_N_BUCKETS];
+    stats_put(b, "moat_dns_upstream_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
+              (unsigned long long)cum);
+    stats_put(b, "moat_dns_upstream_latency_seconds_sum %llu.%06llu\n",
+              (unsigned long long)(st.upstream_sum_us / 1000000),
+              (unsigned long long)(st.upstream_sum_us % 1000000));
+    stats_put(b, "moat_dns_upstream_latency_seconds_count %llu\n", (unsigned long long)cum);
+}
+
+static void stats_render_tcp(stats_buf_t *b)
+{
+    stats_family(b, "moat_connections_total", "counter",
+                 "TCP connections decided, by listener, verdict and reason.");
+    for (size_t l = 0; l < STATS_LISTENER_COUNT; l++)
+        for (size_t v = 0; v < STATS_VERDICT_COUNT; v++)
+            for (size_t r = 0; r < STATS_N_REASONS; r++)
+                if (st.conns[l][v][r])
+                    stats_put(b,
+                              "moat_connections_total{listener=\"%s\",verdict=\"%s\","
+                              "reason=\"%s\"} %llu\n",
+                              stats_listener_names[l], stats_verdict_names[v], stats_reasons[r],
+                              (unsigned long long)st.conns[l][v][r]);
+
+    stats_family(b, "moat_connections_active", "gauge", "TCP connections open now, by listener.");
+    for (size_t l = 0; l < STATS_LISTENER_COUNT; l++)
+        stats_put(b, "moat_connections_active{listener=\"%s\"} %lld\n", stats_listener_names[l],
+                  (long long)st.active[l]);
+
+    stats_family(b, "moat_bytes_total", "counter",
+                 "Bytes spliced by closed TCP connections, by listener and direction (up: "
+                 "client to server).");
+    for (size_t l = 0; l < STATS_LISTENER_COUNT; l++) {
+        stats_put(b, "moat_bytes_total{listener=\"%s\",direction=\"up\"} %llu\n",
+                  stats_listener_names[l], (unsigned long long)st.bytes[l][STATS_UP]);
+        stats_put(b, "moat_bytes_total{listener=\"%s\",direction=\"down\"} %llu\n",
+                  stats_listener_names[l], (unsigned long long)st.bytes[l][STATS_DOWN]);
+    }
+
+    stats_family(b, "moat_connections_refused_total", "counter",
+                 "TCP connections refused before any decision (max-connections, "
+                 "accept-error), by listener and reason.");
+    for (size_t l = 0; l < STATS_LISTENER_COUNT; l++)
+        for (size_t r = 0; r < STATS_N_REASONS; r++)
+            if (st.refused[l][r])
+                stats_put(b, "moat_connections_refused_total{listener=\"%s\",reason=\"%s\"} %llu\n",
+                          stats_listener_names[l], stats_reasons[r],
+                          (unsigned long long)st.refused[l][r]);
+}
+
+/* The proxy's dial address cache: label-free, every family always shown
+ * (like the DNS cache's). */
+static void stats_render_dialcache(stats_buf_t *b)
+{
+    static const struct {
+        stats_dialcache_event_t ev;
+        const char *name, *help;
+    } fams[] = {
+        {STATS_DIALCACHE_HIT, "moat_proxy_dialcache_hits_total",
+         "Dials answered from the proxy's dial address cache (positive or negative result)."},
+        {STATS_DIALCACHE_MISS, "moat_proxy_dialcache_misses_total",
+         "Lookups the proxy's dial address cache started upstream (name not held, or "
+         "expired)."},
+        {STATS_DIALCACHE_COALESCED, "moat_proxy_dialcache_coalesced_total",
+         "Dials that joined a dial cache lookup already in flight for the same name."},
+        {STATS_DIALCACHE_EXPIRED, "moat_proxy_dialcache_expired_total",
+         "Dial cache entries found expired and looked up again."},
+        {STATS_DIALCACHE_EVICTION, "moat_proxy_dialcache_evictions_total",
+         "Dial cache entries dropped for room, least recently used first."},
+    };
+    for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++) {
+        stats_family(b, fams[i].name, "counter", fams[i].help);
+        stats_put(b, "%s %llu\n", fams[i].name, (unsigned long long)st.dialcache[fams[i].ev]);
+    }
+    stats_family(b, "moat_proxy_dialcache_entries", "gauge",
+                 "Names held in the proxy's dial address cache (lookups in flight and answers).");
+    stats_put(b, "moat_proxy_dialcache_entries %lld\n", (long long)st.dialcache_entries);
+}
+
+int stats_render(const stats_gauges_t *g, char **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    stats_buf_t b = {.cap = 16384};
+    b.p = malloc(b.cap);
+    if (!b.p)
+        return -ENOMEM;
+    b.p[0] = '\0';
+
+    stats_render_dns(&b);
+    stats_render_tcp(&b);
+    stats_render_dialcache(&b);
+
+    stats_family(&b, "moat_config_reloads_total", "counter", "Config reloads, by result.");
+    stats_put(&b, "moat_config_reloads_total{result=\"ok\"} %llu\n",
+              (unsigned long long)st.reloads[STATS_OK]);
+    stats_put(&b, "moat_config_reloads_total{result=\"error\"} %llu\n",
+              (unsigned long long)st.reloads[STATS_ERROR]);
+    stats_family(&b, "moat_config_generation", "gauge",
+                 "Generation of the config in use: 1 at start, +1 per successful reload.");
+    stats_put(&b, "moat_config_generation %llu\n", (unsigned long long)g->config_generation);
+    stats_family(&b, "moat_dns_cache_entries", "gauge", "Answers held in the DNS cache.");
+    stats_put(&b, "moat_dns_cache_entries %llu\n", (unsigned long long)g->dns_cache_entries);
+    stats_family(&b, "moat_addrmem_entries", "gauge",
+                 "(client, name, address) entries in the address memory the proxy checks.");
+    stats_put(&b, "moat_addrmem_entries %llu\n", (unsigned long long)g->addrmem_entries);
+    stats_family(&b, "moat_log_dropped_lines_total", "counter",
+                 "Log lines dropped because the log sink could not take them in time.");
+    stats_put(&b, "moat_log_dropped_lines_total %llu\n", (unsigned long long)g->log_dropped_lines);
+    stats_family(&b, "moat_start_time_seconds", "gauge",
+                 "Start time of the process since the Unix epoch, in seconds.");
+    stats_put(&b, "moat_start_time_seconds %.3f\n", g->start_time_seconds);
+    char ver[64];
+    stats_family(&b, "moat_build_info", "gauge", "Always 1; the version moat was built from.");
+    stats_put(&b, "moat_build_info{version=\"%s\"} 1\n",
+              stats_label_escape(MOAT_VERSION, ver, sizeof ver));
+
+    if (b.err) {
+        free(b.p);
+        return -ENOMEM;
+    }
+    *out = b.p;
+    *len = b.len;
+    return 0;
+}

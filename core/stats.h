@@ -1,0 +1,103 @@
+/* core/stats.h: the daemon's counters, gauges and histograms (SPEC §4),
+ * rendered as Prometheus text by app/metrics.c.
+ *
+ * One process-wide set, touched only from the loop thread (the reload worker
+ * never counts), so plain integers suffice. Every label is a small fixed set
+ * chosen by moat, never a guest-chosen string: verdict, listener, rcode and
+ * reason are indices into the tables below; a reason string not in the table
+ * is counted as "other", so the number of series is bounded at compile time.
+ */
+#ifndef MOAT_CORE_STATS_H
+#define MOAT_CORE_STATS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Label "verdict": allow, block, or audit (mode: audit let through what
+ * enforce would block); none: a DNS query answered with an error (FORMERR,
+ * NOTIMP, REFUSED) or dropped before any policy decision. */
+typedef enum stats_verdict {
+    STATS_VERDICT_ALLOW,
+    STATS_VERDICT_BLOCK,
+    STATS_VERDICT_AUDIT,
+    STATS_VERDICT_NONE,
+    STATS_VERDICT_COUNT,
+} stats_verdict_t;
+
+/* Label "listener" of TCP series. */
+typedef enum stats_listener {
+    STATS_LISTENER_TLS,
+    STATS_LISTENER_HTTP,
+    STATS_LISTENER_TRANSPARENT,
+    STATS_LISTENER_COUNT,
+} stats_listener_t;
+
+/* A DNS query answered (or dropped: rcode < 0 when no answer went out).
+ * rcode is the answer's RCODE (0..23; unassigned ones count as "other"). */
+void stats_dns_query(stats_verdict_t verdict, int rcode);
+
+/* Cache lookups for allowed names. */
+void stats_dns_cache(bool hit);
+
+/* One upstream exchange finished after elapsed_us (ok false: SERVFAIL by
+ * timeout or upstream error). */
+void stats_dns_upstream(bool ok, uint64_t elapsed_us);
+
+/* A TCP connection accepted on listener (active gauge +1). */
+void stats_conn_open(stats_listener_t listener);
+
+/* That connection is gone (active gauge -1). */
+void stats_conn_close(stats_listener_t listener);
+
+/* The decision for a connection, logged once per connection, with the bytes
+ * it moved. reason is one of the strings moat logs ("allowlist",
+ * "no-sni", ...); unknown ones count as "other". */
+void stats_conn_decision(stats_listener_t listener, stats_verdict_t verdict, const char *reason,
+                         uint64_t bytes_up, uint64_t bytes_down);
+
+/* A connection refused before it had a decision (max_connections, accept
+ * error back-off): counted under reason. */
+void stats_conn_refused(stats_listener_t listener, const char *reason);
+
+/* Config reloads: ok or rejected. */
+void stats_reload(bool ok);
+
+/* Events of the proxy's dial address cache (proxy/dialcache.h): each dial
+ * is one hit, miss or coalesced (or an error); expired and evicted entries
+ * are counted besides. dialcache.c counts them next to its per-cache
+ * counters, so the series are process-wide and outlive the cache (freed at
+ * shutdown while /metrics still answers). */
+typedef enum stats_dialcache_event {
+    STATS_DIALCACHE_HIT,       /* a dial answered from the cache */
+    STATS_DIALCACHE_MISS,      /* a lookup started (new name, or expired entry) */
+    STATS_DIALCACHE_COALESCED, /* a dial joined a lookup in flight */
+    STATS_DIALCACHE_EXPIRED,   /* an entry found stale, looked up again */
+    STATS_DIALCACHE_EVICTION,  /* an entry dropped for room (LRU) */
+    STATS_DIALCACHE_EVENT_COUNT,
+} stats_dialcache_event_t;
+void stats_dialcache(stats_dialcache_event_t ev);
+
+/* Names held by dial caches went up (+1: admitted) or down (-1: dropped). */
+void stats_dialcache_entries(int delta);
+
+/* Render every series as Prometheus text exposition format 0.0.4 into a
+ * malloc'd NUL-terminated buffer (*out, *len). Gauges owned by other modules
+ * (cache entries, address memory, log drops, generation) are passed in.
+ * Returns 0 or -ENOMEM. */
+typedef struct stats_gauges {
+    uint64_t dns_cache_entries;
+    uint64_t addrmem_entries;
+    uint64_t log_dropped_lines;
+    uint64_t config_generation;
+    double start_time_seconds; /* Unix time the process started */
+} stats_gauges_t;
+int stats_render(const stats_gauges_t *g, char **out, size_t *len);
+
+/* Zero everything (tests). */
+void stats_reset(void);
+
+/* The reason label a reason string maps to (tests; "other" for unknown). */
+const char *stats_reason_label(const char *reason);
+
+#endif

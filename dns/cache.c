@@ -1,0 +1,506 @@
+/* dns/cache.c: the DNS response cache; see cache.h for the rules. */
+#include "dns/cache.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "filter/cursor.h"
+#include "filter/siphash.h"
+#include "dns/query.h"
+
+#define CACHE_FLAG_QR 0x8000u
+#define CACHE_FLAG_TC 0x0200u
+
+/* One stored answer. ttl_off[] (n_ttl offsets of the TTL fields to count
+ * down) is followed by the wire bytes, then the addresses, in one block. */
+typedef struct cache_entry {
+    struct cache_entry *hnext;  /* hash chain */
+    struct cache_entry **hprev; /* the pointer that points at us */
+    struct cache_entry *prev;   /* LRU: towards the most recently used */
+    struct cache_entry *next;   /* LRU: towards the least recently used */
+    uint64_t hash;
+    uint64_t stored_ms; /* now_ms at put */
+    uint32_t ttl;       /* seconds the entry lives */
+    uint16_t len;       /* wire bytes */
+    uint16_t n_ttl;
+    uint16_t n_addrs;
+    dns_cache_key_t key;
+    uint16_t ttl_off[];
+} cache_entry_t;
+
+struct dns_cache {
+    cache_entry_t **buckets;
+    size_t mask; /* bucket count - 1 (a power of two) */
+    size_t max_entries;
+    cache_entry_t *head; /* most recently used */
+    cache_entry_t *tail; /* least recently used: evicted first */
+    uint8_t seed[FILTER_SIPHASH_KEY_LEN];
+    dns_cache_stats_t st;
+};
+
+/* What a walk over an answer found. */
+typedef struct cache_scan {
+    size_t end;     /* offset just past the last record */
+    uint32_t ttl;   /* entry TTL */
+    uint16_t n_ttl; /* TTL fields found */
+    /* Each RR has at least 11 octets (root owner, type, class, TTL, rdlength). */
+    uint16_t ttl_off[(DNS_CACHE_ENTRY_MAX - DNS_HEADER_LEN) / 11 + 1];
+    uint32_t ttl_val[(DNS_CACHE_ENTRY_MAX - DNS_HEADER_LEN) / 11 + 1];
+} cache_scan_t;
+
+static uint64_t cache_key_hash(const dns_cache_t *c, const dns_cache_key_t *k)
+{
+    uint8_t buf[4 + sizeof k->name];
+    buf[0] = (uint8_t)(k->qtype >> 8);
+    buf[1] = (uint8_t)k->qtype;
+    buf[2] = (uint8_t)(k->qclass >> 8);
+    buf[3] = (uint8_t)k->qclass;
+    memcpy(buf + 4, k->name, k->name_len);
+    return filter_siphash(c->seed, buf, 4 + (size_t)k->name_len);
+}
+
+static bool cache_key_eq(const dns_cache_key_t *a, const dns_cache_key_t *b)
+{
+    return a->qtype == b->qtype && a->qclass == b->qclass && a->name_len == b->name_len &&
+           memcmp(a->name, b->name, a->name_len) == 0;
+}
+
+static uint8_t cache_lower(uint8_t ch)
+{
+    return ch >= 'A' && ch <= 'Z' ? (uint8_t)(ch + 32) : ch;
+}
+
+/* Read an uncompressed wire name into k (lowercased). */
+static int cache_read_name(filter_cur_t *cur, dns_cache_key_t *k)
+{
+    size_t n = 0;
+    for (;;) {
+        uint8_t l = filter_cur_u8(cur);
+        if (!filter_cur_ok(cur) || l > DNS_LABEL_MAX) /* RFC 1035 §4.1.4: no pointers here */
+            return -EINVAL;
+        if (n + 1 + l > DNS_NAME_WIRE_MAX)
+            return -EINVAL;
+        k->name[n++] = l;
+        if (l == 0)
+            break;
+        const uint8_t *p = filter_cur_take(cur, l);
+        if (p == NULL)
+            return -EINVAL;
+        for (size_t i = 0; i < l; i++)
+            k->name[n++] = cache_lower(p[i]);
+    }
+    k->name_len = (uint16_t)n;
+    return 0;
+}
+
+int dns_cache_key_from_wire(dns_cache_key_t *k, const uint8_t *name, size_t avail, uint16_t qtype,
+                            uint16_t qclass)
+{
+    if (k == NULL)
+        return -EINVAL;
+    memset(k, 0, sizeof *k);
+    if (name == NULL)
+        return -EINVAL;
+    filter_cur_t cur = filter_cur_make(name, avail);
+    int rc = cache_read_name(&cur, k);
+    if (rc != 0) {
+        memset(k, 0, sizeof *k);
+        return rc;
+    }
+    k->qtype = qtype;
+    k->qclass = qclass;
+    return 0;
+}
+
+int dns_cache_key_from_name(dns_cache_key_t *k, const char *name, size_t len, uint16_t qtype,
+                            uint16_t qclass)
+{
+    if (k == NULL)
+        return -EINVAL;
+    memset(k, 0, sizeof *k);
+    if (name == NULL && len != 0)
+        return -EINVAL;
+    if (len > 0 && name[len - 1] == '.')
+        len--;
+    size_t n = 0, i = 0;
+    while (i < len) {
+        size_t start = i;
+        while (i < len && name[i] != '.')
+            i++;
+        size_t l = i - start;
+        if (l == 0 || l > DNS_LABEL_MAX || n + 1 + l + 1 > DNS_NAME_WIRE_MAX)
+            goto fail;
+        k->name[n++] = (uint8_t)l;
+        for (size_t j = start; j < i; j++)
+            k->name[n++] = cache_lower((uint8_t)name[j]);
+        if (i < len) {
+            i++; /* the dot */
+            if (i == len)
+                goto fail; /* "a.." once the trailing dot was dropped */
+        }
+    }
+    k->name[n++] = 0;
+    k->name_len = (uint16_t)n;
+    k->qtype = qtype;
+    k->qclass = qclass;
+    return 0;
+fail:
+    memset(k, 0, sizeof *k);
+    return -EINVAL;
+}
+
+int dns_cache_key_from_msg(dns_cache_key_t *k, const uint8_t *msg, size_t len)
+{
+    if (k == NULL)
+        return -EINVAL;
+    memset(k, 0, sizeof *k);
+    if (msg == NULL)
+        return -EINVAL;
+    filter_cur_t cur = filter_cur_make(msg, len);
+    filter_cur_skip(&cur, 4);
+    uint16_t qd = filter_cur_u16(&cur);
+    filter_cur_skip(&cur, 6);
+    if (!filter_cur_ok(&cur) || qd != 1)
+        return -EINVAL;
+    if (cache_read_name(&cur, k) != 0)
+        goto fail;
+    k->qtype = filter_cur_u16(&cur);
+    k->qclass = filter_cur_u16(&cur);
+    if (!filter_cur_ok(&cur))
+        goto fail;
+    return 0;
+fail:
+    memset(k, 0, sizeof *k);
+    return -EINVAL;
+}
+
+/* RFC 2181 §8: a TTL with the top bit set is read as 0; then our cap. */
+static uint32_t cache_ttl_norm(uint32_t ttl)
+{
+    if (ttl & 0x80000000u)
+        return 0;
+    return ttl > DNS_CACHE_MAX_TTL ? DNS_CACHE_MAX_TTL : ttl;
+}
+
+static uint32_t cache_min(uint32_t a, uint32_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Walk the answer: check its question is k, find every TTL field and the
+ * entry's TTL (cache.h). */
+static int cache_scan(const dns_cache_key_t *k, const uint8_t *wire, size_t len, cache_scan_t *s)
+{
+    filter_cur_t cur = filter_cur_make(wire, len);
+    filter_cur_skip(&cur, 2); /* ID */
+    uint16_t flags = filter_cur_u16(&cur);
+    uint16_t qd = filter_cur_u16(&cur);
+    uint16_t count[3];
+    for (int i = 0; i < 3; i++)
+        count[i] = filter_cur_u16(&cur);
+    if (!filter_cur_ok(&cur) || !(flags & CACHE_FLAG_QR) || ((flags >> 11) & 0xF) != 0 || qd != 1)
+        return -EINVAL;
+    dns_cache_key_t q;
+    if (cache_read_name(&cur, &q) != 0)
+        return -EINVAL;
+    q.qtype = filter_cur_u16(&cur);
+    q.qclass = filter_cur_u16(&cur);
+    if (!filter_cur_ok(&cur) || !cache_key_eq(&q, k))
+        return -EINVAL;
+
+    bool positive = false, have_soa = false;
+    uint32_t ans_min = UINT32_MAX, neg = UINT32_MAX;
+    s->n_ttl = 0;
+    for (int sec = 0; sec < 3; sec++) {
+        for (unsigned i = 0; i < count[sec]; i++) {
+            if (dns_wire_skip_name(&cur, NULL) != 0)
+                return -EINVAL;
+            uint16_t type = filter_cur_u16(&cur);
+            filter_cur_skip(&cur, 2); /* class */
+            size_t ttl_pos = filter_cur_pos(&cur);
+            uint32_t ttl = cache_ttl_norm(filter_cur_u32(&cur));
+            uint16_t rdlen = filter_cur_u16(&cur);
+            filter_cur_t rd = filter_cur_sub(&cur, rdlen);
+            if (!filter_cur_ok(&cur))
+                return -EINVAL;
+            if (ttl_pos > DNS_CACHE_ENTRY_MAX)
+                return -EMSGSIZE;
+            if (type == DNS_TYPE_OPT) /* RFC 6891 §6.1.3: flags, not a TTL */
+                continue;
+            if (s->n_ttl >= sizeof s->ttl_off / sizeof s->ttl_off[0])
+                return -EMSGSIZE;
+            s->ttl_off[s->n_ttl] = (uint16_t)ttl_pos;
+            s->ttl_val[s->n_ttl] = ttl;
+            s->n_ttl++;
+            if (sec == 0) {
+                ans_min = cache_min(ans_min, ttl);
+                if (type == k->qtype || k->qtype == DNS_TYPE_ANY)
+                    positive = true;
+            } else if (sec == 1 && type == DNS_TYPE_SOA && !have_soa) {
+                /* RFC 2308 §5: negative TTL = min(SOA TTL, SOA MINIMUM). */
+                if (dns_wire_skip_name(&rd, NULL) != 0 || dns_wire_skip_name(&rd, NULL) != 0)
+                    return -EINVAL;
+                filter_cur_skip(&rd, 16); /* SERIAL REFRESH RETRY EXPIRE */
+                uint32_t minimum = cache_ttl_norm(filter_cur_u32(&rd));
+                if (!filter_cur_ok(&rd))
+                    return -EINVAL;
+                have_soa = true;
+                neg = cache_min(ttl, minimum);
+            }
+        }
+    }
+    s->end = filter_cur_pos(&cur);
+    if (s->end > DNS_CACHE_ENTRY_MAX)
+        return -EMSGSIZE;
+
+    /* Only complete NOERROR / NXDOMAIN answers (cache.h). */
+    unsigned rcode = flags & 0xF;
+    if ((flags & CACHE_FLAG_TC) || (rcode != DNS_RCODE_NOERROR && rcode != DNS_RCODE_NXDOMAIN))
+        return -ENODATA;
+    if (rcode == DNS_RCODE_NXDOMAIN)
+        positive = false;
+    if (positive) {
+        s->ttl = ans_min;
+    } else {
+        if (!have_soa)
+            return -ENODATA; /* RFC 2308 §5 */
+        s->ttl = cache_min(cache_min(neg, ans_min), DNS_CACHE_MAX_NEG_TTL);
+    }
+    if (s->ttl == 0)
+        return -ENODATA;
+    return 0;
+}
+
+static uint8_t *cache_wire(cache_entry_t *e)
+{
+    return (uint8_t *)(e->ttl_off + e->n_ttl);
+}
+
+static dns_cache_addr_t *cache_addrs(cache_entry_t *e)
+{
+    /* Align the address array after the wire bytes. */
+    size_t off = offsetof(cache_entry_t, ttl_off) + (size_t)e->n_ttl * sizeof(uint16_t) + e->len;
+    off = (off + _Alignof(dns_cache_addr_t) - 1) & ~(size_t)(_Alignof(dns_cache_addr_t) - 1);
+    return (dns_cache_addr_t *)((uint8_t *)e + off);
+}
+
+static size_t cache_entry_size(size_t n_ttl, size_t len, size_t n_addrs)
+{
+    size_t off = offsetof(cache_entry_t, ttl_off) + n_ttl * sizeof(uint16_t) + len;
+    off = (off + _Alignof(dns_cache_addr_t) - 1) & ~(size_t)(_Alignof(dns_cache_addr_t) - 1);
+    return off + n_addrs * sizeof(dns_cache_addr_t);
+}
+
+static void cache_lru_unlink(dns_cache_t *c, cache_entry_t *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        c->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        c->tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void cache_lru_push_head(dns_cache_t *c, cache_entry_t *e)
+{
+    e->prev = NULL;
+    e->next = c->head;
+    if (c->head)
+        c->head->prev = e;
+    c->head = e;
+    if (c->tail == NULL)
+        c->tail = e;
+}
+
+static void cache_remove(dns_cache_t *c, cache_entry_t *e)
+{
+    *e->hprev = e->hnext;
+    if (e->hnext)
+        e->hnext->hprev = e->hprev;
+    cache_lru_unlink(c, e);
+    c->st.entries--;
+    free(e);
+}
+
+static cache_entry_t *cache_find(dns_cache_t *c, const dns_cache_key_t *k, uint64_t h)
+{
+    for (cache_entry_t *e = c->buckets[h & c->mask]; e; e = e->hnext)
+        if (e->hash == h && cache_key_eq(&e->key, k))
+            return e;
+    return NULL;
+}
+
+int dns_cache_create(size_t max_entries, dns_cache_t **out)
+{
+    if (out == NULL)
+        return -EINVAL;
+    *out = NULL;
+    if (max_entries > DNS_CACHE_MAX_ENTRIES)
+        return -EINVAL;
+    dns_cache_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return -ENOMEM;
+    size_t n = 16;
+    while (n < max_entries)
+        n <<= 1;
+    c->buckets = calloc(max_entries ? n : 1, sizeof *c->buckets);
+    if (c->buckets == NULL) {
+        free(c);
+        return -ENOMEM;
+    }
+    c->mask = max_entries ? n - 1 : 0;
+    c->max_entries = max_entries;
+    c->st.max_entries = max_entries;
+    filter_siphash_key(c->seed, c);
+    *out = c;
+    return 0;
+}
+
+void dns_cache_clear(dns_cache_t *c)
+{
+    if (c == NULL)
+        return;
+    while (c->head)
+        cache_remove(c, c->head);
+}
+
+void dns_cache_free(dns_cache_t *c)
+{
+    if (c == NULL)
+        return;
+    dns_cache_clear(c);
+    free(c->buckets);
+    free(c);
+}
+
+int dns_cache_put(dns_cache_t *c, const dns_cache_key_t *k, const uint8_t *wire, size_t len,
+                  const dns_cache_addr_t *addrs, size_t n_addrs, uint64_t now_ms)
+{
+    if (c == NULL || k == NULL || wire == NULL || (addrs == NULL && n_addrs != 0))
+        return -EINVAL;
+    if (c->max_entries == 0)
+        return -ENODATA;
+    if (len > DNS_TCP_MAX)
+        return -EMSGSIZE;
+    /* The scan tables are too big for the stack of a loop callback. */
+    cache_scan_t *s = malloc(sizeof *s);
+    if (s == NULL)
+        return -ENOMEM;
+    int rc = cache_scan(k, wire, len, s);
+    if (rc != 0)
+        goto done;
+    if (n_addrs > DNS_CACHE_MAX_ADDRS)
+        n_addrs = DNS_CACHE_MAX_ADDRS;
+    cache_entry_t *e = malloc(cache_entry_size(s->n_ttl, s->end, n_addrs));
+    if (e == NULL) {
+        rc = -ENOMEM;
+        goto done;
+    }
+    memset(e, 0, sizeof *e);
+    e->key = *k;
+    e->hash = cache_key_hash(c, k);
+    e->stored_ms = now_ms;
+    e->ttl = s->ttl;
+    e->len = (uint16_t)s->end;
+    e->n_ttl = s->n_ttl;
+    e->n_addrs = (uint16_t)n_addrs;
+    memcpy(e->ttl_off, s->ttl_off, (size_t)s->n_ttl * sizeof(uint16_t));
+    uint8_t *w = cache_wire(e);
+    memcpy(w, wire, s->end);
+    for (size_t i = 0; i < s->n_ttl; i++) { /* store the normalised TTLs */
+        uint32_t v = s->ttl_val[i];
+        uint8_t *p = w + s->ttl_off[i];
+        p[0] = (uint8_t)(v >> 24);
+        p[1] = (uint8_t)(v >> 16);
+        p[2] = (uint8_t)(v >> 8);
+        p[3] = (uint8_t)v;
+    }
+    dns_cache_addr_t *a = cache_addrs(e);
+    for (size_t i = 0; i < n_addrs; i++) {
+        a[i] = addrs[i];
+        a[i].ttl = cache_ttl_norm(addrs[i].ttl);
+    }
+
+    cache_entry_t *old = cache_find(c, k, e->hash);
+    if (old != NULL) {
+        cache_remove(c, old);
+    } else if (c->st.entries >= c->max_entries && c->tail != NULL) {
+        cache_remove(c, c->tail);
+        c->st.evictions++;
+    }
+    cache_entry_t **b = &c->buckets[e->hash & c->mask];
+    e->hnext = *b;
+    if (*b)
+        (*b)->hprev = &e->hnext;
+    e->hprev = b;
+    *b = e;
+    cache_lru_push_head(c, e);
+    c->st.entries++;
+    c->st.inserts++;
+done:
+    free(s);
+    return rc;
+}
+
+int dns_cache_get(dns_cache_t *c, const dns_cache_key_t *k, uint64_t now_ms, uint8_t *buf,
+                  size_t cap, size_t *len, dns_cache_addr_cb cb, void *arg)
+{
+    if (len != NULL)
+        *len = 0;
+    if (c == NULL || k == NULL || len == NULL || (buf == NULL && cap != 0))
+        return -EINVAL;
+    uint64_t h = cache_key_hash(c, k);
+    cache_entry_t *e = c->max_entries ? cache_find(c, k, h) : NULL;
+    if (e == NULL) {
+        c->st.misses++;
+        return -ENOENT;
+    }
+    /* A clock that went backwards counts as no time elapsed. */
+    uint64_t elapsed_ms = now_ms > e->stored_ms ? now_ms - e->stored_ms : 0;
+    if (elapsed_ms / 1000 >= e->ttl) {
+        cache_remove(c, e);
+        c->st.expired++;
+        c->st.misses++;
+        return -ENOENT;
+    }
+    uint32_t elapsed = (uint32_t)(elapsed_ms / 1000);
+    if (cap < e->len)
+        return -ENOSPC;
+    memcpy(buf, cache_wire(e), e->len);
+    for (size_t i = 0; i < e->n_ttl; i++) {
+        uint8_t *p = buf + e->ttl_off[i];
+        uint32_t v = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+        v = v > elapsed ? v - elapsed : 0;
+        p[0] = (uint8_t)(v >> 24);
+        p[1] = (uint8_t)(v >> 16);
+        p[2] = (uint8_t)(v >> 8);
+        p[3] = (uint8_t)v;
+    }
+    *len = e->len;
+    cache_lru_unlink(c, e);
+    cache_lru_push_head(c, e);
+    c->st.hits++;
+    if (cb != NULL) {
+        const dns_cache_addr_t *a = cache_addrs(e);
+        for (size_t i = 0; i < e->n_addrs; i++) {
+            dns_cache_addr_t x = a[i];
+            x.ttl = x.ttl > elapsed ? x.ttl - elapsed : 0;
+            cb(&x, arg);
+        }
+    }
+    return 0;
+}
+
+void dns_cache_stats(const dns_cache_t *c, dns_cache_stats_t *out)
+{
+    if (out == NULL)
+        return;
+    memset(out, 0, sizeof *out);
+    if (c != NULL)
+        *out = c->st;
+}
