@@ -15,9 +15,6 @@
 #include "proxy/proxy.h"
 #include "resolver/server.h"
 
-#ifndef MOAT_VERSION
-#define MOAT_VERSION "0.0.0"
-#endif
 
 static void main_usage(FILE *f)
 {

@@ -15,9 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef MOAT_VERSION
-#define MOAT_VERSION "unknown"
-#endif
 
 static const char *const stats_verdict_names[STATS_VERDICT_COUNT] = {"allow", "block", "audit",
                                                                      "none"};
