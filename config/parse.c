@@ -195,13 +195,15 @@ typedef struct cfg_builder {
     cfg_diag_t *d;
 } cfg_builder_t;
 
-/* A scalar node for ev. 0 or -ENOMEM. */
+/* A scalar node for ev. 0 or -ENOMEM (*out NULL). */
 static int cfg_scalar_node(const yaml_event_t *ev, cfg_node_t **out)
 {
+    *out = NULL;
     cfg_node_t *node = cfg_node_new(CFG_NODE_SCALAR, &ev->start_mark);
-    *out = node;
-    if (!node || !(node->str = malloc(ev->data.scalar.length + 1)))
+    if (!node || !(node->str = malloc(ev->data.scalar.length + 1))) {
+        cfg_node_free(node);
         return -ENOMEM;
+    }
     memcpy(node->str, ev->data.scalar.value, ev->data.scalar.length);
     node->str[ev->data.scalar.length] = '\0';
     node->len = ev->data.scalar.length;
@@ -211,6 +213,7 @@ static int cfg_scalar_node(const yaml_event_t *ev, cfg_node_t **out)
         ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
         (!ev->data.scalar.tag || (strcmp((const char *)ev->data.scalar.tag, "!") != 0 &&
                                   strcmp((const char *)ev->data.scalar.tag, YAML_STR_TAG) != 0));
+    *out = node;
     return 0;
 }
 
@@ -249,7 +252,7 @@ fail:
 static int cfg_builder_event(cfg_builder_t *b, const yaml_event_t *ev)
 {
     cfg_node_t *node = NULL;
-    int rc = 0;
+    int rc;
     switch (ev->type) {
     case YAML_STREAM_END_EVENT:
         b->done = true;
@@ -271,9 +274,14 @@ static int cfg_builder_event(cfg_builder_t *b, const yaml_event_t *ev)
         rc = cfg_diag_add(b->d, node->line, node->col,
                           "YAML aliases (*%s) are not supported; a wildcard must be quoted",
                           (const char *)ev->data.alias.anchor);
+        if (rc != 0) {
+            cfg_node_free(node);
+            return rc;
+        }
         break;
     case YAML_SCALAR_EVENT:
-        rc = cfg_scalar_node(ev, &node);
+        if ((rc = cfg_scalar_node(ev, &node)) != 0)
+            return rc;
         break;
     case YAML_SEQUENCE_START_EVENT:
     case YAML_MAPPING_START_EVENT:
@@ -289,10 +297,6 @@ static int cfg_builder_event(cfg_builder_t *b, const yaml_event_t *ev)
         return 0;
     default:
         return 0;
-    }
-    if (rc != 0) {
-        cfg_node_free(node);
-        return rc;
     }
     return cfg_builder_place(b, node);
 }
