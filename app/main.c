@@ -164,7 +164,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: moat nft FILE --iface NAME\n");
             return MOAT_EXIT_CONFIG;
         }
-        return px_nft_main(file, iface, stdout, stderr);
+        return nft_main(file, iface, stdout, stderr);
     }
 
     if (argc >= 2 && strcmp(argv[1], "reload") == 0) {

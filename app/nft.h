@@ -25,20 +25,20 @@
 #include "config/config.h"
 
 /* The longest interface name Linux takes (IFNAMSIZ less the NUL). */
-#define PX_NFT_IFACE_MAX 15
+#define NFT_IFACE_MAX 15
 
 /* true when name is a usable interface name: 1..15 bytes of [A-Za-z0-9_.-],
  * not "." or "..". Stricter than the kernel (which takes any byte but '/',
  * ':' and white space) so the name is safe inside an nftables identifier. */
-bool px_nft_iface_ok(const char *name);
+bool nft_iface_ok(const char *name);
 
 /* Print the ruleset for cfg and iface on out (warnings on err). Returns the
  * process exit status: 0, or 1 with a message on err for a bad iface name or
  * a config without proxy.transparent listeners. */
-int px_nft_print(const cfg_t *cfg, const char *iface, FILE *out, FILE *err);
+int nft_print(const cfg_t *cfg, const char *iface, FILE *out, FILE *err);
 
 /* `moat nft FILE --iface NAME`: load FILE (errors as `moat check` prints
  * them) and print its ruleset. Returns the exit status (0 or 1). */
-int px_nft_main(const char *path, const char *iface, FILE *out, FILE *err);
+int nft_main(const char *path, const char *iface, FILE *out, FILE *err);
 
 #endif

@@ -184,6 +184,123 @@ static int cfg_yaml_error(const yaml_parser_t *p, const char *text, size_t len, 
     return rc < 0 ? rc : -EINVAL;
 }
 
+/* The tree being built from libyaml's events: its root, the containers
+ * still open (innermost last), and whether the stream is over. */
+typedef struct cfg_builder {
+    cfg_node_t *top;
+    cfg_node_t *stack[CFG_MAX_DEPTH];
+    size_t depth;
+    unsigned docs;
+    bool done;
+    cfg_diag_t *d;
+} cfg_builder_t;
+
+/* A scalar node for ev. 0 or -ENOMEM (*out NULL). */
+static int cfg_scalar_node(const yaml_event_t *ev, cfg_node_t **out)
+{
+    *out = NULL;
+    cfg_node_t *node = cfg_node_new(CFG_NODE_SCALAR, &ev->start_mark);
+    if (!node || !(node->str = malloc(ev->data.scalar.length + 1))) {
+        cfg_node_free(node);
+        return -ENOMEM;
+    }
+    memcpy(node->str, ev->data.scalar.value, ev->data.scalar.length);
+    node->str[ev->data.scalar.length] = '\0';
+    node->len = ev->data.scalar.length;
+    /* Only plain scalars resolve to null, bool or int: "443" stays a
+     * string, and so does one tagged !!str or ! (non-specific). */
+    node->plain =
+        ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+        (!ev->data.scalar.tag || (strcmp((const char *)ev->data.scalar.tag, "!") != 0 &&
+                                  strcmp((const char *)ev->data.scalar.tag, YAML_STR_TAG) != 0));
+    *out = node;
+    return 0;
+}
+
+/* Hang node (owned from here on) under the innermost open container, or
+ * make it the root; a container becomes the innermost. 0, -EINVAL (too
+ * deep, reported) or -ENOMEM. */
+static int cfg_builder_place(cfg_builder_t *b, cfg_node_t *node)
+{
+    int rc = 0;
+    bool container = node->kind == CFG_NODE_SEQ || node->kind == CFG_NODE_MAP;
+    if (container && b->depth == CFG_MAX_DEPTH) {
+        rc = cfg_diag_add(b->d, node->line, node->col, "nested deeper than %d levels",
+                          CFG_MAX_DEPTH);
+        rc = rc < 0 ? rc : -EINVAL;
+        goto fail;
+    }
+    if (b->depth > 0) {
+        if ((rc = cfg_node_append(b->stack[b->depth - 1], node)) != 0)
+            goto fail;
+    } else if (!b->top) {
+        b->top = node;
+    } else {
+        cfg_node_free(node); /* cannot happen: one root per document */
+        return 0;
+    }
+    if (container)
+        b->stack[b->depth++] = node;
+    return 0;
+fail:
+    cfg_node_free(node);
+    return rc;
+}
+
+/* Apply one event to the tree. 0 or a negative errno; what is wrong with
+ * the YAML goes to b->d (only nesting too deep also stops the build). */
+static int cfg_builder_event(cfg_builder_t *b, const yaml_event_t *ev)
+{
+    cfg_node_t *node = NULL;
+    int rc;
+    switch (ev->type) {
+    case YAML_STREAM_END_EVENT:
+        b->done = true;
+        return 0;
+    case YAML_DOCUMENT_START_EVENT:
+        /* One file, one config: a second document would be silently
+         * ignored by most loaders, so it is an error here. */
+        if (++b->docs > 1) {
+            b->done = true;
+            return cfg_diag_add(b->d, cfg_u(ev->start_mark.line + 1),
+                                cfg_u(ev->start_mark.column + 1),
+                                "only one YAML document per config file");
+        }
+        return 0;
+    case YAML_ALIAS_EVENT:
+        node = cfg_node_new(CFG_NODE_BAD, &ev->start_mark);
+        if (!node)
+            return -ENOMEM;
+        rc = cfg_diag_add(b->d, node->line, node->col,
+                          "YAML aliases (*%s) are not supported; a wildcard must be quoted",
+                          (const char *)ev->data.alias.anchor);
+        if (rc != 0) {
+            cfg_node_free(node);
+            return rc;
+        }
+        break;
+    case YAML_SCALAR_EVENT:
+        if ((rc = cfg_scalar_node(ev, &node)) != 0)
+            return rc;
+        break;
+    case YAML_SEQUENCE_START_EVENT:
+    case YAML_MAPPING_START_EVENT:
+        node = cfg_node_new(ev->type == YAML_SEQUENCE_START_EVENT ? CFG_NODE_SEQ : CFG_NODE_MAP,
+                            &ev->start_mark);
+        if (!node)
+            return -ENOMEM;
+        break;
+    case YAML_SEQUENCE_END_EVENT:
+    case YAML_MAPPING_END_EVENT:
+        if (b->depth > 0)
+            b->depth--;
+        return 0;
+    default:
+        return 0;
+    }
+    return cfg_builder_place(b, node);
+}
+
 int cfg_yaml_load(const char *text, size_t len, cfg_node_t **root, cfg_diag_t *d)
 {
     *root = NULL;
@@ -192,108 +309,23 @@ int cfg_yaml_load(const char *text, size_t len, cfg_node_t **root, cfg_diag_t *d
         return -ENOMEM;
     yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
 
-    cfg_node_t *top = NULL;
-    cfg_node_t *stack[CFG_MAX_DEPTH];
-    size_t depth = 0;
-    unsigned docs = 0;
-    bool done = false;
+    cfg_builder_t b = {.d = d};
     int rc = 0;
-    while (!done && rc == 0) {
+    while (!b.done && rc == 0) {
         yaml_event_t ev;
         if (!yaml_parser_parse(&p, &ev)) {
             rc = cfg_yaml_error(&p, text, len, d);
             break;
         }
-        cfg_node_t *node = NULL;
-        switch (ev.type) {
-        case YAML_STREAM_END_EVENT:
-            done = true;
-            break;
-        case YAML_DOCUMENT_START_EVENT:
-            /* One file, one config: a second document would be silently
-             * ignored by most loaders, so it is an error here. */
-            if (++docs > 1) {
-                rc = cfg_diag_add(d, cfg_u(ev.start_mark.line + 1), cfg_u(ev.start_mark.column + 1),
-                                  "only one YAML document per config file");
-                done = true;
-            }
-            break;
-        case YAML_ALIAS_EVENT:
-            node = cfg_node_new(CFG_NODE_BAD, &ev.start_mark);
-            if (!node) {
-                rc = -ENOMEM;
-                break;
-            }
-            rc = cfg_diag_add(d, node->line, node->col,
-                              "YAML aliases (*%s) are not supported; a wildcard must be quoted",
-                              (const char *)ev.data.alias.anchor);
-            break;
-        case YAML_SCALAR_EVENT:
-            node = cfg_node_new(CFG_NODE_SCALAR, &ev.start_mark);
-            if (!node || !(node->str = malloc(ev.data.scalar.length + 1))) {
-                rc = -ENOMEM;
-                break;
-            }
-            memcpy(node->str, ev.data.scalar.value, ev.data.scalar.length);
-            node->str[ev.data.scalar.length] = '\0';
-            node->len = ev.data.scalar.length;
-            /* Only plain scalars resolve to null, bool or int: "443" stays a
-             * string, and so does one tagged !!str or ! (non-specific). */
-            node->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
-                          (!ev.data.scalar.tag ||
-                           (strcmp((const char *)ev.data.scalar.tag, "!") != 0 &&
-                            strcmp((const char *)ev.data.scalar.tag, YAML_STR_TAG) != 0));
-            break;
-        case YAML_SEQUENCE_START_EVENT:
-        case YAML_MAPPING_START_EVENT:
-            node = cfg_node_new(ev.type == YAML_SEQUENCE_START_EVENT ? CFG_NODE_SEQ : CFG_NODE_MAP,
-                                &ev.start_mark);
-            if (!node)
-                rc = -ENOMEM;
-            break;
-        case YAML_SEQUENCE_END_EVENT:
-        case YAML_MAPPING_END_EVENT:
-            if (depth > 0)
-                depth--;
-            break;
-        default:
-            break;
-        }
+        rc = cfg_builder_event(&b, &ev);
         yaml_event_delete(&ev);
-        if (!node)
-            continue;
-        if (rc != 0) {
-            cfg_node_free(node);
-            break;
-        }
-        bool container = node->kind == CFG_NODE_SEQ || node->kind == CFG_NODE_MAP;
-        if (container && depth == CFG_MAX_DEPTH) {
-            rc = cfg_diag_add(d, node->line, node->col, "nested deeper than %d levels",
-                              CFG_MAX_DEPTH);
-            rc = rc < 0 ? rc : -EINVAL;
-            cfg_node_free(node);
-            break;
-        }
-        if (depth > 0) {
-            rc = cfg_node_append(stack[depth - 1], node);
-            if (rc != 0) {
-                cfg_node_free(node);
-                break;
-            }
-        } else if (!top) {
-            top = node;
-        } else {
-            cfg_node_free(node); /* cannot happen: one root per document */
-        }
-        if (container)
-            stack[depth++] = node;
     }
     yaml_parser_delete(&p);
     if (rc != 0) {
-        cfg_node_free(top);
+        cfg_node_free(b.top);
         return rc;
     }
-    *root = top;
+    *root = b.top;
     return 0;
 }
 
@@ -409,6 +441,82 @@ static bool cfg_has_alpha(const char *s, size_t len)
     return false;
 }
 
+/* An address's text split into its host and port. */
+typedef struct cfg_hostport {
+    const char *host, *port; /* port NULL: none given */
+    size_t host_len, port_len;
+    bool v6; /* bracketed, or a bare IPv6 address */
+} cfg_hostport_t;
+
+/* Split s: `[v6]:port`, `[v6]`, `v4:port`, `v4` or a bare v6 address. 0, or
+ * -EINVAL with *why. */
+static int cfg_hostport_split(const char *s, size_t len, cfg_hostport_t *hp, const char **why)
+{
+    *hp = (cfg_hostport_t){.host = s, .host_len = len};
+    if (s[0] == '[') {
+        const char *close = memchr(s, ']', len);
+        if (!close) {
+            *why = "missing ']' after an IPv6 address";
+            return -EINVAL;
+        }
+        hp->host = s + 1;
+        hp->host_len = (size_t)(close - hp->host);
+        size_t rest = len - (size_t)(close - s) - 1;
+        if (rest > 0) {
+            if (close[1] != ':') {
+                *why = "expected ':' and a port after ']'";
+                return -EINVAL;
+            }
+            hp->port = close + 2;
+            hp->port_len = rest - 1;
+        }
+        hp->v6 = true;
+        return 0;
+    }
+    const char *colon = memchr(s, ':', len);
+    if (colon && memchr(colon + 1, ':', len - (size_t)(colon - s) - 1)) {
+        /* Two colons or more: a bare IPv6 address, which cannot carry a
+         * port without brackets. */
+        hp->v6 = true;
+    } else if (colon) {
+        hp->host_len = (size_t)(colon - s);
+        hp->port = colon + 1;
+        hp->port_len = len - hp->host_len - 1;
+    }
+    return 0;
+}
+
+/* The port hp gives, or default_port when it gives none (0: a port is
+ * required). 0, or -EINVAL with *why. */
+static int cfg_hostport_port(const cfg_hostport_t *hp, uint16_t default_port, bool port0_ok,
+                             uint16_t *port, const char **why)
+{
+    *port = default_port;
+    if (!hp->port) {
+        if (default_port != 0)
+            return 0;
+        *why = hp->v6 ? "needs a port, with the IPv6 address in brackets: [::1]:5353"
+                      : "needs a port, e.g. 127.0.0.1:5353";
+        return -EINVAL;
+    }
+    size_t i = 0;
+    uint32_t p;
+    if (!cfg_digits(hp->port, hp->port_len, &i, &p) || i != hp->port_len) {
+        *why = "bad port";
+        return -EINVAL;
+    }
+    if (p > 65535) {
+        *why = "port over 65535";
+        return -EINVAL;
+    }
+    if (p == 0 && !port0_ok) {
+        *why = "port 0 is not allowed (ports are 1-65535)";
+        return -EINVAL;
+    }
+    *port = (uint16_t)p;
+    return 0;
+}
+
 int cfg_hostport_parse(const char *s, size_t len, uint16_t default_port, bool port0_ok,
                        cfg_addr_t *out, const char **why)
 {
@@ -423,75 +531,26 @@ int cfg_hostport_parse(const char *s, size_t len, uint16_t default_port, bool po
         return -EINVAL;
     }
 
-    const char *host = s, *port = NULL;
-    size_t host_len = len, port_len = 0;
-    bool v6 = false;
-    if (s[0] == '[') {
-        const char *close = memchr(s, ']', len);
-        if (!close) {
-            *why = "missing ']' after an IPv6 address";
-            return -EINVAL;
-        }
-        host = s + 1;
-        host_len = (size_t)(close - host);
-        size_t rest = len - (size_t)(close - s) - 1;
-        if (rest > 0) {
-            if (close[1] != ':') {
-                *why = "expected ':' and a port after ']'";
-                return -EINVAL;
-            }
-            port = close + 2;
-            port_len = rest - 1;
-        }
-        v6 = true;
-    } else {
-        const char *colon = memchr(s, ':', len);
-        if (colon && memchr(colon + 1, ':', len - (size_t)(colon - s) - 1)) {
-            /* Two colons or more: a bare IPv6 address, which cannot carry a
-             * port without brackets. */
-            v6 = true;
-        } else if (colon) {
-            host_len = (size_t)(colon - s);
-            port = colon + 1;
-            port_len = len - host_len - 1;
-        }
-    }
-
+    cfg_hostport_t hp;
+    if (cfg_hostport_split(s, len, &hp, why) != 0)
+        return -EINVAL;
     filter_addr_t addr;
-    if (filter_addr_parse(host, host_len, &addr) != 0) {
-        if (!v6 && cfg_has_alpha(host, host_len))
+    if (filter_addr_parse(hp.host, hp.host_len, &addr) != 0) {
+        if (!hp.v6 && cfg_has_alpha(hp.host, hp.host_len))
             *why = "host names are not allowed here, only IP addresses";
         else
-            *why = v6 ? "not a valid IPv6 address" : "not a valid IPv4 address";
+            *why = hp.v6 ? "not a valid IPv6 address" : "not a valid IPv4 address";
         return -EINVAL;
     }
-    if (s[0] == '[' && memchr(host, ':', host_len) == NULL) {
+    if (s[0] == '[' && memchr(hp.host, ':', hp.host_len) == NULL) {
         *why = "brackets are only for IPv6 addresses";
         return -EINVAL;
     }
-
-    uint32_t p = default_port;
-    if (port) {
-        size_t i = 0;
-        if (!cfg_digits(port, port_len, &i, &p) || i != port_len) {
-            *why = "bad port";
-            return -EINVAL;
-        }
-        if (p > 65535) {
-            *why = "port over 65535";
-            return -EINVAL;
-        }
-        if (p == 0 && !port0_ok) {
-            *why = "port 0 is not allowed (ports are 1-65535)";
-            return -EINVAL;
-        }
-    } else if (default_port == 0) {
-        *why = v6 ? "needs a port, with the IPv6 address in brackets: [::1]:5353"
-                  : "needs a port, e.g. 127.0.0.1:5353";
+    uint16_t port;
+    if (cfg_hostport_port(&hp, default_port, port0_ok, &port, why) != 0)
         return -EINVAL;
-    }
 
-    out->sa_len = filter_addr_to_sockaddr(&addr, (uint16_t)p, &out->sa);
+    out->sa_len = filter_addr_to_sockaddr(&addr, port, &out->sa);
     memcpy(out->text, s, len);
     out->text[len] = '\0';
     return 0;

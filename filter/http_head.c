@@ -213,15 +213,17 @@ static void http_set_name(filter_http_head_t *out, const http_host_t *h)
         memset(&out->addr, 0, sizeof out->addr);
 }
 
+/* The scan's states: the request line (RFC 9112 §3), then the field lines
+ * and the empty line that ends the head (RFC 9112 §2.1, §5). */
 typedef enum http_state {
     HS_METHOD,
     HS_TARGET_FIRST,
     HS_TARGET,
     HS_VERSION,
+    HS_CR, /* CR seen at the end of a line: LF must follow */
     HS_LINE_START,
     HS_FIELD_NAME,
     HS_FIELD_VALUE,
-    HS_CR,     /* CR seen at the end of a line: LF must follow */
     HS_END_CR, /* CR seen on the empty line */
     HS_DONE,
 } http_state_t;
@@ -234,18 +236,161 @@ typedef struct http_scan {
     bool connect;
 } http_scan_t;
 
+/* The scan between two bytes. */
+typedef struct http_scanner {
+    http_state_t st;
+    size_t i;              /* index into the word being matched */
+    bool connect, is_host; /* still matching "CONNECT" / "host" */
+    http_scan_t *sc;
+} http_scanner_t;
+
+/* One function per state: each takes byte b, found at pos, and returns NULL
+ * or why the bytes are not HTTP. */
+
+static const char *http_method_byte(http_scanner_t *s, int b)
+{
+    if (b == ' ' && s->i > 0) {
+        s->sc->connect = s->connect && s->i == sizeof http_connect - 1;
+        s->st = HS_TARGET_FIRST;
+        return NULL;
+    }
+    if (!http_tchar(b))
+        return "request method is not a token";
+    s->connect = s->connect && s->i < sizeof http_connect - 1 && b == http_connect[s->i];
+    s->i++;
+    return NULL;
+}
+
+static const char *http_target_byte(http_scanner_t *s, int b, size_t pos)
+{
+    if (b == ' ' && s->st == HS_TARGET) {
+        s->sc->target_len = pos - s->sc->target_start;
+        s->st = HS_VERSION;
+        s->i = 0;
+        return NULL;
+    }
+    /* RFC 3986: a URI is printable ASCII without spaces. */
+    if (b <= 0x20 || b >= 0x7f)
+        return "bad request-target";
+    if (s->st == HS_TARGET_FIRST)
+        s->sc->target_start = pos;
+    s->st = HS_TARGET;
+    return NULL;
+}
+
+/* RFC 9112 §2.3: "HTTP/" DIGIT "." DIGIT, case-sensitive; 1.x only. */
+static const char *http_version_byte(http_scanner_t *s, int b)
+{
+    if (s->i < sizeof http_version_prefix - 1) {
+        if (b != http_version_prefix[s->i])
+            return "not an HTTP/1.x request line";
+        s->i++;
+    } else if (s->i == sizeof http_version_prefix - 1) {
+        if (b < '0' || b > '9')
+            return "not an HTTP/1.x request line";
+        s->i++;
+    } else if (b == '\r') {
+        s->st = HS_CR;
+    } else if (b == '\n') {
+        s->st = HS_LINE_START; /* RFC 9112 §2.2: a bare LF may end a line */
+    } else {
+        return "junk after the HTTP version";
+    }
+    return NULL;
+}
+
+/* The first byte of a field line, or of the empty line that ends the head. */
+static const char *http_line_start_byte(http_scanner_t *s, int b)
+{
+    if (b == '\r') {
+        s->st = HS_END_CR;
+    } else if (b == '\n') {
+        s->st = HS_DONE;
+    } else if (b == ' ' || b == '\t') {
+        return "obs-fold (RFC 9112 §5.2)";
+    } else if (http_tchar(b)) {
+        s->is_host = http_lower(b) == http_host[0];
+        s->i = 1;
+        s->st = HS_FIELD_NAME;
+    } else {
+        return "field name is not a token";
+    }
+    return NULL;
+}
+
+static const char *http_field_name_byte(http_scanner_t *s, int b, size_t pos)
+{
+    http_scan_t *sc = s->sc;
+    if (b == ':') {
+        /* Count every Host field; note where the first one's value is. */
+        bool host = s->is_host && s->i == sizeof http_host - 1;
+        s->is_host = host && sc->hosts == 0;
+        if (host && sc->hosts++ == 0)
+            sc->host_start = pos + 1;
+        s->st = HS_FIELD_VALUE;
+    } else if (b == ' ' || b == '\t') {
+        return "whitespace before the colon (RFC 9112 §5.1)";
+    } else if (http_tchar(b)) {
+        s->is_host = s->is_host && s->i < sizeof http_host - 1 && http_lower(b) == http_host[s->i];
+        s->i++;
+    } else {
+        return "field name is not a token";
+    }
+    return NULL;
+}
+
+static const char *http_field_value_byte(http_scanner_t *s, int b, size_t pos)
+{
+    if (b == '\r' || b == '\n') {
+        if (s->is_host)
+            s->sc->host_end = pos;
+        s->is_host = false;
+        s->st = b == '\r' ? HS_CR : HS_LINE_START;
+    } else if ((b < 0x20 && b != '\t') || b == 0x7f) {
+        /* RFC 9110 §5.5: field-vchar, SP, HTAB, obs-text only. */
+        return "control byte in a field value";
+    }
+    return NULL;
+}
+
+static const char *http_byte(http_scanner_t *s, int b, size_t pos)
+{
+    switch (s->st) {
+    case HS_METHOD:
+        return http_method_byte(s, b);
+    case HS_TARGET_FIRST:
+    case HS_TARGET:
+        return http_target_byte(s, b, pos);
+    case HS_VERSION:
+        return http_version_byte(s, b);
+    case HS_CR:
+    case HS_END_CR:
+        if (b != '\n')
+            return "bare CR (RFC 9112 §2.2)";
+        s->st = s->st == HS_CR ? HS_LINE_START : HS_DONE;
+        return NULL;
+    case HS_LINE_START:
+        return http_line_start_byte(s, b);
+    case HS_FIELD_NAME:
+        return http_field_name_byte(s, b, pos);
+    case HS_FIELD_VALUE:
+        return http_field_value_byte(s, b, pos);
+    case HS_DONE:
+        break;
+    }
+    return NULL;
+}
+
 /* The byte-by-byte grammar check. Returns NEED_MORE, TOO_BIG, NOT_HTTP or
  * NAME (meaning "head complete", out->head_len set). */
 static filter_http_result_t http_scan(const uint8_t *buf, size_t len, size_t max_head,
                                       http_scan_t *sc, filter_http_head_t *out)
 {
     filter_cur_t c = filter_cur_make(buf, len < max_head ? len : max_head);
-    http_state_t st = HS_METHOD;
-    size_t i = 0;                         /* index into the word being matched */
-    bool connect = true, is_host = false; /* still matching "CONNECT" / "host" */
+    http_scanner_t s = {.st = HS_METHOD, .connect = true, .sc = sc};
     memset(sc, 0, sizeof *sc);
 
-    while (st != HS_DONE) {
+    while (s.st != HS_DONE) {
         size_t pos = filter_cur_pos(&c);
         int b = filter_cur_peek(&c, 0);
         if (b < 0) {
@@ -254,108 +399,9 @@ static filter_http_result_t http_scan(const uint8_t *buf, size_t len, size_t max
             return http_answer(out, FILTER_HTTP_NEED_MORE, "head not complete yet");
         }
         filter_cur_skip(&c, 1);
-        switch (st) {
-        case HS_METHOD:
-            if (b == ' ' && i > 0) {
-                sc->connect = connect && i == sizeof http_connect - 1;
-                st = HS_TARGET_FIRST;
-                break;
-            }
-            if (!http_tchar(b))
-                return http_answer(out, FILTER_HTTP_NOT_HTTP, "request method is not a token");
-            connect = connect && i < sizeof http_connect - 1 && b == http_connect[i];
-            i++;
-            break;
-        case HS_TARGET_FIRST:
-        case HS_TARGET:
-            if (b == ' ' && st == HS_TARGET) {
-                sc->target_len = pos - sc->target_start;
-                st = HS_VERSION;
-                i = 0;
-                break;
-            }
-            /* RFC 3986: a URI is printable ASCII without spaces. */
-            if (b <= 0x20 || b >= 0x7f)
-                return http_answer(out, FILTER_HTTP_NOT_HTTP, "bad request-target");
-            if (st == HS_TARGET_FIRST)
-                sc->target_start = pos;
-            st = HS_TARGET;
-            break;
-        case HS_VERSION:
-            /* RFC 9112 §2.3: "HTTP/" DIGIT "." DIGIT, case-sensitive; 1.x only. */
-            if (i < sizeof http_version_prefix - 1) {
-                if (b != http_version_prefix[i])
-                    return http_answer(out, FILTER_HTTP_NOT_HTTP, "not an HTTP/1.x request line");
-                i++;
-            } else if (i == sizeof http_version_prefix - 1) {
-                if (b < '0' || b > '9')
-                    return http_answer(out, FILTER_HTTP_NOT_HTTP, "not an HTTP/1.x request line");
-                i++;
-            } else if (b == '\r') {
-                st = HS_CR;
-            } else if (b == '\n') {
-                st = HS_LINE_START; /* RFC 9112 §2.2: a bare LF may end a line */
-            } else {
-                return http_answer(out, FILTER_HTTP_NOT_HTTP, "junk after the HTTP version");
-            }
-            break;
-        case HS_CR:
-            if (b != '\n')
-                return http_answer(out, FILTER_HTTP_NOT_HTTP, "bare CR (RFC 9112 §2.2)");
-            st = HS_LINE_START;
-            break;
-        case HS_LINE_START:
-            if (b == '\r') {
-                st = HS_END_CR;
-            } else if (b == '\n') {
-                st = HS_DONE;
-            } else if (b == ' ' || b == '\t') {
-                return http_answer(out, FILTER_HTTP_NOT_HTTP, "obs-fold (RFC 9112 §5.2)");
-            } else if (http_tchar(b)) {
-                is_host = http_lower(b) == http_host[0];
-                i = 1;
-                st = HS_FIELD_NAME;
-            } else {
-                return http_answer(out, FILTER_HTTP_NOT_HTTP, "field name is not a token");
-            }
-            break;
-        case HS_FIELD_NAME:
-            if (b == ':') {
-                /* Count every Host field; note where the first one's value is. */
-                bool host = is_host && i == sizeof http_host - 1;
-                is_host = host && sc->hosts == 0;
-                if (host && sc->hosts++ == 0)
-                    sc->host_start = pos + 1;
-                st = HS_FIELD_VALUE;
-            } else if (b == ' ' || b == '\t') {
-                return http_answer(out, FILTER_HTTP_NOT_HTTP,
-                                   "whitespace before the colon (RFC 9112 §5.1)");
-            } else if (http_tchar(b)) {
-                is_host = is_host && i < sizeof http_host - 1 && http_lower(b) == http_host[i];
-                i++;
-            } else {
-                return http_answer(out, FILTER_HTTP_NOT_HTTP, "field name is not a token");
-            }
-            break;
-        case HS_FIELD_VALUE:
-            if (b == '\r' || b == '\n') {
-                if (is_host)
-                    sc->host_end = pos;
-                is_host = false;
-                st = b == '\r' ? HS_CR : HS_LINE_START;
-            } else if ((b < 0x20 && b != '\t') || b == 0x7f) {
-                /* RFC 9110 §5.5: field-vchar, SP, HTAB, obs-text only. */
-                return http_answer(out, FILTER_HTTP_NOT_HTTP, "control byte in a field value");
-            }
-            break;
-        case HS_END_CR:
-            if (b != '\n')
-                return http_answer(out, FILTER_HTTP_NOT_HTTP, "bare CR (RFC 9112 §2.2)");
-            st = HS_DONE;
-            break;
-        case HS_DONE:
-            break;
-        }
+        const char *bad = http_byte(&s, b, pos);
+        if (bad)
+            return http_answer(out, FILTER_HTTP_NOT_HTTP, bad);
     }
     out->head_len = filter_cur_pos(&c);
     return FILTER_HTTP_NAME;

@@ -74,8 +74,8 @@ typedef struct pol_slot {
 /* Linear probing at load <= 1/2, fronted by a one-hash Bloom filter of 16
  * bits per key: most lookups are misses (a name's suffixes, the prefix
  * lengths an address is not under), and the filter answers them from a
- * bitmap ~8x smaller than the slots, so a 100,000-rule policy costs about
- * what a 1,000-rule one does instead of a cache miss per probe. */
+ * bitmap 8x smaller than the slots, which stays in the CPU cache where a
+ * large policy's slots do not: a miss costs no cache miss per probe. */
 typedef struct pol_table {
     pol_slot_t *slots;
     size_t mask; /* slots - 1 */
@@ -133,8 +133,8 @@ static inline uint64_t pol_mix(uint64_t h)
 
 /* A name's hash is the polynomial sum of byte * K^(distance from the end),
  * so walking a name right to left gives every suffix's hash on the way, and
- * each byte costs one independent multiply (no serial multiply chain as in
- * FNV, which made long guest names twice as slow). */
+ * each byte costs one independent multiply (FNV chains every multiply on
+ * the one before, which long guest names pay for). */
 static uint64_t pol_name_hash(const filter_policy_t *p, const char *s, size_t len)
 {
     uint64_t h = 0;
@@ -632,77 +632,103 @@ static int pol_compile_addrs(filter_policy_t *p, const filter_policy_input_t *in
     return 0;
 }
 
-int filter_policy_compile(const filter_policy_input_t *in, filter_policy_t **out)
+static bool pol_input_valid(const filter_policy_input_t *in)
 {
-    const char **name_copy = NULL;
-    pol_seg_t *tmp = NULL;
-    int rc = -ENOMEM;
+    return in && (!in->n_rules || in->rules) && (!in->n_own || in->own) &&
+           (!in->n_tls_ports || in->tls_ports) && (!in->n_http_ports || in->http_ports) &&
+           pol_ports_valid(in->tls_ports, in->n_tls_ports) &&
+           pol_ports_valid(in->http_ports, in->n_http_ports);
+}
 
-    *out = NULL;
-    if (!in || (in->n_rules && !in->rules) || (in->n_own && !in->own) ||
-        (in->n_tls_ports && !in->tls_ports) || (in->n_http_ports && !in->http_ports) ||
-        !pol_ports_valid(in->tls_ports, in->n_tls_ports) ||
-        !pol_ports_valid(in->http_ports, in->n_http_ports))
-        return -EINVAL;
-
+/* An empty policy with its hash powers set up; NULL when out of memory. */
+static filter_policy_t *pol_new(bool filtering)
+{
     filter_policy_t *p = calloc(1, sizeof *p);
     if (!p)
-        return -ENOMEM;
+        return NULL;
     p->bytes = sizeof *p;
-    p->filtering = in->filtering;
+    p->filtering = filtering;
     p->kpow[0] = 1;
     for (size_t i = 1; i < FILTER_NAME_MAX; i++)
         p->kpow[i] = p->kpow[i - 1] * POL_HASH_K;
-    if ((rc = pol_compile_own(p, in)) != 0)
-        goto fail;
+    return p;
+}
 
+/* How big the rule arrays must be, counted by pol_size_rules. */
+typedef struct pol_sizes {
+    size_t n_rules, n_name, n_addr, n_chars, n_ports;
+} pol_sizes_t;
+
+/* Pass 1: validate every rule and size the arrays. 0 or -EINVAL. */
+static int pol_size_rules(const filter_policy_input_t *in, pol_sizes_t *sz)
+{
+    memset(sz, 0, sizeof *sz);
     /* Without `allow` there are no rules, so nothing lifts §2.4's refusals. */
-    size_t n_rules = in->filtering ? in->n_rules : 0;
-    if (n_rules >= UINT32_MAX) {
-        rc = -EINVAL;
-        goto fail;
-    }
-
-    /* Pass 1: validate and size everything. */
-    size_t n_name = 0, n_addr = 0, n_chars = 0, n_ports = 0;
+    sz->n_rules = in->filtering ? in->n_rules : 0;
+    if (sz->n_rules >= UINT32_MAX)
+        return -EINVAL;
     size_t default_ports = in->n_tls_ports + in->n_http_ports;
-    for (size_t i = 0; i < n_rules; i++) {
+    for (size_t i = 0; i < sz->n_rules; i++) {
         const filter_rule_t *r = &in->rules[i];
-        if (!pol_rule_valid(r)) {
-            rc = -EINVAL;
-            goto fail;
-        }
+        if (!pol_rule_valid(r))
+            return -EINVAL;
         char buf[FILTER_NAME_MAX + 3];
         const char *text;
-        n_chars += pol_rule_text(r, buf, &text) + 1;
+        sz->n_chars += pol_rule_text(r, buf, &text) + 1;
         if (r->kind == FILTER_RULE_NAME) {
-            n_name++;
-            n_chars += r->pattern.len + 1;
-            n_ports += r->n_ports ? r->n_ports : default_ports;
+            sz->n_name++;
+            sz->n_chars += r->pattern.len + 1;
+            sz->n_ports += r->n_ports ? r->n_ports : default_ports;
         } else {
-            n_addr++;
-            n_ports += r->n_ports;
+            sz->n_addr++;
+            sz->n_ports += r->n_ports;
         }
     }
+    return 0;
+}
 
-    p->n_rules = n_rules;
-    p->infos = pol_alloc(p, n_rules, sizeof *p->infos);
-    p->chars = pol_alloc(p, n_chars, 1);
-    p->ports = pol_alloc(p, n_ports, sizeof *p->ports);
-    p->rules = pol_alloc(p, n_rules, sizeof *p->rules);
+/* The arrays pass 2 fills, into p. 0 or -ENOMEM. */
+static int pol_alloc_rules(filter_policy_t *p, const pol_sizes_t *sz)
+{
+    p->n_rules = sz->n_rules;
+    p->infos = pol_alloc(p, sz->n_rules, sizeof *p->infos);
+    p->chars = pol_alloc(p, sz->n_chars, 1);
+    p->ports = pol_alloc(p, sz->n_ports, sizeof *p->ports);
+    p->rules = pol_alloc(p, sz->n_rules, sizeof *p->rules);
     /* Segments never outnumber the ranges they come from (+1 per address
      * rule without ports). */
-    p->segs = pol_alloc(p, n_ports + n_addr, sizeof *p->segs);
-    name_copy = calloc(n_rules ? n_rules : 1, sizeof *name_copy);
-    tmp = malloc((n_ports + n_addr ? n_ports + n_addr : 1) * sizeof *tmp);
-    rc = -ENOMEM;
-    if (!p->infos || !p->chars || !p->ports || !p->rules || !p->segs || !name_copy || !tmp)
-        goto fail;
+    p->segs = pol_alloc(p, sz->n_ports + sz->n_addr, sizeof *p->segs);
+    if (!p->infos || !p->chars || !p->ports || !p->rules || !p->segs)
+        return -ENOMEM;
+    return 0;
+}
 
-    /* Pass 2: rule infos, texts, effective ports. */
+/* Copy r's effective ports to pr: its own, or for a name rule without ports
+ * (§2.1) tls_ports and http_ports. Returns how many were copied. */
+static size_t pol_rule_ports(const filter_policy_input_t *in, const filter_rule_t *r,
+                             filter_port_range_t *pr)
+{
+    if (r->n_ports) {
+        memcpy(pr, r->ports, r->n_ports * sizeof *pr);
+        return r->n_ports;
+    }
+    if (r->kind != FILTER_RULE_NAME)
+        return 0;
+    if (in->n_tls_ports)
+        memcpy(pr, in->tls_ports, in->n_tls_ports * sizeof *pr);
+    if (in->n_http_ports)
+        memcpy(pr + in->n_tls_ports, in->http_ports, in->n_http_ports * sizeof *pr);
+    return in->n_tls_ports + in->n_http_ports;
+}
+
+/* Pass 2: each rule's info, text and merged ports; a name rule's name goes
+ * to chars[] too and name_copy[i] points at it. */
+static void pol_fill_rules(filter_policy_t *p, const filter_policy_input_t *in,
+                           const char **name_copy)
+{
     char *c = p->chars;
     filter_port_range_t *pr = p->ports;
-    for (size_t i = 0; i < n_rules; i++) {
+    for (size_t i = 0; i < p->n_rules; i++) {
         const filter_rule_t *r = &in->rules[i];
         filter_rule_info_t *info = &p->infos[i];
         char buf[FILTER_NAME_MAX + 3];
@@ -715,18 +741,7 @@ int filter_policy_compile(const filter_policy_input_t *in, filter_policy_t **out
         info->line = r->line;
         info->col = r->col;
 
-        size_t np = 0;
-        if (r->n_ports) {
-            memcpy(pr, r->ports, r->n_ports * sizeof *pr);
-            np = r->n_ports;
-        } else if (r->kind == FILTER_RULE_NAME) {
-            /* §2.1: a name rule without ports allows tls_ports and http_ports. */
-            if (in->n_tls_ports)
-                memcpy(pr, in->tls_ports, in->n_tls_ports * sizeof *pr);
-            if (in->n_http_ports)
-                memcpy(pr + in->n_tls_ports, in->http_ports, in->n_http_ports * sizeof *pr);
-            np = default_ports;
-        }
+        size_t np = pol_rule_ports(in, r, pr);
         info->n_ports = pol_ports_merge(pr, np);
         info->ports = info->n_ports ? pr : NULL;
         pr += np;
@@ -737,11 +752,35 @@ int filter_policy_compile(const filter_policy_input_t *in, filter_policy_t **out
             c += r->pattern.len + 1;
         }
     }
+}
+
+int filter_policy_compile(const filter_policy_input_t *in, filter_policy_t **out)
+{
+    const char **name_copy = NULL;
+    pol_seg_t *tmp = NULL;
+    pol_sizes_t sz;
+    int rc;
+
+    *out = NULL;
+    if (!pol_input_valid(in))
+        return -EINVAL;
+    filter_policy_t *p = pol_new(in->filtering);
+    if (!p)
+        return -ENOMEM;
+    if ((rc = pol_compile_own(p, in)) != 0 || (rc = pol_size_rules(in, &sz)) != 0 ||
+        (rc = pol_alloc_rules(p, &sz)) != 0)
+        goto fail;
+    name_copy = calloc(sz.n_rules ? sz.n_rules : 1, sizeof *name_copy);
+    tmp = malloc((sz.n_ports + sz.n_addr ? sz.n_ports + sz.n_addr : 1) * sizeof *tmp);
+    if (!name_copy || !tmp) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    pol_fill_rules(p, in, name_copy);
 
     size_t n_rules_used = 0, n_segs = 0;
-    if ((rc = pol_compile_names(p, in, name_copy, n_name, &n_rules_used, &n_segs, tmp)) != 0)
-        goto fail;
-    if ((rc = pol_compile_addrs(p, in, n_addr, &n_rules_used, &n_segs, tmp)) != 0)
+    if ((rc = pol_compile_names(p, in, name_copy, sz.n_name, &n_rules_used, &n_segs, tmp)) != 0 ||
+        (rc = pol_compile_addrs(p, in, sz.n_addr, &n_rules_used, &n_segs, tmp)) != 0)
         goto fail;
 
     free(name_copy);

@@ -1,56 +1,28 @@
 /* proxy/dialcache.h: the proxy's per-name dial address cache (SPEC §2.3
- * step 4: "moat resolves it itself (both families)").
+ * step 4: "moat resolves it itself (both families)"). docs/DECISIONS.md
+ * says why it exists beside the resolver's cache and how it is bounded.
  *
- * Without it every allowed connection resolved its name upstream (an A and
- * an AAAA query) before dialling: CPU per connection, and a burst of N hellos
- * for one name made 2N upstream queries (500 at once made ~1000, and half of
- * the connections hit connect_timeout waiting for them).
- *
- * What it keeps, per name (key: the name as filter_name_normalize() leaves it;
- * ASCII letters are folded and one trailing dot dropped here too, so any
- * spelling of a name shares its entry):
+ * Per name (key: the name as filter_name_normalize() leaves it; ASCII
+ * letters are folded and one trailing dot dropped here too, so any spelling
+ * of a name shares its entry) it keeps:
  *   - the A and AAAA addresses of the last answer (at most
- *     PX_DIALCACHE_MAX_ADDRS), unfiltered: the refused and private ranges of
- *     SPEC §2.4 are checked by the caller on every dial, against the policy
- *     of that connection, exactly as for a fresh answer. The cache holds no
- *     policy, so it survives policy reloads;
+ *     PX_DIALCACHE_MAX_ADDRS), unfiltered: the caller checks the refused and
+ *     private ranges of SPEC §2.4 on every dial, under that connection's
+ *     policy, exactly as for a fresh answer;
  *   - positive answers for min(TTL of the addresses) clamped to
- *     [PX_DIALCACHE_MIN_TTL_MS, PX_DIALCACHE_MAX_TTL_MS] (1 s .. 300 s): a
- *     TTL of 0 still coalesces a burst, and a long TTL cannot pin a stale
- *     address for hours;
+ *     [PX_DIALCACHE_MIN_TTL_MS, PX_DIALCACHE_MAX_TTL_MS];
  *   - negative results (no such name, no address, SERVFAIL and other upstream
- *     errors, upstream timeout) for PX_DIALCACHE_NEG_TTL_MS (3 s), status
- *     kept, so a flood of dials to a dead name or an unreachable upstream
- *     costs one lookup per 3 s instead of one per connection. -ENOMEM and
- *     -ECANCELED are never cached.
+ *     errors, upstream timeout) for PX_DIALCACHE_NEG_TTL_MS, status kept.
+ *     -ENOMEM and -ECANCELED are never cached.
  *
- * Coalescing: a lookup in flight has a list of waiters; a dial for the same
- * name joins it instead of asking upstream again. A waiter is embedded in the
- * caller's object (px_conn_t) and removed in O(1) when that object goes away
- * (connect timeout, policy reload, shutdown): the lookup goes on and its
- * answer is cached for the next dial.
+ * A dial for a name whose lookup is in flight waits on that lookup instead of
+ * starting another. The waiter is embedded in the caller's object and removed
+ * in O(1) when that object goes away (px_dialcache_unwait): the lookup goes
+ * on and its answer is cached for the next dial.
  *
- * Bound: at most max_entries names, least recently used evicted first. An
- * entry with waiters (or whose waiters are being called back) is never
- * evicted: when every entry has waiters, a new name is still admitted (each
- * such entry is held by a connection, which proxy.max_connections bounds) and
- * the excess is evicted as they complete. An evicted lookup in flight (no
- * waiters left) is cancelled.
- *
- * Flush (dns.upstream changed on reload): every answer is dropped; a lookup
- * in flight still answers its waiters (the connections asked before the
- * change) but its answer is not kept, and new dials start a new lookup
- * through the new servers.
- *
- * Why not the resolver's own cache (dns/cache.h): that one keeps guests'
- * answers as wire messages per (name, QTYPE), rewritten under the policy (so
- * it is cleared on every reload, and a NODATA made by the rebinding filter is
- * not kept), never keeps SERVFAIL or a negative answer without an SOA, and is
- * off with dns.cache_size 0. A dial would need two lookups, a wire copy and a
- * TTL walk each, would still hammer upstream for dead names, and has no way to
- * join a lookup in flight (the DNS server coalesces guests' queries, not the
- * proxy's resolves). A cache of address lists per name with waiters is
- * smaller than the code needed to bend that one to this job.
+ * At most max_entries names, least recently used evicted first. An entry
+ * with waiters is never evicted: when every entry has one a new name is still
+ * admitted, and the excess is evicted as lookups complete.
  *
  * Callbacks: a waiter's callback is never called from inside the call that
  * queued it; it is called at most once, after the waiter has been removed,
@@ -166,7 +138,8 @@ void px_dialcache_unwait(px_dialcache_waiter_t *w);
 /* Whether w waits for a lookup. */
 bool px_dialcache_waiting(const px_dialcache_waiter_t *w);
 
-/* Drop every answer (dns.upstream changed); see the top. */
+/* Drop every answer (dns.upstream changed). A lookup in flight still
+ * answers its waiters but its answer is not kept; new dials look up anew. */
 void px_dialcache_flush(px_dialcache_t *dc);
 
 /* This cache's counters (tests). Every event is also counted process-wide
