@@ -74,25 +74,27 @@ _Static_assert(sizeof dnsa_opt_canary - 1 == DNSA_OPT_LEN + 0x2b, "RDLENGTH");
 _Static_assert(sizeof DNSA_EDE_CANARY_TEXT - 1 + 2 == 0x27, "EDE OPTION-LENGTH");
 _Static_assert(DNS_EDNS_UDP_SIZE == 0x04d0, "the OPT templates advertise 1232");
 
+/* The twelve header octets (RFC 1035 §4.1.1), staged whole so that the
+ * writer checks their bounds once. */
+static inline void dnsa_header_octets(uint8_t h[DNS_HEADER_LEN], uint16_t id, uint16_t flags,
+                                      uint16_t qd, uint16_t an, uint16_t ns, uint16_t ar)
+{
+    filter_wr_be16(h, id);
+    filter_wr_be16(h + 2, flags);
+    filter_wr_be16(h + 4, qd);
+    filter_wr_be16(h + 6, an);
+    filter_wr_be16(h + 8, ns);
+    filter_wr_be16(h + 10, ar);
+}
+
 /* Header (RFC 1035 §4.1.1): ID, OPCODE, RD and CD copied; QR and RA set. */
 static inline void dnsa_header(filter_wr_t *w, const dns_query_t *q, uint16_t flags, int rcode,
                                uint16_t an, uint16_t ns, uint16_t ar)
 {
     uint16_t f = (uint16_t)(DNSA_QR | DNSA_RA | flags | (q->opcode & 0xfu) << 11 |
                             (q->rd ? DNSA_RD : 0) | (q->cd ? DNSA_CD : 0) | (rcode & 0xf));
-    /* Staged whole: one bounds check for the twelve octets. */
-    uint8_t h[DNS_HEADER_LEN] = {(uint8_t)(q->id >> 8),
-                                 (uint8_t)q->id,
-                                 (uint8_t)(f >> 8),
-                                 (uint8_t)f,
-                                 0,
-                                 q->has_question ? 1 : 0,
-                                 (uint8_t)(an >> 8),
-                                 (uint8_t)an,
-                                 (uint8_t)(ns >> 8),
-                                 (uint8_t)ns,
-                                 (uint8_t)(ar >> 8),
-                                 (uint8_t)ar};
+    uint8_t h[DNS_HEADER_LEN];
+    dnsa_header_octets(h, q->id, f, q->has_question ? 1 : 0, an, ns, ar);
     filter_wr_bytes(w, h, sizeof h);
 }
 
@@ -286,8 +288,8 @@ static int dnsa_scan_question(filter_cur_t *c, const dns_query_t *q, dnsa_scan_t
     return 0;
 }
 
-/* The records: each whole, at most one OPT (owned by the root, RFC 6891
- * §6.1.1) and only in the additional section. */
+/* The records: each whole; in the additional section at most one OPT,
+ * owned by the root (RFC 6891 §6.1.1). */
 static int dnsa_scan_records(filter_cur_t *c, dnsa_scan_t *s)
 {
     bool root;
@@ -376,18 +378,8 @@ int dns_answer_patch(uint8_t *buf, size_t len, size_t cap, const dns_query_t *q,
     /* RD and CD are the client's (RFC 1035 §4.1.1, RFC 4035 §3.1.6). */
     uint16_t flags = (uint16_t)((s.flags & ~(DNSA_RD | DNSA_CD)) | (q->rd ? DNSA_RD : 0) |
                                 (q->cd ? DNSA_CD : 0));
-    uint8_t h[DNS_HEADER_LEN] = {(uint8_t)(q->id >> 8),
-                                 (uint8_t)q->id,
-                                 (uint8_t)(flags >> 8),
-                                 (uint8_t)flags,
-                                 0,
-                                 1,
-                                 (uint8_t)(s.ancount >> 8),
-                                 (uint8_t)s.ancount,
-                                 (uint8_t)(s.nscount >> 8),
-                                 (uint8_t)s.nscount,
-                                 (uint8_t)(s.arcount >> 8),
-                                 (uint8_t)s.arcount};
+    uint8_t h[DNS_HEADER_LEN];
+    dnsa_header_octets(h, q->id, flags, 1, s.ancount, s.nscount, s.arcount);
     filter_wr_patch_bytes(&w, 0, h, sizeof h);
     return dnsa_len(&w);
 }
