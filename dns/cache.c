@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "filter/cursor.h"
+#include "filter/writer.h"
 #include "filter/siphash.h"
 #include "dns/query.h"
 
@@ -189,25 +190,48 @@ static uint32_t cache_min(uint32_t a, uint32_t b)
     return a < b ? a : b;
 }
 
+/* The header and the question: a response to a standard query, whose
+ * question is k. */
+static int cache_scan_question(filter_cur_t *cur, const dns_cache_key_t *k, uint16_t *flags,
+                               uint16_t count[3])
+{
+    filter_cur_skip(cur, 2); /* ID */
+    *flags = filter_cur_u16(cur);
+    uint16_t qd = filter_cur_u16(cur);
+    for (int i = 0; i < 3; i++)
+        count[i] = filter_cur_u16(cur);
+    if (!filter_cur_ok(cur) || !(*flags & CACHE_FLAG_QR) || ((*flags >> 11) & 0xF) != 0 || qd != 1)
+        return -EINVAL;
+    dns_cache_key_t q;
+    if (cache_read_name(cur, &q) != 0)
+        return -EINVAL;
+    q.qtype = filter_cur_u16(cur);
+    q.qclass = filter_cur_u16(cur);
+    if (!filter_cur_ok(cur) || !cache_key_eq(&q, k))
+        return -EINVAL;
+    return 0;
+}
+
+/* RFC 2308 §5: the negative TTL of an SOA record, min(its TTL, MINIMUM). */
+static int cache_soa_neg(filter_cur_t rd, uint32_t ttl, uint32_t *neg)
+{
+    if (dns_wire_skip_name(&rd, NULL) != 0 || dns_wire_skip_name(&rd, NULL) != 0)
+        return -EINVAL;
+    filter_cur_skip(&rd, 16); /* SERIAL REFRESH RETRY EXPIRE */
+    uint32_t minimum = cache_ttl_norm(filter_cur_u32(&rd));
+    if (!filter_cur_ok(&rd))
+        return -EINVAL;
+    *neg = cache_min(ttl, minimum);
+    return 0;
+}
+
 /* Walk the answer: check its question is k, find every TTL field and the
  * entry's TTL (cache.h). */
 static int cache_scan(const dns_cache_key_t *k, const uint8_t *wire, size_t len, cache_scan_t *s)
 {
     filter_cur_t cur = filter_cur_make(wire, len);
-    filter_cur_skip(&cur, 2); /* ID */
-    uint16_t flags = filter_cur_u16(&cur);
-    uint16_t qd = filter_cur_u16(&cur);
-    uint16_t count[3];
-    for (int i = 0; i < 3; i++)
-        count[i] = filter_cur_u16(&cur);
-    if (!filter_cur_ok(&cur) || !(flags & CACHE_FLAG_QR) || ((flags >> 11) & 0xF) != 0 || qd != 1)
-        return -EINVAL;
-    dns_cache_key_t q;
-    if (cache_read_name(&cur, &q) != 0)
-        return -EINVAL;
-    q.qtype = filter_cur_u16(&cur);
-    q.qclass = filter_cur_u16(&cur);
-    if (!filter_cur_ok(&cur) || !cache_key_eq(&q, k))
+    uint16_t flags, count[3];
+    if (cache_scan_question(&cur, k, &flags, count) != 0)
         return -EINVAL;
 
     bool positive = false, have_soa = false;
@@ -239,15 +263,9 @@ static int cache_scan(const dns_cache_key_t *k, const uint8_t *wire, size_t len,
                 if (type == k->qtype || k->qtype == DNS_TYPE_ANY)
                     positive = true;
             } else if (sec == 1 && type == DNS_TYPE_SOA && !have_soa) {
-                /* RFC 2308 §5: negative TTL = min(SOA TTL, SOA MINIMUM). */
-                if (dns_wire_skip_name(&rd, NULL) != 0 || dns_wire_skip_name(&rd, NULL) != 0)
-                    return -EINVAL;
-                filter_cur_skip(&rd, 16); /* SERIAL REFRESH RETRY EXPIRE */
-                uint32_t minimum = cache_ttl_norm(filter_cur_u32(&rd));
-                if (!filter_cur_ok(&rd))
+                if (cache_soa_neg(rd, ttl, &neg) != 0)
                     return -EINVAL;
                 have_soa = true;
-                neg = cache_min(ttl, minimum);
             }
         }
     }
@@ -410,16 +428,10 @@ int dns_cache_put(dns_cache_t *c, const dns_cache_key_t *k, const uint8_t *wire,
     e->n_ttl = s->n_ttl;
     e->n_addrs = (uint16_t)n_addrs;
     memcpy(e->ttl_off, s->ttl_off, (size_t)s->n_ttl * sizeof(uint16_t));
-    uint8_t *w = cache_wire(e);
-    memcpy(w, wire, s->end);
-    for (size_t i = 0; i < s->n_ttl; i++) { /* store the normalised TTLs */
-        uint32_t v = s->ttl_val[i];
-        uint8_t *p = w + s->ttl_off[i];
-        p[0] = (uint8_t)(v >> 24);
-        p[1] = (uint8_t)(v >> 16);
-        p[2] = (uint8_t)(v >> 8);
-        p[3] = (uint8_t)v;
-    }
+    filter_wr_t w = filter_wr_make(cache_wire(e), s->end);
+    filter_wr_bytes(&w, wire, s->end);
+    for (size_t i = 0; i < s->n_ttl; i++) /* store the normalised TTLs */
+        filter_wr_patch_u32(&w, s->ttl_off[i], s->ttl_val[i]);
     dns_cache_addr_t *a = cache_addrs(e);
     for (size_t i = 0; i < n_addrs; i++) {
         a[i] = addrs[i];
@@ -471,15 +483,15 @@ int dns_cache_get(dns_cache_t *c, const dns_cache_key_t *k, uint64_t now_ms, uin
     uint32_t elapsed = (uint32_t)(elapsed_ms / 1000);
     if (cap < e->len)
         return -ENOSPC;
-    memcpy(buf, cache_wire(e), e->len);
+    /* The stored TTLs, read in order (the offsets ascend), less the time
+     * elapsed. */
+    filter_wr_t w = filter_wr_make(buf, cap);
+    filter_wr_bytes(&w, cache_wire(e), e->len);
+    filter_cur_t r = filter_cur_make(cache_wire(e), e->len);
     for (size_t i = 0; i < e->n_ttl; i++) {
-        uint8_t *p = buf + e->ttl_off[i];
-        uint32_t v = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-        v = v > elapsed ? v - elapsed : 0;
-        p[0] = (uint8_t)(v >> 24);
-        p[1] = (uint8_t)(v >> 16);
-        p[2] = (uint8_t)(v >> 8);
-        p[3] = (uint8_t)v;
+        filter_cur_skip(&r, e->ttl_off[i] - filter_cur_pos(&r));
+        uint32_t v = filter_cur_u32(&r);
+        filter_wr_patch_u32(&w, e->ttl_off[i], v > elapsed ? v - elapsed : 0);
     }
     *len = e->len;
     cache_lru_unlink(c, e);

@@ -43,6 +43,13 @@ static size_t dnsq_put_octet(char *out, size_t n, uint8_t c)
     return n;
 }
 
+/* Mark the cursor with why a name was refused (fuzz triage); -EBADMSG. */
+static int dnsq_fail(filter_cur_t *c, filter_cur_err_t kind)
+{
+    filter_cur_fail(c, kind);
+    return -EBADMSG;
+}
+
 /* The question name (RFC 1035 §4.1.2): plain labels only. A compression
  * pointer has nothing to point back to in a question and is refused, as are
  * the reserved label types 01 and 10 (RFC 6891 §5). Fills qname, the
@@ -55,9 +62,9 @@ static int dnsq_read_qname(filter_cur_t *c, dns_query_t *q)
         if (!filter_cur_ok(c))
             return -EBADMSG;
         if (len > DNS_LABEL_MAX) /* 0xc0 pointer, 0x40 / 0x80 reserved */
-            return -EBADMSG;
+            return dnsq_fail(c, FILTER_CUR_MALFORMED);
         if (wire + 1 + len > DNS_NAME_WIRE_MAX)
-            return -EBADMSG;
+            return dnsq_fail(c, FILTER_CUR_OVERLIMIT);
         if (len == 0) {
             q->qname[wire++] = 0;
             break;
@@ -107,14 +114,14 @@ int dns_wire_skip_name(filter_cur_t *c, bool *root)
             return filter_cur_ok(c) ? 0 : -EBADMSG;
         }
         if (len > DNS_LABEL_MAX)
-            return -EBADMSG;
+            return dnsq_fail(c, FILTER_CUR_MALFORMED);
         if (len == 0) {
             *root = (wire == 0);
             return 0;
         }
         wire += 1 + (size_t)len;
         if (wire + 1 > DNS_NAME_WIRE_MAX)
-            return -EBADMSG;
+            return dnsq_fail(c, FILTER_CUR_OVERLIMIT);
         filter_cur_skip(c, len);
     }
 }

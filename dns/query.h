@@ -116,7 +116,8 @@ int dns_query_parse(const uint8_t *msg, size_t len, dns_query_t *q);
 /* Skip one name in wire form at the cursor (RFC 1035 §4.1.4): labels ending
  * in the root or a compression pointer, which is skipped, not followed. 0, or
  * -EBADMSG for a reserved label type (0x40, 0x80), a name over 255 octets or
- * a short read. *root (may be NULL) is set when the name is the root. Every
+ * a short read (the cursor's error then says which: MALFORMED, OVERLIMIT,
+ * TRUNCATED). *root (may be NULL) is set when the name is the root. Every
  * resolver module that walks records uses this one. */
 int dns_wire_skip_name(filter_cur_t *c, bool *root);
 

@@ -10,6 +10,7 @@
 #include <ldns/ldns.h>
 
 #include "filter/cursor.h"
+#include "filter/writer.h"
 #include "dns/query.h"
 
 /* SvcParamKeys moat looks at (RFC 9460 §14.3.2). */
@@ -79,22 +80,99 @@ static size_t rw_hint_size(uint16_t key)
 }
 
 /* How many addresses of a hint value survive. */
-static size_t rw_hint_kept(const filter_policy_t *p, uint16_t key, const uint8_t *v, size_t vlen)
+static size_t rw_hint_kept(const filter_policy_t *p, uint16_t key, filter_cur_t v)
 {
     size_t sz = rw_hint_size(key), kept = 0;
-    for (size_t i = 0; i + sz <= vlen; i += sz) {
+    for (const uint8_t *b; (b = filter_cur_take(&v, sz)) != NULL;) {
         filter_addr_t a;
-        rw_addr_make(key == RW_KEY_IPV6HINT, v + i, &a);
+        rw_addr_make(key == RW_KEY_IPV6HINT, b, &a);
         if (!rw_addr_refused(p, &a))
             kept++;
     }
     return kept;
 }
 
-static void rw_put16(uint8_t *p, size_t v)
+/* One SvcParam (RFC 9460 §2.2): key, length, value as a cursor of its own;
+ * false at the end of the params or on bad framing (*bad set). */
+static bool rw_param_next(filter_cur_t *c, uint16_t *key, filter_cur_t *v, bool *bad)
 {
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
+    if (filter_cur_left(c) == 0)
+        return false;
+    *key = filter_cur_u16(c);
+    uint16_t vlen = filter_cur_u16(c);
+    *v = filter_cur_sub(c, vlen);
+    *bad = !filter_cur_ok(c);
+    return !*bad;
+}
+
+/* Skip SvcPriority and the uncompressed TargetName; returns 0 or -EBADMSG. */
+static int rw_svcb_target(filter_cur_t *c)
+{
+    filter_cur_skip(c, 2); /* SvcPriority */
+    size_t name = 0;
+    for (;;) {
+        uint8_t l = filter_cur_u8(c);
+        name += 1 + (size_t)l;
+        if (!filter_cur_ok(c) || l > DNS_LABEL_MAX || name > DNS_NAME_WIRE_MAX)
+            return -EBADMSG;
+        if (l == 0)
+            return 0;
+        filter_cur_skip(c, l);
+    }
+}
+
+/* Check the SvcParams' framing and find the keys that go away whole: bit k
+ * of *drop for key k (4, 5 or 6). Returns 0 or -EBADMSG. */
+static int rw_svcb_drops(const filter_policy_t *p, filter_cur_t c, unsigned *drop)
+{
+    uint16_t key;
+    filter_cur_t v;
+    bool bad = false;
+    *drop = 0;
+    while (rw_param_next(&c, &key, &v, &bad)) {
+        size_t vlen = filter_cur_left(&v);
+        if (key == RW_KEY_ECH) {
+            *drop |= 1u << key;
+        } else if (rw_is_hint(key)) {
+            if (vlen == 0 || vlen % rw_hint_size(key) != 0)
+                return -EBADMSG; /* RFC 9460 §7.3 */
+            if (rw_hint_kept(p, key, v) == 0)
+                *drop |= 1u << key;
+        } else if (key == RW_KEY_MANDATORY && vlen % 2 != 0) {
+            return -EBADMSG; /* RFC 9460 §8 */
+        }
+    }
+    return bad ? -EBADMSG : 0;
+}
+
+static bool rw_dropped(unsigned drop, uint16_t key)
+{
+    return key < 16 && (drop & (1u << key));
+}
+
+/* The addresses of a hint the policy lets through. */
+static void rw_put_hints(filter_wr_t *w, const filter_policy_t *p, uint16_t key, filter_cur_t v,
+                         dns_rewrite_result_t *r)
+{
+    size_t sz = rw_hint_size(key);
+    for (const uint8_t *b; (b = filter_cur_take(&v, sz)) != NULL;) {
+        filter_addr_t a;
+        rw_addr_make(key == RW_KEY_IPV6HINT, b, &a);
+        if (rw_addr_refused(p, &a))
+            r->removed_hints++;
+        else
+            filter_wr_bytes(w, b, sz);
+    }
+}
+
+/* The keys of a mandatory list that stay (RFC 9460 §8). */
+static void rw_put_mandatory(filter_wr_t *w, unsigned drop, filter_cur_t v)
+{
+    while (filter_cur_left(&v) >= 2) {
+        uint16_t mk = filter_cur_u16(&v);
+        if (!rw_dropped(drop, mk))
+            filter_wr_u16(w, mk);
+    }
 }
 
 /* Rewrite SVCB/HTTPS rdata (RFC 9460 §2.2: SvcPriority, uncompressed
@@ -105,90 +183,42 @@ static int rw_svcb(const filter_policy_t *p, const uint8_t *rd, size_t len, uint
                    size_t *out_len, dns_rewrite_result_t *r)
 {
     filter_cur_t cur = filter_cur_make(rd, len);
-    filter_cur_skip(&cur, 2); /* SvcPriority */
-    size_t name = 0;
-    for (;;) {
-        uint8_t l = filter_cur_u8(&cur);
-        name += 1 + (size_t)l;
-        if (!filter_cur_ok(&cur) || l > DNS_LABEL_MAX || name > DNS_NAME_WIRE_MAX)
-            return -EBADMSG;
-        if (l == 0)
-            break;
-        filter_cur_skip(&cur, l);
-    }
-    size_t params_at = filter_cur_pos(&cur);
-
-    /* Pass 1: check the framing and find the keys that go away whole. */
-    unsigned drop = 0; /* bit k: key k (4, 5 or 6) is removed */
-    filter_cur_t c1 = cur;
-    while (filter_cur_left(&c1) > 0) {
-        uint16_t key = filter_cur_u16(&c1);
-        uint16_t vlen = filter_cur_u16(&c1);
-        const uint8_t *v = filter_cur_take(&c1, vlen);
-        if (!filter_cur_ok(&c1))
-            return -EBADMSG;
-        if (key == RW_KEY_ECH) {
-            drop |= 1u << key;
-        } else if (rw_is_hint(key)) {
-            if (vlen == 0 || vlen % rw_hint_size(key) != 0)
-                return -EBADMSG; /* RFC 9460 §7.3 */
-            if (rw_hint_kept(p, key, v, vlen) == 0)
-                drop |= 1u << key;
-        } else if (key == RW_KEY_MANDATORY && vlen % 2 != 0) {
-            return -EBADMSG; /* RFC 9460 §8 */
-        }
-    }
-
-    /* Pass 2: write what stays. */
-    memcpy(out, rd, params_at);
-    size_t o = params_at;
-    while (filter_cur_left(&cur) > 0) {
-        uint16_t key = filter_cur_u16(&cur);
-        uint16_t vlen = filter_cur_u16(&cur);
-        const uint8_t *v = filter_cur_take(&cur, vlen);
-        if (!filter_cur_ok(&cur))
-            return -EBADMSG;
-        if (key < 16 && (drop & (1u << key))) {
+    unsigned drop = 0;
+    if (rw_svcb_target(&cur) != 0 || rw_svcb_drops(p, cur, &drop) != 0)
+        return -EBADMSG;
+    filter_wr_t w = filter_wr_make(out, len);
+    filter_wr_bytes(&w, rd, filter_cur_pos(&cur)); /* SvcPriority, TargetName */
+    uint16_t key;
+    filter_cur_t v;
+    bool bad = false;
+    while (rw_param_next(&cur, &key, &v, &bad)) {
+        if (rw_dropped(drop, key)) {
             if (key == RW_KEY_ECH)
                 r->removed_ech++;
             else
-                r->removed_hints += (unsigned)(vlen / rw_hint_size(key));
+                r->removed_hints += (unsigned)(filter_cur_left(&v) / rw_hint_size(key));
             continue;
         }
-        size_t at = o;
-        rw_put16(out + o, key);
-        o += 4;
+        size_t at = filter_wr_pos(&w);
+        filter_wr_u16(&w, key);
+        size_t len_at = filter_wr_reserve(&w, 2);
         if (rw_is_hint(key)) {
-            size_t sz = rw_hint_size(key);
-            for (size_t i = 0; i + sz <= vlen; i += sz) {
-                filter_addr_t a;
-                rw_addr_make(key == RW_KEY_IPV6HINT, v + i, &a);
-                if (rw_addr_refused(p, &a)) {
-                    r->removed_hints++;
-                    continue;
-                }
-                memcpy(out + o, v + i, sz);
-                o += sz;
-            }
+            rw_put_hints(&w, p, key, v, r);
         } else if (key == RW_KEY_MANDATORY) {
-            for (size_t i = 0; i + 2 <= vlen; i += 2) {
-                uint16_t mk = (uint16_t)((uint16_t)v[i] << 8 | v[i + 1]);
-                if (mk < 16 && (drop & (1u << mk)))
-                    continue;
-                memcpy(out + o, v + i, 2);
-                o += 2;
-            }
-            if (o == at + 4) { /* every mandatory key went: drop the list */
-                o = at;
+            rw_put_mandatory(&w, drop, v);
+            if (filter_wr_pos(&w) == at + 4) { /* every mandatory key went: drop the list */
+                filter_wr_rewind(&w, at);
                 continue;
             }
-        } else if (vlen > 0) {
-            memcpy(out + o, v, vlen);
-            o += vlen;
+        } else {
+            size_t n = filter_cur_left(&v);
+            filter_wr_bytes(&w, filter_cur_take(&v, n), n);
         }
-        rw_put16(out + at + 2, o - at - 4);
+        filter_wr_patch_u16(&w, len_at, (uint16_t)(filter_wr_pos(&w) - at - 4));
     }
-    *out_len = o;
+    if (bad || !filter_wr_ok(&w))
+        return -EBADMSG;
+    *out_len = filter_wr_pos(&w);
     return 0;
 }
 
@@ -312,25 +342,27 @@ static int rw_edns_options(ldns_pkt *pkt, bool *changed)
     ldns_rdf *old = ldns_pkt_edns_data(pkt);
     if (old == NULL)
         return 0;
-    size_t len = ldns_rdf_size(old), o = 0;
+    size_t len = ldns_rdf_size(old);
     uint8_t *keep = malloc(len ? len : 1);
     if (keep == NULL)
         return -ENOMEM;
+    filter_wr_t w = filter_wr_make(keep, len);
     filter_cur_t cur = filter_cur_make(ldns_rdf_data(old), len);
     while (filter_cur_left(&cur) > 0) {
-        size_t at = filter_cur_pos(&cur);
         uint16_t code = filter_cur_u16(&cur);
         uint16_t olen = filter_cur_u16(&cur);
-        filter_cur_skip(&cur, olen);
+        const uint8_t *body = filter_cur_take(&cur, olen);
         if (!filter_cur_ok(&cur)) {
-            o = 0;
+            filter_wr_rewind(&w, 0);
             break;
         }
         if (code == RW_EDNS_EDE) {
-            memcpy(keep + o, ldns_rdf_data(old) + at, 4 + (size_t)olen);
-            o += 4 + (size_t)olen;
+            filter_wr_u16(&w, code);
+            filter_wr_u16(&w, olen);
+            filter_wr_bytes(&w, body, olen);
         }
     }
+    size_t o = filter_wr_pos(&w);
     int rc = 0;
     if (o < len) {
         ldns_rdf *nd = NULL;
@@ -481,6 +513,79 @@ static int rw_prescan(const uint8_t *wire, size_t len)
     return 0;
 }
 
+/* Parse the answer into *pkt: the framing prescan, ldns_wire2pkt, and a
+ * response with exactly one question. */
+static int rw_parse(const uint8_t *wire, size_t len, ldns_pkt **pkt)
+{
+    int rc = rw_prescan(wire, len);
+    if (rc != 0)
+        return rc;
+    ldns_status s = ldns_wire2pkt(pkt, wire, len);
+    if (s != LDNS_STATUS_OK)
+        return rw_status(s);
+    if (!ldns_pkt_qr(*pkt) || ldns_pkt_qdcount(*pkt) != 1 ||
+        ldns_rr_list_rr_count(ldns_pkt_question(*pkt)) != 1)
+        return -EBADMSG;
+    return 0;
+}
+
+/* (b) of rewrite.h: true when the answer section holds no record of the
+ * question's type. */
+static bool rw_nodata(const ldns_pkt *pkt, uint16_t qtype)
+{
+    const ldns_rr_list *ans = ldns_pkt_answer(pkt);
+    for (size_t j = 0; j < ldns_rr_list_rr_count(ans); j++)
+        if (ldns_rr_get_type(ldns_rr_list_rr(ans, j)) == qtype)
+            return false;
+    return true;
+}
+
+/* (a) and (b) of rewrite.h over every section with filtering on; with it
+ * off, only the A/AAAA shapes are checked. */
+static int rw_filter(const filter_policy_t *policy, ldns_pkt *pkt, bool *changed,
+                     dns_rewrite_result_t *out)
+{
+    const size_t n = sizeof rw_sections / sizeof rw_sections[0];
+    if (policy == NULL || !filter_policy_filtering(policy)) {
+        for (size_t i = 0; i < n; i++) {
+            int rc = rw_check_section(rw_sections[i].get(pkt));
+            if (rc != 0)
+                return rc;
+        }
+        return 0;
+    }
+    ldns_buffer *buf = ldns_buffer_new(512);
+    if (buf == NULL)
+        return -ENOMEM;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        unsigned removed = 0;
+        rc = rw_filter_section(policy, pkt, &rw_sections[i], buf, changed, out, &removed);
+        if (rc == 0 && i == 0 && removed > 0 &&
+            (out->qtype == DNS_TYPE_A || out->qtype == DNS_TYPE_AAAA))
+            out->nodata = rw_nodata(pkt, out->qtype);
+    }
+    ldns_buffer_free(buf);
+    return rc;
+}
+
+/* The answer to hand out: pkt serialised when something changed, else a
+ * copy of the upstream's bytes. */
+static int rw_output(const ldns_pkt *pkt, bool changed, const uint8_t *wire, size_t len,
+                     dns_rewrite_result_t *out)
+{
+    if (changed) {
+        ldns_status s = ldns_pkt2wire(&out->wire, pkt, &out->len);
+        return s == LDNS_STATUS_OK ? 0 : rw_status(s); /* ldns allocates with malloc */
+    }
+    out->wire = malloc(len ? len : 1);
+    if (out->wire == NULL)
+        return -ENOMEM;
+    memcpy(out->wire, wire, len);
+    out->len = len;
+    return 0;
+}
+
 int dns_rewrite(const filter_policy_t *policy, const uint8_t *wire, size_t len,
                 dns_rewrite_result_t *out)
 {
@@ -490,87 +595,26 @@ int dns_rewrite(const filter_policy_t *policy, const uint8_t *wire, size_t len,
     if (wire == NULL)
         return -EINVAL;
     ldns_pkt *pkt = NULL;
-    ldns_buffer *buf = NULL;
-    int rc = 0;
-    rc = rw_prescan(wire, len);
+    bool changed = false;
+    int rc = rw_parse(wire, len, &pkt);
     if (rc != 0)
         goto fail;
-    ldns_status s = ldns_wire2pkt(&pkt, wire, len);
-    if (s != LDNS_STATUS_OK) {
-        rc = rw_status(s);
-        goto fail;
-    }
-    if (!ldns_pkt_qr(pkt) || ldns_pkt_qdcount(pkt) != 1 ||
-        ldns_rr_list_rr_count(ldns_pkt_question(pkt)) != 1) {
-        rc = -EBADMSG;
-        goto fail;
-    }
     const ldns_rr *q = ldns_rr_list_rr(ldns_pkt_question(pkt), 0);
     out->qtype = (uint16_t)ldns_rr_get_type(q);
     rw_qname(ldns_rr_owner(q), out);
-
-    bool changed = false;
-    if (policy != NULL && filter_policy_filtering(policy)) {
-        buf = ldns_buffer_new(512);
-        if (buf == NULL) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-        for (size_t i = 0; i < sizeof rw_sections / sizeof rw_sections[0]; i++) {
-            unsigned removed = 0;
-            rc = rw_filter_section(policy, pkt, &rw_sections[i], buf, &changed, out, &removed);
-            if (rc != 0)
-                goto fail;
-            if (i == 0 && removed > 0 &&
-                (out->qtype == DNS_TYPE_A || out->qtype == DNS_TYPE_AAAA)) {
-                bool left = false;
-                const ldns_rr_list *ans = ldns_pkt_answer(pkt);
-                for (size_t j = 0; j < ldns_rr_list_rr_count(ans); j++)
-                    left = left || ldns_rr_get_type(ldns_rr_list_rr(ans, j)) == out->qtype;
-                out->nodata = !left;
-            }
-        }
-    } else {
-        for (size_t i = 0; i < sizeof rw_sections / sizeof rw_sections[0]; i++) {
-            rc = rw_check_section(rw_sections[i].get(pkt));
-            if (rc != 0)
-                goto fail;
-        }
-    }
-
-    rc = rw_edns_options(pkt, &changed);
+    rc = rw_filter(policy, pkt, &changed, out);
+    if (rc == 0)
+        rc = rw_edns_options(pkt, &changed);
+    if (rc == 0)
+        rc = rw_collect(pkt, ldns_rr_owner(q), out);
+    if (rc == 0)
+        rc = rw_output(pkt, changed, wire, len, out);
     if (rc != 0)
         goto fail;
-
-    rc = rw_collect(pkt, ldns_rr_owner(q), out);
-    if (rc != 0)
-        goto fail;
-
-    if (changed) {
-        uint8_t *w = NULL;
-        size_t n = 0;
-        s = ldns_pkt2wire(&w, pkt, &n);
-        if (s != LDNS_STATUS_OK) {
-            rc = rw_status(s);
-            goto fail;
-        }
-        out->wire = w; /* ldns allocates with malloc (LDNS_XMALLOC) */
-        out->len = n;
-    } else {
-        out->wire = malloc(len ? len : 1);
-        if (out->wire == NULL) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-        memcpy(out->wire, wire, len);
-        out->len = len;
-    }
-    ldns_buffer_free(buf);
     ldns_pkt_free(pkt);
     return 0;
 
 fail:
-    ldns_buffer_free(buf);
     ldns_pkt_free(pkt);
     dns_rewrite_result_free(out);
     return rc;

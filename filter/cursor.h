@@ -4,7 +4,11 @@
  * reads through this cursor and never does pointer arithmetic on the input
  * itself. A read past the end sets a sticky error and returns zero, so a
  * parser can do a run of reads and check filter_cur_ok() once (the same idea
- * as knot-dns's wire_ctx and c-ares's ares_buf_t).
+ * as knot-dns's wire_ctx and c-ares's ares_buf_t). The error keeps the kind
+ * of the first failure, for fuzz triage and tests: the cursor itself only
+ * sets FILTER_CUR_TRUNCATED; a parser that finds the bytes wrong
+ * (FILTER_CUR_MALFORMED) or past one of its limits (FILTER_CUR_OVERLIMIT)
+ * says so with filter_cur_fail(). filter/writer.h is the writing twin.
  *
  * The cursor never owns the bytes; the caller keeps them alive.
  */
@@ -15,18 +19,38 @@
 #include <stddef.h>
 #include <stdint.h>
 
+typedef enum filter_cur_err {
+    FILTER_CUR_OK = 0,
+    FILTER_CUR_TRUNCATED = 1, /* a read went past the window */
+    FILTER_CUR_MALFORMED = 2, /* the parser found the bytes wrong */
+    FILTER_CUR_OVERLIMIT = 3, /* the parser found them past one of its limits */
+} filter_cur_err_t;
+
 typedef struct filter_cur {
-    const uint8_t *base; /* first byte of the window */
-    size_t len;          /* window length */
-    size_t off;          /* next byte to read */
-    bool err;            /* sticky: a read went past the window */
+    const uint8_t *base;  /* first byte of the window */
+    size_t len;           /* window length */
+    size_t off;           /* next byte to read */
+    filter_cur_err_t err; /* sticky: the first failure */
 } filter_cur_t;
 
 /* Start a cursor over len bytes at p. */
 static inline filter_cur_t filter_cur_make(const uint8_t *p, size_t len)
 {
-    filter_cur_t c = {p, len, 0, false};
+    filter_cur_t c = {p, len, 0, FILTER_CUR_OK};
     return c;
+}
+
+/* The first failure, FILTER_CUR_OK when none. */
+static inline filter_cur_err_t filter_cur_error(const filter_cur_t *c)
+{
+    return c->err;
+}
+
+/* Set the failure kind unless one is set already; every later read fails. */
+static inline void filter_cur_fail(filter_cur_t *c, filter_cur_err_t kind)
+{
+    if (c->err == FILTER_CUR_OK)
+        c->err = kind;
 }
 
 /* Bytes left to read (0 once an error is set). */
@@ -47,10 +71,11 @@ static inline size_t filter_cur_pos(const filter_cur_t *c)
     return c->off;
 }
 
+/* True when n more bytes can be read; sets FILTER_CUR_TRUNCATED if not. */
 static inline bool filter_cur_need(filter_cur_t *c, size_t n)
 {
     if (c->err || c->len - c->off < n) {
-        c->err = true;
+        filter_cur_fail(c, FILTER_CUR_TRUNCATED);
         return false;
     }
     return true;
@@ -115,7 +140,7 @@ static inline const uint8_t *filter_cur_take(filter_cur_t *c, size_t n)
 static inline filter_cur_t filter_cur_sub(filter_cur_t *c, size_t n)
 {
     const uint8_t *p = filter_cur_take(c, n);
-    filter_cur_t s = {p, p ? n : 0, 0, p == NULL};
+    filter_cur_t s = {p, p ? n : 0, 0, p ? FILTER_CUR_OK : FILTER_CUR_TRUNCATED};
     return s;
 }
 

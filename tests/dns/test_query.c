@@ -673,3 +673,32 @@ Test(query, random_bytes_never_crash)
         }
     }
 }
+
+/* dns_wire_skip_name leaves the kind of its refusal on the cursor. */
+Test(query, skip_name_error_kinds)
+{
+    static const uint8_t ok[] = {3, 'w', 'w', 'w', 0xc0, 0x0c};
+    filter_cur_t c = filter_cur_make(ok, sizeof ok);
+    bool root = true;
+    cr_assert_eq(dns_wire_skip_name(&c, &root), 0);
+    cr_assert_not(root);
+    cr_assert_eq(filter_cur_left(&c), 0);
+
+    static const uint8_t reserved[] = {3, 'w', 'w', 'w', 0x40, 0};
+    c = filter_cur_make(reserved, sizeof reserved);
+    cr_assert_eq(dns_wire_skip_name(&c, NULL), -EBADMSG);
+    cr_assert_eq(filter_cur_error(&c), FILTER_CUR_MALFORMED);
+
+    static const uint8_t cut[] = {3, 'w', 'w'};
+    c = filter_cur_make(cut, sizeof cut);
+    cr_assert_eq(dns_wire_skip_name(&c, NULL), -EBADMSG);
+    cr_assert_eq(filter_cur_error(&c), FILTER_CUR_TRUNCATED);
+
+    uint8_t lng[300];
+    memset(lng, 0, sizeof lng);
+    for (size_t i = 0; i + 64 < sizeof lng; i += 64)
+        lng[i] = 63; /* 63-octet labels of zero octets, past 255 in all */
+    c = filter_cur_make(lng, sizeof lng);
+    cr_assert_eq(dns_wire_skip_name(&c, NULL), -EBADMSG);
+    cr_assert_eq(filter_cur_error(&c), FILTER_CUR_OVERLIMIT);
+}
