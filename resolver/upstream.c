@@ -367,22 +367,20 @@ static void up_chan_destroy(up_chan_t *c)
     uv_close((uv_handle_t *)&c->deadline_timer, up_chan_handle_closed_cb);
 }
 
-static int up_chan_create(dns_upstream_t *up, const cfg_t *cfg, up_chan_t **out)
+/* dns.upstream as c-ares's server list (a malloc'd array linked in order;
+ * NULL when the list is empty: resolv.conf then). Also keeps the addresses
+ * in c->servers for up_chan_same. 0 or -ENOMEM. */
+static int up_chan_servers(up_chan_t *c, const cfg_t *cfg, struct ares_addr_port_node **out)
 {
     *out = NULL;
-    up_chan_t *c = calloc(1, sizeof *c);
-    struct ares_addr_port_node *nodes = NULL;
-    int rc = -ENOMEM;
-    if (!c)
-        return -ENOMEM;
-    c->up = up;
-    c->timeout_ms = cfg->dns.timeout_ms ? cfg->dns.timeout_ms : 1;
     c->n_servers = cfg->dns.upstream.n;
-    if (c->n_servers) {
-        c->servers = calloc(c->n_servers, sizeof *c->servers);
-        nodes = calloc(c->n_servers, sizeof *nodes);
-        if (!c->servers || !nodes)
-            goto fail;
+    if (!c->n_servers)
+        return 0;
+    struct ares_addr_port_node *nodes = calloc(c->n_servers, sizeof *nodes);
+    c->servers = calloc(c->n_servers, sizeof *c->servers);
+    if (!c->servers || !nodes) {
+        free(nodes);
+        return -ENOMEM;
     }
     for (size_t i = 0; i < c->n_servers; i++) {
         const cfg_addr_t *a = &cfg->dns.upstream.items[i];
@@ -400,7 +398,14 @@ static int up_chan_create(dns_upstream_t *up, const cfg_t *cfg, up_chan_t **out)
             n->udp_port = n->tcp_port = ntohs(s6->sin6_port);
         }
     }
+    *out = nodes;
+    return 0;
+}
 
+/* The c-ares channel for c: its retry schedule fitted inside dns.timeout.
+ * 0, -ENOMEM or -EIO. */
+static int up_chan_ares_init(up_chan_t *c)
+{
     /* c-ares's schedule with T tries over N servers: N tries of t, then N of
      * 2t, ... With T = 2 that is 3Nt, so t = timeout / 3N fits it inside
      * dns.timeout (when N is not known yet, resolv.conf, assume up to 3). */
@@ -412,7 +417,7 @@ static int up_chan_create(dns_upstream_t *up, const cfg_t *cfg, up_chan_t **out)
     memset(&opts, 0, sizeof opts);
     /* STAYOPEN: without it c-ares closes its UDP socket whenever nothing is
      * pending, and a steady trickle of queries pays a socket, a bind and two
-     * epoll changes each (bench/tcp saw it on every dialled connection). */
+     * epoll changes each (every dialled connection would). */
     opts.flags = ARES_FLAG_EDNS | ARES_FLAG_NOSEARCH | ARES_FLAG_STAYOPEN;
     opts.timeout = (int)try_ms;
     opts.tries = DNS_UPSTREAM_TRIES;
@@ -423,16 +428,29 @@ static int up_chan_create(dns_upstream_t *up, const cfg_t *cfg, up_chan_t **out)
                ARES_OPT_SOCK_STATE_CB;
     int st = ares_init_options(&c->ch, &opts, mask);
     if (st != ARES_SUCCESS) {
-        rc = st == ARES_ENOMEM ? -ENOMEM : -EIO;
         c->ch = NULL;
-        goto fail;
+        return st == ARES_ENOMEM ? -ENOMEM : -EIO;
     }
-    if (nodes && ares_set_servers_ports(c->ch, nodes) != ARES_SUCCESS) {
+    return 0;
+}
+
+static int up_chan_create(dns_upstream_t *up, const cfg_t *cfg, up_chan_t **out)
+{
+    *out = NULL;
+    up_chan_t *c = calloc(1, sizeof *c);
+    struct ares_addr_port_node *nodes = NULL;
+    if (!c)
+        return -ENOMEM;
+    c->up = up;
+    c->timeout_ms = cfg->dns.timeout_ms ? cfg->dns.timeout_ms : 1;
+    int rc = up_chan_servers(c, cfg, &nodes);
+    if (rc == 0)
+        rc = up_chan_ares_init(c);
+    if (rc == 0 && nodes && ares_set_servers_ports(c->ch, nodes) != ARES_SUCCESS)
         rc = -EIO;
-        goto fail;
-    }
     free(nodes);
-    nodes = NULL;
+    if (rc != 0)
+        goto fail;
 
     uv_timer_init(up->loop, &c->ares_timer);
     uv_timer_init(up->loop, &c->deadline_timer);
@@ -445,7 +463,6 @@ static int up_chan_create(dns_upstream_t *up, const cfg_t *cfg, up_chan_t **out)
 fail:
     if (c->ch)
         ares_destroy(c->ch);
-    free(nodes);
     free(c->servers);
     free(c);
     return rc;
