@@ -14,6 +14,11 @@
  *   into a reset that could destroy the answer in flight) or in an
  *   immediate reset.
  *
+ * Every decision on the way (which peek, allow, block, audit's pass, the
+ * addresses a name may be dialled at, a reload's re-check) is asked of
+ * filter/decide.h with what the connection knows; this file gathers the
+ * facts and does what the answer says.
+ *
  * Readiness: both sockets of every connection are in one epoll set of the
  * service's, edge-triggered, added once (EPOLLIN | EPOLLOUT | EPOLLRDHUP)
  * and removed by close(); one uv_poll watches the set. libuv's uv_poll per
