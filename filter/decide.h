@@ -20,7 +20,7 @@
  * may be dialled at (step 4, §2.4) and filter_decide_failed() says how a
  * failed dial is logged.
  *
- * Audit (SPEC §1 mode: audit): a block is decided and logged as in enforce,
+ * Audit (SPEC §2, mode: audit): a block is decided and logged as in enforce,
  * but the connection goes on (by name when it has one, else to its address)
  * unless its reason is hard (filter_reason_is_hard: a refused range or one
  * of moat's own listeners, never let through) or it has nowhere to go.
