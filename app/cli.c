@@ -9,6 +9,7 @@
 
 #include "config/config.h"
 #include "filter/addr.h"
+#include "filter/decide.h"
 #include "filter/name.h"
 #include "filter/policy.h"
 #include "core/daemon.h"
@@ -172,13 +173,31 @@ static bool cli_port_in(const cfg_port_list_t *l, int port)
     return false;
 }
 
+/* The proxy's decision for a connection with these facts (filter/decide.h). */
+static void cli_decide(const moat_gen_t *gen, filter_conn_input_t *in, filter_conn_out_t *out)
+{
+    const cfg_t *c = gen->cfg;
+    in->listener = FILTER_LISTENER_TRANSPARENT;
+    in->audit = c->mode == CFG_MODE_AUDIT;
+    in->tls_ports = c->proxy.tls_ports.items;
+    in->n_tls_ports = c->proxy.tls_ports.n;
+    in->http_ports = c->proxy.http_ports.items;
+    in->n_http_ports = c->proxy.http_ports.n;
+    filter_decide_conn(gen->policy, in, out);
+}
+
+/* An address: as a transparent connection to it is decided before any
+ * peek (§2.4, step 0; step 3 without the DNS memory of a running moat). */
 static int cli_explain_addr(const moat_gen_t *gen, const char *path, const filter_addr_t *addr,
                             int port, FILE *out)
 {
     char text[FILTER_ADDR_STRLEN];
     filter_addr_format(addr, text, sizeof text);
-    filter_decision_t d = filter_check_refused(gen->policy, addr, port);
-    if (d.verdict == FILTER_BLOCK) {
+    filter_conn_input_t in = {.stage = FILTER_STAGE_ACCEPT, .port = port, .dest = addr};
+    filter_conn_out_t o;
+    cli_decide(gen, &in, &o);
+    filter_decision_t d = o.decision;
+    if (d.verdict == FILTER_BLOCK && filter_reason_is_hard(d.reason)) {
         fprintf(out, "%s: blocked (%s): %s\n", text, filter_reason_str(d.reason),
                 d.reason == FILTER_REASON_OWN_LISTENER
                     ? "one of moat's own listeners"
@@ -186,7 +205,6 @@ static int cli_explain_addr(const moat_gen_t *gen, const char *path, const filte
                       "broadcast) unless an address rule names it");
         return MOAT_EXIT_BLOCKED;
     }
-    d = filter_match_addr(gen->policy, addr, port);
     if (d.verdict == FILTER_ALLOW) {
         if (d.reason == FILTER_REASON_FILTER_OFF)
             fprintf(out, "%s: allowed (filter-off): the config has no `allow` key\n", text);
@@ -218,14 +236,21 @@ static int cli_explain_name(const moat_gen_t *gen, const char *path, const char 
                             FILE *out)
 {
     const cfg_t *c = gen->cfg;
-    char name[FILTER_NAME_MAX + 1];
-    size_t len;
-    int nrc = filter_name_normalize(target, strlen(target), name, &len);
-    if (nrc != FILTER_NAME_OK) {
+    filter_conn_input_t in = {
+        .stage = FILTER_STAGE_NAME, .port = port, .name = target, .name_len = strlen(target)};
+    filter_conn_out_t o;
+    cli_decide(gen, &in, &o);
+    filter_decision_t d = o.decision;
+    if (!o.name_ok) {
+        char norm[FILTER_NAME_MAX + 1];
+        size_t nl;
+        int nrc = filter_name_normalize(target, strlen(target), norm, &nl);
         fprintf(out, "%s: blocked (bad-name): %s\n", target, filter_name_strerror(nrc));
         return MOAT_EXIT_BLOCKED;
     }
-    if (!c->filtering) {
+    const char *name = o.name;
+    size_t len = o.name_len;
+    if (d.reason == FILTER_REASON_FILTER_OFF) {
         fprintf(out, "%s: allowed (filter-off): the config has no `allow` key\n", name);
         return MOAT_EXIT_OK;
     }
@@ -233,14 +258,17 @@ static int cli_explain_name(const moat_gen_t *gen, const char *path, const char 
     const filter_rule_info_t *rules[CLI_MAX_MATCHES];
     size_t n = filter_match_name_all(gen->policy, name, len, rules, CLI_MAX_MATCHES);
     size_t shown = n < CLI_MAX_MATCHES ? n : CLI_MAX_MATCHES;
-    const char *dns = n > 0 ? "resolves through moat's DNS (upstream answer, rebinding-filtered)"
-                            : (c->sinkhole.mode == CFG_SINKHOLE_NXDOMAIN
-                                   ? "sinkholed (NXDOMAIN)"
-                                   : "sinkholed (A/AAAA to the sinkhole addresses, other types "
-                                     "empty)");
+    /* What moat's DNS does with the name in enforce mode. */
+    filter_dns_input_t dq = {.name = name, .name_len = len};
+    bool resolves = filter_decide_dns(gen->policy, &dq).action == FILTER_DNS_RESOLVE;
+    const char *dns = resolves ? "resolves through moat's DNS (upstream answer, rebinding-filtered)"
+                               : (c->sinkhole.mode == CFG_SINKHOLE_NXDOMAIN
+                                      ? "sinkholed (NXDOMAIN)"
+                                      : "sinkholed (A/AAAA to the sinkhole addresses, other "
+                                        "types empty)");
 
     if (port == FILTER_ANY_PORT) {
-        if (n == 0) {
+        if (d.verdict == FILTER_BLOCK) {
             fprintf(out, "%s: blocked (not-allowed): no rule matches\n  DNS: %s\n", name, dns);
             return MOAT_EXIT_BLOCKED;
         }
@@ -252,7 +280,6 @@ static int cli_explain_name(const moat_gen_t *gen, const char *path, const char 
         return MOAT_EXIT_OK;
     }
 
-    filter_decision_t d = filter_match_name(gen->policy, name, len, port);
     if (d.verdict == FILTER_ALLOW) {
         fprintf(out, "%s port %d: allowed (allowlist)\n", name, port);
         cli_print_rule(out, path, d.rule);

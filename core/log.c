@@ -656,7 +656,8 @@ void log_msg(cfg_log_level_t level, const char *const *kv, const char *fmt, ...)
 
 void log_decision(const log_decision_t *d)
 {
-    bool allowed = d->verdict == FILTER_ALLOW;
+    const filter_decision_t *dec = &d->decision;
+    bool allowed = dec->verdict == FILTER_ALLOW;
     bool loud = !allowed || atomic_load_explicit(&log_allowed_info, memory_order_relaxed);
     cfg_log_level_t level = loud ? CFG_LOG_INFO : CFG_LOG_DEBUG;
     if (!log_enabled(level))
@@ -675,12 +676,12 @@ void log_decision(const log_decision_t *d)
     line_field_s(&line, "qtype", d->qtype);
     line_field_s(&line, "rcode", d->rcode);
     line_field_s(&line, "verdict", allowed ? "allow" : "block");
-    line_field_s(&line, "reason", d->reason);
-    if (d->rule) {
-        line_field_s(&line, "rule", d->rule->text);
-        line_field_u(&line, "rule_line", d->rule->line);
+    line_field_s(&line, "reason", filter_reason_str(dec->reason));
+    if (dec->rule) {
+        line_field_s(&line, "rule", dec->rule->text);
+        line_field_u(&line, "rule_line", dec->rule->line);
     }
-    if (d->audit)
+    if (dec->audit)
         line_field_s(&line, "audit", "passed");
     /* SPEC §4: bytes each way and duration on every decision (DNS: the
      * query's and the answer's size). */

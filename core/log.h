@@ -89,12 +89,9 @@ typedef struct log_decision {
     int dest_port;        /* 0 when not known */
     const char *name;     /* SNI, Host or query name as seen (guest bytes) */
     size_t name_len;
-    const char *qtype; /* DNS only: "A", "HTTPS", ... */
-    const char *rcode; /* DNS only: "NOERROR", ... */
-    filter_verdict_t verdict;
-    const char *reason; /* filter_reason_str() or a proxy reason ("no-sni", ...) */
-    const filter_rule_info_t *rule;
-    bool audit;                    /* mode: audit let it through although the verdict is block */
+    const char *qtype;             /* DNS only: "A", "HTTPS", ... */
+    const char *rcode;             /* DNS only: "NOERROR", ... */
+    filter_decision_t decision;    /* verdict, reason, rule, audit: written out as text here */
     uint64_t bytes_up, bytes_down; /* TCP: each way; DNS: the query's and the answer's size */
     uint64_t duration_ms;
 } log_decision_t;

@@ -21,25 +21,10 @@ static const char *const stats_verdict_names[STATS_VERDICT_COUNT] = {"allow", "b
 static const char *const stats_listener_names[STATS_LISTENER_COUNT] = {"tls", "http",
                                                                        "transparent"};
 
-/* Every reason moat logs for a TCP decision: filter_reason_str()
- * (filter/policy.c), filter_tls_reason() (filter/tls_hello.c),
- * filter_http_reason() (filter/http_head.c) and the proxy's own (proxy/conn.c,
- * proxy/proxy.c). "other" is last and catches the rest. */
-static const char *const stats_reasons[] = {
-    /* filter/policy.c */
-    "allowlist", "filter-off", "not-allowed", "port-not-allowed", "bad-name", "refused-range",
-    "private-range", "own-listener",
-    /* filter/tls_hello.c */
-    "no-sni", "bad-sni", "multi-sni", "not-tls", "hello-too-big",
-    /* filter/http_head.c */
-    "no-host", "multi-host", "bad-host", "not-http", "head-too-big",
-    /* proxy/conn.c, proxy/proxy.c */
-    "host-conflict", "client-closed", "peek-timeout", "connect-timeout", "dial-failed",
-    "no-address", "policy-reload", "max-connections", "accept-error",
-    /* everything else */
-    "other"};
-#define STATS_N_REASONS    (sizeof stats_reasons / sizeof stats_reasons[0])
-#define STATS_REASON_OTHER (STATS_N_REASONS - 1)
+/* The reason label: filter_reason_str() for every filter_reason_t (in that
+ * enum's order), then "other" for a value out of range. */
+#define STATS_N_REASONS    (FILTER_REASON_COUNT + 1)
+#define STATS_REASON_OTHER FILTER_REASON_COUNT
 
 /* RFC 1035 §4.1.1, RFC 6895 §2.3 (IANA "DNS RCODEs"): 12..15 are
  * unassigned. Index STATS_RCODE_OTHER: anything else; STATS_RCODE_NONE: no
@@ -77,19 +62,19 @@ static struct {
     int64_t dialcache_entries;
 } st;
 
-static size_t stats_reason_index(const char *reason)
+static size_t stats_reason_index(filter_reason_t reason)
 {
-    if (!reason)
-        return STATS_REASON_OTHER;
-    for (size_t i = 0; i < STATS_REASON_OTHER; i++)
-        if (strcmp(reason, stats_reasons[i]) == 0)
-            return i;
-    return STATS_REASON_OTHER;
+    return (unsigned)reason < FILTER_REASON_COUNT ? (size_t)reason : STATS_REASON_OTHER;
 }
 
-const char *stats_reason_label(const char *reason)
+static const char *stats_reason_name(size_t i)
 {
-    return stats_reasons[stats_reason_index(reason)];
+    return i < FILTER_REASON_COUNT ? filter_reason_str((filter_reason_t)i) : "other";
+}
+
+const char *stats_reason_label(filter_reason_t reason)
+{
+    return stats_reason_name(stats_reason_index(reason));
 }
 
 static size_t stats_rcode_index(int rcode)
@@ -147,7 +132,7 @@ void stats_conn_close(stats_listener_t listener)
         st.active[listener]--;
 }
 
-void stats_conn_decision(stats_listener_t listener, stats_verdict_t verdict, const char *reason,
+void stats_conn_decision(stats_listener_t listener, stats_verdict_t verdict, filter_reason_t reason,
                          uint64_t bytes_up, uint64_t bytes_down)
 {
     if ((unsigned)listener >= STATS_LISTENER_COUNT || (unsigned)verdict >= STATS_VERDICT_COUNT)
@@ -157,7 +142,7 @@ void stats_conn_decision(stats_listener_t listener, stats_verdict_t verdict, con
     st.bytes[listener][STATS_DOWN] += bytes_down;
 }
 
-void stats_conn_refused(stats_listener_t listener, const char *reason)
+void stats_conn_refused(stats_listener_t listener, filter_reason_t reason)
 {
     if ((unsigned)listener < STATS_LISTENER_COUNT)
         st.refused[listener][stats_reason_index(reason)]++;
@@ -315,7 +300,7 @@ static void stats_render_tcp(stats_buf_t *b)
                     stats_put(b,
                               "moat_connections_total{listener=\"%s\",verdict=\"%s\","
                               "reason=\"%s\"} %llu\n",
-                              stats_listener_names[l], stats_verdict_names[v], stats_reasons[r],
+                              stats_listener_names[l], stats_verdict_names[v], stats_reason_name(r),
                               (unsigned long long)st.conns[l][v][r]);
 
     stats_family(b, "moat_connections_active", "gauge", "TCP connections open now, by listener.");
@@ -340,7 +325,7 @@ static void stats_render_tcp(stats_buf_t *b)
         for (size_t r = 0; r < STATS_N_REASONS; r++)
             if (st.refused[l][r])
                 stats_put(b, "moat_connections_refused_total{listener=\"%s\",reason=\"%s\"} %llu\n",
-                          stats_listener_names[l], stats_reasons[r],
+                          stats_listener_names[l], stats_reason_name(r),
                           (unsigned long long)st.refused[l][r]);
 }
 

@@ -4,8 +4,9 @@
  * One process-wide set, touched only from the loop thread (the reload worker
  * never counts), so plain integers suffice. Every label is a small fixed set
  * chosen by moat, never a guest-chosen string: verdict, listener, rcode and
- * reason are indices into the tables below; a reason string not in the table
- * is counted as "other", so the number of series is bounded at compile time.
+ * reason are enums (the reason is filter_reason_t, labelled by
+ * filter_reason_str()); a value out of range is counted as "other", so the
+ * number of series is bounded at compile time.
  */
 #ifndef MOAT_CORE_STATS_H
 #define MOAT_CORE_STATS_H
@@ -13,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "filter/policy.h"
 
 /* Label "verdict": allow, block, or audit (mode: audit let through what
  * enforce would block); none: a DNS query answered with an error (FORMERR,
@@ -51,14 +54,13 @@ void stats_conn_open(stats_listener_t listener);
 void stats_conn_close(stats_listener_t listener);
 
 /* The decision for a connection, logged once per connection, with the bytes
- * it moved. reason is one of the strings moat logs ("allowlist",
- * "no-sni", ...); unknown ones count as "other". */
-void stats_conn_decision(stats_listener_t listener, stats_verdict_t verdict, const char *reason,
+ * it moved. */
+void stats_conn_decision(stats_listener_t listener, stats_verdict_t verdict, filter_reason_t reason,
                          uint64_t bytes_up, uint64_t bytes_down);
 
 /* A connection refused before it had a decision (max_connections, accept
  * error back-off): counted under reason. */
-void stats_conn_refused(stats_listener_t listener, const char *reason);
+void stats_conn_refused(stats_listener_t listener, filter_reason_t reason);
 
 /* Config reloads: ok or rejected. */
 void stats_reload(bool ok);
@@ -97,7 +99,7 @@ int stats_render(const stats_gauges_t *g, char **out, size_t *len);
 /* Zero everything (tests). */
 void stats_reset(void);
 
-/* The reason label a reason string maps to (tests; "other" for unknown). */
-const char *stats_reason_label(const char *reason);
+/* The reason label of a reason (tests; "other" out of range). */
+const char *stats_reason_label(filter_reason_t reason);
 
 #endif

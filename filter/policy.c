@@ -826,27 +826,42 @@ const filter_rule_info_t *filter_policy_rule_at(const filter_policy_t *p, size_t
     return p && i < p->n_rules ? &p->infos[i] : NULL;
 }
 
+static const char *const pol_reason_names[FILTER_REASON_COUNT] = {
+    [FILTER_REASON_ALLOWLIST] = "allowlist",
+    [FILTER_REASON_FILTER_OFF] = "filter-off",
+    [FILTER_REASON_NOT_ALLOWED] = "not-allowed",
+    [FILTER_REASON_PORT] = "port-not-allowed",
+    [FILTER_REASON_BAD_NAME] = "bad-name",
+    [FILTER_REASON_REFUSED_RANGE] = "refused-range",
+    [FILTER_REASON_PRIVATE_RANGE] = "private-range",
+    [FILTER_REASON_OWN_LISTENER] = "own-listener",
+    [FILTER_REASON_NO_SNI] = "no-sni",
+    [FILTER_REASON_BAD_SNI] = "bad-sni",
+    [FILTER_REASON_MULTI_SNI] = "multi-sni",
+    [FILTER_REASON_NOT_TLS] = "not-tls",
+    [FILTER_REASON_HELLO_TOO_BIG] = "hello-too-big",
+    [FILTER_REASON_NO_HOST] = "no-host",
+    [FILTER_REASON_MULTI_HOST] = "multi-host",
+    [FILTER_REASON_BAD_HOST] = "bad-host",
+    [FILTER_REASON_NOT_HTTP] = "not-http",
+    [FILTER_REASON_HEAD_TOO_BIG] = "head-too-big",
+    [FILTER_REASON_HOST_CONFLICT] = "host-conflict",
+    [FILTER_REASON_CLIENT_CLOSED] = "client-closed",
+    [FILTER_REASON_PEEK_TIMEOUT] = "peek-timeout",
+    [FILTER_REASON_CONNECT_TIMEOUT] = "connect-timeout",
+    [FILTER_REASON_DIAL_FAILED] = "dial-failed",
+    [FILTER_REASON_NO_ADDRESS] = "no-address",
+    [FILTER_REASON_POLICY_RELOAD] = "policy-reload",
+    [FILTER_REASON_MAX_CONNECTIONS] = "max-connections",
+    [FILTER_REASON_ACCEPT_ERROR] = "accept-error",
+    [FILTER_REASON_DOH_CANARY] = "doh-canary",
+};
+
 const char *filter_reason_str(filter_reason_t r)
 {
-    switch (r) {
-    case FILTER_REASON_ALLOWLIST:
-        return "allowlist";
-    case FILTER_REASON_FILTER_OFF:
-        return "filter-off";
-    case FILTER_REASON_NOT_ALLOWED:
-        return "not-allowed";
-    case FILTER_REASON_PORT:
-        return "port-not-allowed";
-    case FILTER_REASON_BAD_NAME:
-        return "bad-name";
-    case FILTER_REASON_REFUSED_RANGE:
-        return "refused-range";
-    case FILTER_REASON_PRIVATE_RANGE:
-        return "private-range";
-    case FILTER_REASON_OWN_LISTENER:
-        return "own-listener";
-    }
-    return "unknown";
+    if ((unsigned)r >= FILTER_REASON_COUNT || !pol_reason_names[r])
+        return "unknown";
+    return pol_reason_names[r];
 }
 
 /* ---- names -------------------------------------------------------------- */
@@ -854,7 +869,7 @@ const char *filter_reason_str(filter_reason_t r)
 static filter_decision_t pol_decision(filter_verdict_t v, filter_reason_t r,
                                       const filter_rule_info_t *rule)
 {
-    filter_decision_t d = {v, r, rule};
+    filter_decision_t d = {.verdict = v, .reason = r, .rule = rule};
     return d;
 }
 

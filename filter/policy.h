@@ -69,6 +69,10 @@ typedef enum filter_verdict {
     FILTER_BLOCK,
 } filter_verdict_t;
 
+/* Why a decision went the way it did: every reason moat logs, in the order
+ * the metrics list them (core/stats.h). The policy's own lookups return the
+ * first eight; the rest come from the readers of guest bytes, the proxy and
+ * the DNS service, all decided in filter/decide.h. */
 typedef enum filter_reason {
     FILTER_REASON_ALLOWLIST,     /* "allowlist": a rule matched */
     FILTER_REASON_FILTER_OFF,    /* "filter-off": no `allow` key */
@@ -78,9 +82,35 @@ typedef enum filter_reason {
     FILTER_REASON_REFUSED_RANGE, /* "refused-range": §2.4 always-refused */
     FILTER_REASON_PRIVATE_RANGE, /* "private-range": §2.4 private/CGNAT for a name */
     FILTER_REASON_OWN_LISTENER,  /* "own-listener": one of moat's own listeners */
+    /* The ClientHello (filter/tls_hello.h). */
+    FILTER_REASON_NO_SNI,        /* "no-sni" */
+    FILTER_REASON_BAD_SNI,       /* "bad-sni": empty, too long, a NUL, or not a host name */
+    FILTER_REASON_MULTI_SNI,     /* "multi-sni" */
+    FILTER_REASON_NOT_TLS,       /* "not-tls" */
+    FILTER_REASON_HELLO_TOO_BIG, /* "hello-too-big": over max_hello */
+    /* The HTTP request head (filter/http_head.h). */
+    FILTER_REASON_NO_HOST,      /* "no-host" */
+    FILTER_REASON_MULTI_HOST,   /* "multi-host" */
+    FILTER_REASON_BAD_HOST,     /* "bad-host" */
+    FILTER_REASON_NOT_HTTP,     /* "not-http" */
+    FILTER_REASON_HEAD_TOO_BIG, /* "head-too-big": over max_http_head */
+    /* The proxy. */
+    FILTER_REASON_HOST_CONFLICT,   /* "host-conflict": URI and Host name different hosts */
+    FILTER_REASON_CLIENT_CLOSED,   /* "client-closed": gone before its hello or head was read */
+    FILTER_REASON_PEEK_TIMEOUT,    /* "peek-timeout" */
+    FILTER_REASON_CONNECT_TIMEOUT, /* "connect-timeout" */
+    FILTER_REASON_DIAL_FAILED,     /* "dial-failed": no address answered, or no resources */
+    FILTER_REASON_NO_ADDRESS,      /* "no-address": nothing to dial */
+    FILTER_REASON_POLICY_RELOAD,   /* "policy-reload": a reload no longer allows it */
+    FILTER_REASON_MAX_CONNECTIONS, /* "max-connections": refused at accept */
+    FILTER_REASON_ACCEPT_ERROR,    /* "accept-error": accept failed for want of resources */
+    /* The DNS service. */
+    FILTER_REASON_DOH_CANARY, /* "doh-canary": use-application-dns.net, the browsers' DoH canary */
+    FILTER_REASON_COUNT,
 } filter_reason_t;
 
-/* The reason as it appears in logs and metrics labels. */
+/* The reason as it appears in logs and metrics labels ("unknown" past the
+ * end). */
 const char *filter_reason_str(filter_reason_t r);
 
 /* A compiled rule, as decisions report it. Owned by the policy. */
@@ -97,10 +127,13 @@ typedef struct filter_rule_info {
  * end. Owned by the policy. */
 const filter_rule_info_t *filter_policy_rule_at(const filter_policy_t *p, size_t i);
 
+/* A decision, kept as a value until the log and the metrics turn it into
+ * text. A tenant will join verdict, reason and rule here. */
 typedef struct filter_decision {
     filter_verdict_t verdict;
     filter_reason_t reason;
     const filter_rule_info_t *rule; /* the rule that decided, or NULL */
+    bool audit;                     /* mode: audit let it through although the verdict is block */
 } filter_decision_t;
 
 /* Port argument meaning "on any port" (explain without PORT, DNS). */

@@ -14,6 +14,11 @@
  *   into a reset that could destroy the answer in flight) or in an
  *   immediate reset.
  *
+ * Every decision on the way (which peek, allow, block, audit's pass, the
+ * addresses a name may be dialled at, a reload's re-check) is asked of
+ * filter/decide.h with what the connection knows; this file gathers the
+ * facts and does what the answer says.
+ *
  * Readiness: both sockets of every connection are in one epoll set of the
  * service's, edge-triggered, added once (EPOLLIN | EPOLLOUT | EPOLLRDHUP)
  * and removed by close(); one uv_poll watches the set. libuv's uv_poll per
@@ -58,6 +63,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "filter/decide.h"
 #include "filter/http_head.h"
 #include "filter/name.h"
 #include "filter/tls_hello.h"
@@ -82,9 +88,6 @@ typedef enum px_state {
     PX_S_LINGER,
     PX_S_CLOSING,
 } px_state_t;
-
-/* What a block sends before closing (SPEC §2.3 step 5). */
-typedef enum px_answer { PX_ANS_RESET, PX_ANS_ALERT, PX_ANS_403 } px_answer_t;
 
 typedef struct px_dir {
     px_pipe_t pipe; /* rfd -1 when none */
@@ -116,18 +119,16 @@ struct px_conn {
     unsigned handles; /* initialised handles not yet closed (the timer) */
     px_kind_t kind;
     px_state_t state;
-    bool later;        /* in px->later */
-    bool has_dest;     /* dest: the original destination or the address dialled */
-    bool has_orig;     /* transparent: dest is the original destination */
-    bool name_ok;      /* name is normalised (dialable) */
-    bool by_name;      /* decided by a name (re-decided by name on reload) */
-    bool log_at_close; /* allowed (or audit-passed): log with bytes at close */
-    bool reset;        /* close with RST */
-    bool audit;
-    filter_verdict_t verdict;
-    const char *reason;
-    const filter_rule_info_t *rule; /* owned by gen's policy */
-    moat_gen_t *gen;                /* held from the decision on */
+    bool later;            /* in px->later */
+    bool has_dest;         /* dest: the original destination or the address dialled */
+    bool has_orig;         /* transparent: dest is the original destination */
+    bool name_ok;          /* name is normalised (dialable) */
+    bool by_name;          /* decided by a name (re-decided by name on reload) */
+    bool log_at_close;     /* allowed (or audit-passed): log with bytes at close */
+    bool reset;            /* close with RST */
+    bool peek_tls;         /* PEEK: reading a ClientHello, else a request head */
+    filter_decision_t dec; /* what log_at_close logs; its rule is owned by gen's policy */
+    moat_gen_t *gen;       /* held from the decision on */
     filter_addr_t client, dest, orig;
     uint16_t cport, port;
     char *name; /* as seen (raw) or normalised when name_ok */
@@ -136,13 +137,14 @@ struct px_conn {
     px_dialcache_waiter_t wait; /* waiting for a lookup of name (RESOLVE) */
     filter_addr_t *addrs;
     size_t n_addrs, next_addr;
-    const char *no_addr_reason;
     px_dir_t d_up, d_down; /* client → server, server → client */
 };
 
 static void px_conn_close(px_conn_t *c);
 static void px_dial_next(px_conn_t *c);
 static void px_peek(px_conn_t *c);
+static void px_peek_failed(px_conn_t *c, filter_reason_t why);
+static void px_names_for(void *arg, filter_name_each_cb each, void *each_arg);
 
 /* ---- logging ------------------------------------------------------------------------ */
 
@@ -156,16 +158,15 @@ static void px_fmt_addr(const filter_addr_t *a, uint16_t port, char *buf, size_t
         snprintf(buf, n, "%s", ab);
 }
 
-static void px_log(px_conn_t *c, filter_verdict_t verdict, const char *reason,
-                   const filter_rule_info_t *rule, bool audit)
+static void px_log(px_conn_t *c, const filter_decision_t *dec)
 {
     /* px_log_refused's stand-in has no handles: counted as refused there. */
     if (c->handles)
         stats_conn_decision(px_kind_stats(c->kind),
-                            audit                     ? STATS_VERDICT_AUDIT
-                            : verdict == FILTER_BLOCK ? STATS_VERDICT_BLOCK
-                                                      : STATS_VERDICT_ALLOW,
-                            reason, c->d_up.bytes, c->d_down.bytes);
+                            dec->audit                     ? STATS_VERDICT_AUDIT
+                            : dec->verdict == FILTER_BLOCK ? STATS_VERDICT_BLOCK
+                                                           : STATS_VERDICT_ALLOW,
+                            dec->reason, c->d_up.bytes, c->d_down.bytes);
     char client[FILTER_ADDR_STRLEN + 10], dest[FILTER_ADDR_STRLEN];
     px_fmt_addr(&c->client, c->cport, client, sizeof client);
     if (c->has_dest)
@@ -179,10 +180,7 @@ static void px_log(px_conn_t *c, filter_verdict_t verdict, const char *reason,
         .dest_port = c->port,
         .name = c->name,
         .name_len = c->name_len,
-        .verdict = verdict,
-        .reason = reason,
-        .rule = rule,
-        .audit = audit,
+        .decision = *dec,
         .bytes_up = c->d_up.bytes,
         .bytes_down = c->d_down.bytes,
         .duration_ms = now > c->start_ms ? now - c->start_ms : 0,
@@ -191,8 +189,9 @@ static void px_log(px_conn_t *c, filter_verdict_t verdict, const char *reason,
 }
 
 void px_log_refused(px_t *px, px_kind_t kind, const struct sockaddr_storage *peer,
-                    const char *reason)
+                    filter_reason_t reason)
 {
+    filter_decision_t d = {.verdict = FILTER_BLOCK, .reason = reason};
     px_conn_t c;
     memset(&c, 0, sizeof c);
     c.px = px;
@@ -200,7 +199,7 @@ void px_log_refused(px_t *px, px_kind_t kind, const struct sockaddr_storage *pee
     c.start_ms = uv_now(px->loop);
     (void)filter_addr_from_sockaddr((const struct sockaddr *)peer, &c.client, &c.cport);
     stats_conn_refused(px_kind_stats(kind), reason);
-    px_log(&c, FILTER_BLOCK, reason, NULL, false);
+    px_log(&c, &d);
 }
 
 /* ---- closing ------------------------------------------------------------------------ */
@@ -274,7 +273,7 @@ static void px_conn_close(px_conn_t *c)
         return;
     px_t *px = c->px;
     if (c->log_at_close)
-        px_log(c, c->verdict, c->reason, c->rule, c->audit);
+        px_log(c, &c->dec);
     c->log_at_close = false;
     c->state = PX_S_CLOSING;
     px_req_cancel(c);
@@ -300,11 +299,11 @@ static void px_conn_close(px_conn_t *c)
     px_check_drained(px);
 }
 
-void px_conn_abort(px_conn_t *c, const char *reason)
+void px_conn_abort(px_conn_t *c, const filter_decision_t *why)
 {
-    if (reason && c->log_at_close) {
+    if (why && c->log_at_close) {
         c->log_at_close = false;
-        px_log(c, FILTER_BLOCK, reason, c->rule, false);
+        px_log(c, why);
     }
     c->reset = true;
     px_conn_close(c);
@@ -334,25 +333,20 @@ static void px_later_add(px_conn_t *c)
 
 /* ---- decision helpers --------------------------------------------------------------- */
 
-static bool px_port_in(const cfg_port_list_t *l, uint16_t port)
-{
-    for (size_t i = 0; i < l->n; i++)
-        if (port >= l->items[i].lo && port <= l->items[i].hi)
-            return true;
-    return false;
-}
-
-static void px_set_name(px_conn_t *c, const char *name, size_t len, bool ok)
+/* Record the connection's name (for the log, and to dial when ok). False
+ * when there is no memory for it. */
+static bool px_set_name(px_conn_t *c, const char *name, size_t len, bool ok)
 {
     char *n = malloc(len + 1);
     if (!n)
-        return; /* logged without a name */
+        return false;
     memcpy(n, name, len);
     n[len] = '\0';
     free(c->name);
     c->name = n;
     c->name_len = len;
     c->name_ok = ok;
+    return true;
 }
 
 static void px_take_gen(px_conn_t *c)
@@ -383,12 +377,12 @@ static void px_linger(px_conn_t *c)
 
 static void px_timer_cb(uv_timer_t *t);
 
-static void px_send_answer(px_conn_t *c, px_answer_t ans)
+static void px_send_answer(px_conn_t *c, filter_answer_t ans)
 {
     const uint8_t *data = NULL;
     size_t len = 0;
     char resp[FILTER_HTTP_403_MAX];
-    if (ans == PX_ANS_ALERT) {
+    if (ans == FILTER_ANSWER_ALERT) {
         data = filter_tls_alert_access_denied(&len);
     } else {
         int n = filter_http_format_403(c->name, c->name ? c->name_len : 0, resp, sizeof resp);
@@ -414,27 +408,17 @@ static void px_send_answer(px_conn_t *c, px_answer_t ans)
     px_linger(c);
 }
 
-/* A blocked verdict: log it now, answer as step 5 says. In audit mode the
- * connection goes on (to the name when there is one, else to the original
- * destination) and is logged at close; refused ranges and our own
- * listeners are never let through (a loop, or a metadata endpoint). */
-static bool px_block(px_conn_t *c, const char *reason, const filter_rule_info_t *rule,
-                     px_answer_t ans);
-
-static void px_allow(px_conn_t *c, const char *reason, const filter_rule_info_t *rule);
-
 /* ---- dial -------------------------------------------------------------------------- */
 
 static void px_splice_start(px_conn_t *c);
 
 /* The connection was allowed but cannot be made. */
-static void px_dial_fail(px_conn_t *c, const char *reason)
+static void px_dial_fail(px_conn_t *c, filter_reason_t why)
 {
     if (c->log_at_close) {
         c->log_at_close = false;
-        /* Refused ranges are never audited (px_block): not "passed". */
-        bool hard = strcmp(reason, "refused-range") == 0 || strcmp(reason, "own-listener") == 0;
-        px_log(c, FILTER_BLOCK, reason, c->rule, c->audit && !hard);
+        filter_decision_t d = filter_decide_failed(c->dec, why);
+        px_log(c, &d);
     }
     c->reset = true;
     px_conn_close(c);
@@ -462,7 +446,7 @@ static void px_dial_next(px_conn_t *c)
         socklen_t sl = filter_addr_to_sockaddr(a, c->port, &ss);
         int fd = socket(a->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
-            px_dial_fail(c, "dial-failed");
+            px_dial_fail(c, FILTER_REASON_DIAL_FAILED);
             return;
         }
         if (connect(fd, (struct sockaddr *)&ss, sl) != 0 && errno != EINPROGRESS) {
@@ -475,16 +459,14 @@ static void px_dial_next(px_conn_t *c)
         c->us = (px_side_t){.c = c, .server = true};
         if (px_watch(c, &c->us, fd) != 0) {
             px_close_fd(&c->ufd, false);
-            px_dial_fail(c, "dial-failed");
+            px_dial_fail(c, FILTER_REASON_DIAL_FAILED);
             return;
         }
         c->dest = *a;
         c->has_dest = true;
         return;
     }
-    px_dial_fail(c, c->n_addrs          ? "dial-failed"
-                    : c->no_addr_reason ? c->no_addr_reason
-                                        : "no-address");
+    px_dial_fail(c, c->n_addrs ? FILTER_REASON_DIAL_FAILED : FILTER_REASON_NO_ADDRESS);
 }
 
 static void px_dial_start(px_conn_t *c)
@@ -501,7 +483,7 @@ static void px_dial_addr(px_conn_t *c, const filter_addr_t *a)
     free(c->addrs);
     c->addrs = malloc(sizeof *c->addrs);
     if (!c->addrs) {
-        px_dial_fail(c, "dial-failed");
+        px_dial_fail(c, FILTER_REASON_DIAL_FAILED);
         return;
     }
     c->addrs[0] = *a;
@@ -509,51 +491,37 @@ static void px_dial_addr(px_conn_t *c, const filter_addr_t *a)
     px_dial_start(c);
 }
 
-/* §2.3 step 4 and §2.4: the name's addresses, minus refused ones and (with
- * filtering on) private ones no address rule covers. Cached or fresh, an
- * address is judged here, against this connection's policy. */
+/* §2.3 step 4 and §2.4: the name's addresses that may be dialled
+ * (filter_decide_dial). Cached or fresh, an address is judged here, against
+ * this connection's policy. */
 static void px_resolve_cb(void *arg, int status, const dns_cache_addr_t *addrs, size_t n)
 {
     px_conn_t *c = arg;
     if (c->state != PX_S_RESOLVE)
         return;
     if (status != 0) {
-        px_dial_fail(c, status == -ETIMEDOUT ? "connect-timeout" : "dial-failed");
+        px_dial_fail(c, status == -ETIMEDOUT ? FILTER_REASON_CONNECT_TIMEOUT
+                                             : FILTER_REASON_DIAL_FAILED);
         return;
     }
-    const filter_policy_t *p = c->gen->policy;
-    bool filtering = filter_policy_filtering(p), private = false;
     free(c->addrs);
     c->addrs = n ? malloc(n * sizeof *c->addrs) : NULL;
     c->n_addrs = 0;
     if (n && !c->addrs) {
-        px_dial_fail(c, "dial-failed");
+        px_dial_fail(c, FILTER_REASON_DIAL_FAILED);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        filter_decision_t r = filter_check_refused(p, &addrs[i].addr, c->port);
-        if (r.verdict == FILTER_BLOCK) {
-            c->no_addr_reason = filter_reason_str(r.reason);
-            continue;
-        }
-        if (filtering && filter_check_private(p, &addrs[i].addr)) {
-            c->no_addr_reason = filter_reason_str(FILTER_REASON_PRIVATE_RANGE);
-            private = true;
-            continue;
-        }
-        c->addrs[c->n_addrs++] = addrs[i].addr;
+    for (size_t i = 0; i < n; i++)
+        c->addrs[i] = addrs[i].addr;
+    size_t kept = n;
+    filter_decision_t d = filter_decide_dial(c->gen->policy, c->gen->cfg->mode == CFG_MODE_AUDIT,
+                                             c->port, c->dec, c->addrs, &kept);
+    if (kept == 0) {
+        px_dial_fail(c, d.reason);
+        return;
     }
-    /* Audit lets a private-range block through like any other (only refused
-     * ranges and own listeners are enforced, px_block): dial the private
-     * addresses and log the block enforce would have made. */
-    if (c->n_addrs == 0 && private && c->gen->cfg->mode == CFG_MODE_AUDIT) {
-        for (size_t i = 0; i < n; i++)
-            if (filter_check_refused(p, &addrs[i].addr, c->port).verdict != FILTER_BLOCK)
-                c->addrs[c->n_addrs++] = addrs[i].addr;
-        c->verdict = FILTER_BLOCK;
-        c->reason = filter_reason_str(FILTER_REASON_PRIVATE_RANGE);
-        c->audit = true;
-    }
+    c->n_addrs = kept;
+    c->dec = d;
     px_dial_start(c);
 }
 
@@ -571,7 +539,7 @@ static void px_resolve(px_conn_t *c)
     if (rc == 0)
         px_resolve_cb(c, hit.status, hit.addrs, hit.n);
     else if (rc != -EINPROGRESS)
-        px_dial_fail(c, "dial-failed");
+        px_dial_fail(c, FILTER_REASON_DIAL_FAILED);
 }
 
 /* Leave the peek phase: the peeked bytes stay queued for the splice. */
@@ -581,176 +549,88 @@ static void px_peek_end(px_conn_t *c)
     uv_timer_stop(&c->timer);
 }
 
-/* Go to the destination: by name when there is a dialable one, else to the
- * address (original destination or IP literal). */
-static void px_go(px_conn_t *c)
+/* What the connection knows, as filter_decide_conn wants it (with gen's
+ * config); the stage's own facts are filled in by the caller. */
+static void px_input(px_conn_t *c, const moat_gen_t *gen, filter_conn_stage_t stage,
+                     filter_conn_input_t *in)
 {
-    px_peek_end(c);
-    if (c->by_name && c->name_ok)
-        px_resolve(c);
-    else if (c->has_dest)
-        px_dial_addr(c, &c->dest);
-    else
-        px_dial_fail(c, "no-address");
+    const cfg_t *cfg = gen->cfg;
+    *in = (filter_conn_input_t){
+        .stage = stage,
+        .listener = c->kind == PX_TLS    ? FILTER_LISTENER_TLS
+                    : c->kind == PX_HTTP ? FILTER_LISTENER_HTTP
+                                         : FILTER_LISTENER_TRANSPARENT,
+        .audit = cfg->mode == CFG_MODE_AUDIT,
+        .port = c->port,
+        .dest = c->has_orig ? &c->orig : NULL,
+        .tls_ports = cfg->proxy.tls_ports.items,
+        .n_tls_ports = cfg->proxy.tls_ports.n,
+        .http_ports = cfg->proxy.http_ports.items,
+        .n_http_ports = cfg->proxy.http_ports.n,
+        .names_for = px_names_for,
+        .names_arg = c,
+    };
 }
 
-static void px_allow(px_conn_t *c, const char *reason, const filter_rule_info_t *rule)
+/* Do what the decision says: peek, dial (allowed, or let through by
+ * audit; logged at close), or log the block and answer as step 5 says. */
+static void px_act(px_conn_t *c, const filter_conn_out_t *o)
 {
-    px_take_gen(c);
-    c->verdict = FILTER_ALLOW;
-    c->reason = reason;
-    c->rule = rule;
-    c->audit = false;
-    c->log_at_close = true;
-    px_go(c);
-}
-
-static bool px_block(px_conn_t *c, const char *reason, const filter_rule_info_t *rule,
-                     px_answer_t ans)
-{
-    px_take_gen(c);
-    bool hard = strcmp(reason, "refused-range") == 0 || strcmp(reason, "own-listener") == 0;
-    bool target = (c->name_ok && c->by_name) || c->has_dest;
-    if (c->gen->cfg->mode == CFG_MODE_AUDIT && !hard && target) {
-        c->verdict = FILTER_BLOCK;
-        c->reason = reason;
-        c->rule = rule;
-        c->audit = true;
+    if (o->name && !px_set_name(c, o->name, o->name_len, o->name_ok) && o->name_ok && o->by_name) {
+        px_peek_failed(c, FILTER_REASON_DIAL_FAILED);
+        return;
+    }
+    c->by_name = o->by_name;
+    if (o->addr) {
+        c->dest = *o->addr;
+        c->has_dest = true;
+    }
+    switch (o->action) {
+    case FILTER_ACT_PEEK_TLS:
+    case FILTER_ACT_PEEK_HTTP:
+        /* Within peek_timeout counted from accept. */
+        c->peek_tls = o->action == FILTER_ACT_PEEK_TLS;
+        c->state = PX_S_PEEK;
+        uv_timer_start(&c->timer, px_timer_cb, c->px->gen->cfg->proxy.peek_timeout_ms, 0);
+        px_peek(c); /* the hello is often there already */
+        return;
+    case FILTER_ACT_DIAL_NAME:
+    case FILTER_ACT_DIAL_ADDR:
+        px_take_gen(c);
+        c->dec = o->decision;
         c->log_at_close = true;
-        px_go(c);
-        return false;
-    }
-    px_log(c, FILTER_BLOCK, reason, rule, false);
-    if (ans == PX_ANS_RESET) {
-        px_conn_abort(c, NULL);
-        return true;
-    }
-    px_send_answer(c, ans);
-    return true;
-}
-
-/* Decide a normalised name on port P (steps 1, 2; the tls and http
- * listeners route by it even with filtering off). */
-static void px_decide_name(px_conn_t *c, px_answer_t ans)
-{
-    const filter_policy_t *p = c->px->gen->policy;
-    c->by_name = true;
-    if (!filter_policy_filtering(p)) {
-        px_allow(c, filter_reason_str(FILTER_REASON_FILTER_OFF), NULL);
+        px_peek_end(c);
+        if (o->action == FILTER_ACT_DIAL_NAME)
+            px_resolve(c);
+        else
+            px_dial_addr(c, &c->dest);
         return;
-    }
-    filter_decision_t d = filter_match_name(p, c->name, c->name_len, c->port);
-    if (d.verdict == FILTER_ALLOW)
-        px_allow(c, filter_reason_str(d.reason), d.rule);
-    else
-        px_block(c, filter_reason_str(d.reason), d.rule, ans);
-}
-
-/* An IP literal as the HTTP name: decided by the address rules (step 2). */
-static void px_decide_literal(px_conn_t *c, const filter_addr_t *a, px_answer_t ans)
-{
-    const filter_policy_t *p = c->px->gen->policy;
-    c->dest = *a;
-    c->has_dest = true;
-    c->by_name = false;
-    filter_decision_t r = filter_check_refused(p, a, c->port);
-    if (r.verdict == FILTER_BLOCK) {
-        px_block(c, filter_reason_str(r.reason), r.rule, ans);
-        return;
-    }
-    if (!filter_policy_filtering(p)) {
-        px_allow(c, filter_reason_str(FILTER_REASON_FILTER_OFF), NULL);
-        return;
-    }
-    filter_decision_t d = filter_match_addr(p, a, c->port);
-    if (d.verdict == FILTER_ALLOW)
-        px_allow(c, filter_reason_str(d.reason), d.rule);
-    else
-        px_block(c, filter_reason_str(d.reason), d.rule, ans);
-}
-
-static bool px_is_tls(const px_conn_t *c)
-{
-    if (c->kind == PX_TLS)
-        return true;
-    if (c->kind == PX_HTTP)
-        return false;
-    return px_port_in(&c->px->gen->cfg->proxy.tls_ports, c->port);
-}
-
-static void px_decide_tls(px_conn_t *c, filter_tls_result_t r, const filter_tls_hello_t *h)
-{
-    switch (r) {
-    case FILTER_TLS_SNI: {
-        char norm[FILTER_NAME_MAX + 1];
-        size_t nl = 0;
-        /* RFC 6066 §3: HostName is a DNS name, never an address; an IP
-         * literal (or anything that does not normalise) is bad-sni. */
-        if (filter_name_normalize(h->sni, h->sni_len, norm, &nl) != 0) {
-            px_set_name(c, h->sni, h->sni_len, false);
-            px_block(c, "bad-sni", NULL, PX_ANS_ALERT);
-            return;
-        }
-        px_set_name(c, norm, nl, true);
-        if (!c->name) {
-            px_block(c, "dial-failed", NULL, PX_ANS_RESET);
-            return;
-        }
-        px_decide_name(c, PX_ANS_ALERT);
-        return;
-    }
-    case FILTER_TLS_MULTI_SNI:
-        if (h->sni_len)
-            px_set_name(c, h->sni, h->sni_len, false);
-        px_block(c, filter_tls_reason(r), NULL, PX_ANS_ALERT);
-        return;
-    case FILTER_TLS_NO_SNI:
-    case FILTER_TLS_BAD_SNI:
-        px_block(c, filter_tls_reason(r), NULL, PX_ANS_ALERT);
-        return;
-    default:
-        px_block(c, filter_tls_reason(r), NULL, PX_ANS_RESET);
+    case FILTER_ACT_REFUSE:
+        px_take_gen(c);
+        px_log(c, &o->decision);
+        if (o->answer == FILTER_ANSWER_RESET)
+            px_conn_abort(c, NULL);
+        else
+            px_send_answer(c, o->answer);
         return;
     }
 }
 
-static void px_decide_http(px_conn_t *c, filter_http_result_t r, const filter_http_head_t *h)
+/* Decide with the current generation and act on it. */
+static void px_decide(px_conn_t *c, const filter_conn_input_t *in)
 {
-    if (r != FILTER_HTTP_NAME) {
-        bool complete =
-            r == FILTER_HTTP_NO_NAME || r == FILTER_HTTP_MULTI_HOST || r == FILTER_HTTP_BAD_NAME;
-        px_block(c, filter_http_reason(r), NULL, complete ? PX_ANS_403 : PX_ANS_RESET);
-        return;
-    }
-    if (h->is_addr) {
-        px_set_name(c, h->name, h->name_len, false);
-        if (h->host_conflict) {
-            px_block(c, "host-conflict", NULL, PX_ANS_403);
-            return;
-        }
-        px_decide_literal(c, &h->addr, PX_ANS_403);
-        return;
-    }
-    char norm[FILTER_NAME_MAX + 1];
-    size_t nl = 0;
-    if (filter_name_normalize(h->name, h->name_len, norm, &nl) != 0) {
-        px_set_name(c, h->name, h->name_len, false);
-        px_block(c, "bad-host", NULL, PX_ANS_403);
-        return;
-    }
-    px_set_name(c, norm, nl, true);
-    if (!c->name) {
-        px_block(c, "dial-failed", NULL, PX_ANS_RESET);
-        return;
-    }
-    /* Domain fronting: the absolute URI names one host, Host another; the
-     * upstream would see both. */
-    if (h->host_conflict) {
-        c->by_name = true;
-        px_block(c, "host-conflict", NULL, PX_ANS_403);
-        return;
-    }
-    px_decide_name(c, PX_ANS_403);
+    filter_conn_out_t o;
+    filter_decide_conn(c->px->gen->policy, in, &o);
+    px_act(c, &o);
+}
+
+/* The peek ended without a hello or head to decide by. */
+static void px_peek_failed(px_conn_t *c, filter_reason_t why)
+{
+    filter_conn_input_t in;
+    px_input(c, c->px->gen, FILTER_STAGE_PEEK_FAILED, &in);
+    in.failed = why;
+    px_decide(c, &in);
 }
 
 /* ---- peek ---------------------------------------------------------------------------- */
@@ -759,7 +639,7 @@ static void px_peek(px_conn_t *c)
 {
     px_t *px = c->px;
     const cfg_t *cfg = px->gen->cfg;
-    bool tls = px_is_tls(c);
+    bool tls = c->peek_tls;
     size_t limit = tls ? cfg->proxy.max_hello : cfg->proxy.max_http_head;
     if (limit == 0)
         limit = 1;
@@ -768,7 +648,7 @@ static void px_peek(px_conn_t *c)
     if (px->peek_cap < limit) {
         uint8_t *nb = realloc(px->peek_buf, limit);
         if (!nb) {
-            px_block(c, "dial-failed", NULL, PX_ANS_RESET);
+            px_peek_failed(c, FILTER_REASON_DIAL_FAILED);
             return;
         }
         px->peek_buf = nb;
@@ -783,31 +663,38 @@ static void px_peek(px_conn_t *c)
         return;
     }
     if (n <= 0) {
-        px_block(c, "client-closed", NULL, PX_ANS_RESET);
+        px_peek_failed(c, FILTER_REASON_CLIENT_CLOSED);
         return;
     }
     size_t len = (size_t)n;
+    filter_conn_input_t in;
+    filter_tls_hello_t hello;
+    filter_http_head_t head;
     if (tls) {
-        filter_tls_hello_t hello;
         filter_tls_result_t r = filter_tls_hello_parse(px->peek_buf, len, limit, &hello);
         if (r != FILTER_TLS_NEED_MORE) {
-            px_decide_tls(c, r, &hello);
+            px_input(c, px->gen, FILTER_STAGE_TLS, &in);
+            in.tls = r;
+            in.hello = &hello;
+            px_decide(c, &in);
             return;
         }
     } else {
-        filter_http_head_t head;
         filter_http_result_t r = filter_http_head_parse(px->peek_buf, len, limit, &head);
         if (r != FILTER_HTTP_NEED_MORE) {
-            px_decide_http(c, r, &head);
+            px_input(c, px->gen, FILTER_STAGE_HTTP, &in);
+            in.http = r;
+            in.head = &head;
+            px_decide(c, &in);
             return;
         }
     }
     if (len >= limit) { /* the reader wants more than the limit */
-        px_block(c, tls ? "hello-too-big" : "head-too-big", NULL, PX_ANS_RESET);
+        px_peek_failed(c, tls ? FILTER_REASON_HELLO_TOO_BIG : FILTER_REASON_HEAD_TOO_BIG);
         return;
     }
     if (c->cs.fin) { /* EOF mid-request: nothing more will come */
-        px_block(c, "client-closed", NULL, PX_ANS_RESET);
+        px_peek_failed(c, FILTER_REASON_CLIENT_CLOSED);
         return;
     }
     /* Everything queued was seen (less than the limit): new bytes bring an
@@ -1004,11 +891,11 @@ static void px_timer_cb(uv_timer_t *t)
     px_conn_t *c = t->data;
     switch (c->state) {
     case PX_S_PEEK:
-        px_block(c, "peek-timeout", NULL, PX_ANS_RESET);
+        px_peek_failed(c, FILTER_REASON_PEEK_TIMEOUT);
         return;
     case PX_S_RESOLVE:
     case PX_S_DIAL:
-        px_dial_fail(c, "connect-timeout");
+        px_dial_fail(c, FILTER_REASON_CONNECT_TIMEOUT);
         return;
     case PX_S_SPLICE: {
         uint64_t idle = c->gen->cfg->proxy.idle_timeout_ms, now = uv_now(c->px->loop);
@@ -1030,77 +917,32 @@ static void px_timer_cb(uv_timer_t *t)
 /* ---- accept ------------------------------------------------------------------------------ */
 
 typedef struct px_mem_ctx {
-    px_conn_t *c;
-    const filter_policy_t *p;
-    filter_decision_t d;
-    bool found;
+    filter_name_each_cb each;
+    void *each_arg;
 } px_mem_ctx_t;
 
-/* Step 3: a name this client resolved to dest through moat whose rule lists
- * the port. */
 static bool px_mem_name_cb(const char *name, size_t len, uint64_t expiry_ms, void *arg)
 {
     px_mem_ctx_t *x = arg;
     (void)expiry_ms;
-    filter_decision_t d = filter_match_name(x->p, name, len, x->c->port);
-    if (d.verdict != FILTER_ALLOW)
-        return true;
-    px_set_name(x->c, name, len, true);
-    x->d = d;
-    x->found = true;
-    return false;
+    return x->each(name, len, x->each_arg);
+}
+
+/* Step 3: the names this client resolved to the destination through moat. */
+static void px_names_for(void *arg, filter_name_each_cb each, void *each_arg)
+{
+    px_conn_t *c = arg;
+    dns_addrmem_t *mem = dns_server_addrmem(c->px->dns);
+    px_mem_ctx_t x = {.each = each, .each_arg = each_arg};
+    if (mem)
+        dns_addrmem_names_for(mem, &c->client, &c->dest, uv_now(c->px->loop), px_mem_name_cb, &x);
 }
 
 static void px_conn_begin(px_conn_t *c)
 {
-    px_t *px = c->px;
-    const filter_policy_t *p = px->gen->policy;
-    bool filtering = filter_policy_filtering(p);
-
-    if (c->kind == PX_TRANSPARENT) {
-        if (!c->has_orig) {
-            px_block(c, "no-address", NULL, PX_ANS_RESET);
-            return;
-        }
-        /* §2.4, filtering on or off. */
-        filter_decision_t r = filter_check_refused(p, &c->dest, c->port);
-        if (r.verdict == FILTER_BLOCK) {
-            px_block(c, filter_reason_str(r.reason), r.rule, PX_ANS_RESET);
-            return;
-        }
-        if (!filtering) { /* §6: no peek, straight to the original destination */
-            px_allow(c, filter_reason_str(FILTER_REASON_FILTER_OFF), NULL);
-            return;
-        }
-        /* Step 0. */
-        filter_decision_t a = filter_match_addr(p, &c->dest, c->port);
-        if (a.verdict == FILTER_ALLOW) {
-            px_allow(c, filter_reason_str(a.reason), a.rule);
-            return;
-        }
-        if (!px_port_in(&px->gen->cfg->proxy.tls_ports, c->port) &&
-            !px_port_in(&px->gen->cfg->proxy.http_ports, c->port)) {
-            /* Step 3. */
-            dns_addrmem_t *mem = dns_server_addrmem(px->dns);
-            px_mem_ctx_t x = {.c = c, .p = p};
-            if (mem)
-                dns_addrmem_names_for(mem, &c->client, &c->dest, uv_now(px->loop), px_mem_name_cb,
-                                      &x);
-            if (x.found) {
-                /* Admitted to the address the guest chose, which is where
-                 * the name pointed for it. */
-                c->by_name = false;
-                px_allow(c, filter_reason_str(x.d.reason), x.d.rule);
-                return;
-            }
-            px_block(c, filter_reason_str(a.reason), a.rule, PX_ANS_RESET);
-            return;
-        }
-    }
-    /* Steps 1 and 2: peek, within peek_timeout counted from accept. */
-    c->state = PX_S_PEEK;
-    uv_timer_start(&c->timer, px_timer_cb, px->gen->cfg->proxy.peek_timeout_ms, 0);
-    px_peek(c); /* the hello is often there already */
+    filter_conn_input_t in;
+    px_input(c, c->px->gen, FILTER_STAGE_ACCEPT, &in);
+    px_decide(c, &in);
 }
 
 void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_storage *peer,
@@ -1115,7 +957,7 @@ void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_stor
     if (!c || px_watch(c, &c->cs, fd) != 0) {
         free(c);
         px_reset_fd(fd);
-        px_log_refused(px, kind, peer, "dial-failed");
+        px_log_refused(px, kind, peer, FILTER_REASON_DIAL_FAILED);
         return;
     }
     c->cfd = fd;
@@ -1196,7 +1038,7 @@ static void px_ep_cb(uv_poll_t *h, int status, int events)
         if (s->server && c->state == PX_S_DIAL)
             px_dial_event(c, e);
         else if (!s->server && c->state == PX_S_PEEK && (e & EPOLLERR))
-            px_block(c, "client-closed", NULL, PX_ANS_RESET);
+            px_peek_failed(c, FILTER_REASON_CLIENT_CLOSED);
         else
             px_conn_run(c);
     }
@@ -1257,57 +1099,32 @@ void px_conns_stop(px_t *px)
 
 /* ---- reload -------------------------------------------------------------------------------- */
 
-/* Re-decide an open connection with gen, from what was recorded. */
-static filter_decision_t px_redecide(const px_conn_t *c, moat_gen_t *gen)
-{
-    const filter_policy_t *p = gen->policy;
-    filter_decision_t allow = {.verdict = FILTER_ALLOW, .reason = FILTER_REASON_FILTER_OFF};
-    if (c->has_orig) {
-        filter_decision_t r = filter_check_refused(p, &c->orig, c->port);
-        if (r.verdict == FILTER_BLOCK)
-            return r;
-    }
-    if (!filter_policy_filtering(p))
-        return allow;
-    if (c->name_ok && c->name) {
-        filter_decision_t d = filter_match_name(p, c->name, c->name_len, c->port);
-        /* Admitted by its original address (step 0) and not by name. */
-        if (d.verdict == FILTER_BLOCK && c->has_orig && !c->by_name) {
-            filter_decision_t a = filter_match_addr(p, &c->orig, c->port);
-            if (a.verdict == FILTER_ALLOW)
-                return a;
-        }
-        return d;
-    }
-    if (c->has_orig)
-        return filter_match_addr(p, &c->orig, c->port);
-    if (c->has_dest) /* an IP literal Host */
-        return filter_match_addr(p, &c->dest, c->port);
-    return (filter_decision_t){.verdict = FILTER_BLOCK, .reason = FILTER_REASON_NOT_ALLOWED};
-}
-
 void px_conns_recheck(px_t *px, moat_gen_t *gen)
 {
-    bool audit = gen->cfg->mode == CFG_MODE_AUDIT;
     for (px_conn_t *c = px->conns, *n; c; c = n) {
         n = c->next;
         if (!c->log_at_close || !c->gen)
             continue; /* peeking (decides with the new generation) or done */
-        filter_decision_t d = px_redecide(c, gen);
-        /* Audit never lets a refused range or an own listener through
-         * (px_block), also not one a reload has just made refused. */
-        bool hard =
-            d.reason == FILTER_REASON_REFUSED_RANGE || d.reason == FILTER_REASON_OWN_LISTENER;
-        if (d.verdict == FILTER_BLOCK && (!audit || hard)) {
-            px_conn_abort(c, "policy-reload");
+        /* Re-decided from what was recorded: its name (when normalised),
+         * its original destination, or the IP literal it was dialled at. */
+        filter_conn_input_t in;
+        px_input(c, gen, FILTER_STAGE_RECHECK, &in);
+        in.name = c->name_ok ? c->name : NULL;
+        in.name_len = c->name_len;
+        in.by_name = c->by_name;
+        in.addr = c->has_dest ? &c->dest : NULL;
+        filter_conn_out_t o;
+        filter_decide_conn(gen->policy, &in, &o);
+        if (o.action == FILTER_ACT_REFUSE) {
+            filter_decision_t why = {.verdict = FILTER_BLOCK,
+                                     .reason = FILTER_REASON_POLICY_RELOAD,
+                                     .rule = c->dec.rule};
+            px_conn_abort(c, &why);
             continue;
         }
         moat_gen_t *old = c->gen;
         c->gen = moat_gen_ref(gen);
-        c->verdict = d.verdict;
-        c->reason = filter_reason_str(d.reason);
-        c->rule = d.rule;
-        c->audit = d.verdict == FILTER_BLOCK;
+        c->dec = o.decision;
         moat_gen_unref(old);
     }
 }

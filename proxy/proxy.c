@@ -237,7 +237,7 @@ static void px_accept(px_listener_t *l)
             if (e == EINTR || e == ECONNABORTED || e == EPROTO || e == EPERM)
                 continue;
             if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
-                stats_conn_refused(px_kind_stats(l->kind), "accept-error");
+                stats_conn_refused(px_kind_stats(l->kind), FILTER_REASON_ACCEPT_ERROR);
                 px_backoff_start(px, e);
                 return;
             }
@@ -252,7 +252,7 @@ static void px_accept(px_listener_t *l)
          * accept and then blackhole). */
         if (px->n_conns >= px->gen->cfg->proxy.max_connections) {
             px_reset_fd(fd);
-            px_log_refused(px, l->kind, &peer, "max-connections");
+            px_log_refused(px, l->kind, &peer, FILTER_REASON_MAX_CONNECTIONS);
             continue;
         }
         struct sockaddr_storage dest;
@@ -261,7 +261,7 @@ static void px_accept(px_listener_t *l)
             dlen = px_original_dst(fd, peer.ss_family, &dest);
             if (dlen && px_is_self(l, fd, &dest)) {
                 px_reset_fd(fd);
-                px_log_refused(px, l->kind, &peer, "own-listener");
+                px_log_refused(px, l->kind, &peer, FILTER_REASON_OWN_LISTENER);
                 continue;
             }
         }

@@ -111,8 +111,9 @@ void px_conns_stop(px_t *px);
  * socket is reset and the event logged. */
 void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_storage *peer,
                     const struct sockaddr_storage *dest, socklen_t dest_len);
-/* Close a connection at once (logged with reason when it was allowed). */
-void px_conn_abort(px_conn_t *c, const char *reason);
+/* Close a connection at once (logged as why, when not NULL, if it was
+ * allowed). */
+void px_conn_abort(px_conn_t *c, const filter_decision_t *why);
 /* Draining: nothing to do beyond letting each connection finish. */
 /* Reload: re-decide open connections with gen; close those no longer
  * allowed (reason policy-reload). */
@@ -120,7 +121,7 @@ void px_conns_recheck(px_t *px, moat_gen_t *gen);
 /* Log a connection that is refused before it gets a px_conn_t (max
  * connections). */
 void px_log_refused(px_t *px, px_kind_t kind, const struct sockaddr_storage *peer,
-                    const char *reason);
+                    filter_reason_t reason);
 /* Reset a socket: RST instead of FIN (SO_LINGER {1, 0}), then close it. */
 void px_reset_fd(int fd);
 

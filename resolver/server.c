@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "filter/addr.h"
+#include "filter/decide.h"
 #include "filter/policy.h"
 #include "core/log.h"
 #include "core/stats.h"
@@ -112,7 +113,6 @@ typedef struct srv_waiter {
     struct srv_waiter *cprev, *cnext; /* in the TCP connection */
     dns_query_t q;
     filter_decision_t dec;
-    bool audit;
     uint64_t start_ms;
     filter_addr_t caddr;
     uint16_t cport;
@@ -282,10 +282,10 @@ static bool srv_sa_equal(const struct sockaddr_storage *a, const struct sockaddr
 
 /* SPEC §4: one line per decision. Formats only when the line will be written. */
 static void srv_log(dns_server_t *s, const dns_query_t *q, const filter_addr_t *caddr,
-                    uint16_t cport, const filter_decision_t *dec, bool audit, const char *reason,
-                    const uint8_t *ans, int ans_len, uint64_t start_ms)
+                    uint16_t cport, const filter_decision_t *dec, const uint8_t *ans, int ans_len,
+                    uint64_t start_ms)
 {
-    stats_dns_query(audit                          ? STATS_VERDICT_AUDIT
+    stats_dns_query(dec->audit                     ? STATS_VERDICT_AUDIT
                     : dec->verdict == FILTER_BLOCK ? STATS_VERDICT_BLOCK
                                                    : STATS_VERDICT_ALLOW,
                     ans_len >= 4 ? (ans[3] & 0x0f) : -1);
@@ -305,10 +305,7 @@ static void srv_log(dns_server_t *s, const dns_query_t *q, const filter_addr_t *
         .name_len = q->name_len,
         .qtype = srv_qtype_name(q->qtype, tbuf, sizeof tbuf),
         .rcode = ans_len > 0 ? srv_rcode_name(rcode, rbuf, sizeof rbuf) : "NONE",
-        .verdict = dec->verdict,
-        .reason = reason ? reason : filter_reason_str(dec->reason),
-        .rule = dec->rule,
-        .audit = audit,
+        .decision = *dec,
         .bytes_up = q->wire_len,
         .bytes_down = ans_len > 0 ? (uint64_t)ans_len : 0,
         .duration_ms = now > start_ms ? now - start_ms : 0,
@@ -488,7 +485,7 @@ static void srv_answer_waiter(dns_server_t *s, srv_waiter_t *w, const dns_rewrit
             srv_conn_send(w->conn, s->scratch, (size_t)n + 2);
         }
     }
-    srv_log(s, &w->q, &w->caddr, w->cport, &w->dec, w->audit, NULL, buf, n, w->start_ms);
+    srv_log(s, &w->q, &w->caddr, w->cport, &w->dec, buf, n, w->start_ms);
 }
 
 static void srv_pending_unlink(dns_server_t *s, srv_pending_t *p)
@@ -568,7 +565,7 @@ typedef struct srv_client {
 /* Cache miss: join or start the upstream query. 0, or negative errno (the
  * caller answers SERVFAIL). */
 static int srv_forward(dns_server_t *s, const dns_query_t *q, const dns_cache_key_t *k,
-                       const filter_decision_t *dec, bool audit, const srv_client_t *cl)
+                       const filter_decision_t *dec, const srv_client_t *cl)
 {
     if (s->n_waiters >= SRV_MAX_WAITERS || !s->up)
         return -EBUSY;
@@ -584,7 +581,6 @@ static int srv_forward(dns_server_t *s, const dns_query_t *q, const dns_cache_ke
     w->next = w->cprev = w->cnext = NULL;
     w->q = *q;
     w->dec = *dec;
-    w->audit = audit;
     w->start_ms = uv_now(s->loop);
     w->caddr = cl->addr;
     w->cport = cl->port;
@@ -656,31 +652,24 @@ static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_cli
     }
     size_t limit = cl->udp ? dns_udp_limit(&q) : DNS_TCP_MAX;
     const moat_gen_t *gen = s->gen;
-    bool filtering = gen->cfg->filtering;
     uint64_t now = uv_now(s->loop);
     if (filter_addr_from_sockaddr(cl->sa, &cl->addr, &cl->port) != 0)
         return 0;
 
-    filter_decision_t dec;
-    if (filtering && dns_query_is_canary(&q)) {
-        dec = (filter_decision_t){FILTER_BLOCK, FILTER_REASON_NOT_ALLOWED, NULL};
-        n = dns_answer_canary(&q, &s->sinkhole, out, cap, limit);
-        srv_log(s, &q, &cl->addr, cl->port, &dec, false, "doh-canary", out, n, now);
+    filter_dns_input_t din = {
+        .audit = gen->cfg->mode == CFG_MODE_AUDIT,
+        .canary = dns_query_is_canary(&q),
+        .not_host = q.not_host,
+        .name = q.name,
+        .name_len = q.name_len,
+    };
+    filter_dns_out_t d = filter_decide_dns(gen->policy, &din);
+    const filter_decision_t *dec = &d.decision;
+    if (d.action != FILTER_DNS_RESOLVE) {
+        n = d.action == FILTER_DNS_CANARY ? dns_answer_canary(&q, &s->sinkhole, out, cap, limit)
+                                          : dns_answer_sinkhole(&q, &s->sinkhole, out, cap, limit);
+        srv_log(s, &q, &cl->addr, cl->port, dec, out, n, now);
         return n > 0 ? (size_t)n : 0;
-    }
-    if (filtering && q.not_host)
-        dec = (filter_decision_t){FILTER_BLOCK, FILTER_REASON_BAD_NAME, NULL};
-    else
-        dec = filter_match_name(gen->policy, q.name, q.name_len, FILTER_ANY_PORT);
-    bool audit = false;
-    if (dec.verdict == FILTER_BLOCK) {
-        if (gen->cfg->mode != CFG_MODE_AUDIT) {
-            /* Never upstream (SPEC §2.2, §6). */
-            n = dns_answer_sinkhole(&q, &s->sinkhole, out, cap, limit);
-            srv_log(s, &q, &cl->addr, cl->port, &dec, false, NULL, out, n, now);
-            return n > 0 ? (size_t)n : 0;
-        }
-        audit = true;
     }
 
     dns_cache_key_t k;
@@ -711,15 +700,15 @@ static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_cli
         }
         if (n < 0)
             n = dns_answer_error(&q, DNS_RCODE_SERVFAIL, out, cap);
-        srv_log(s, &q, &cl->addr, cl->port, &dec, audit, NULL, out, n, now);
+        srv_log(s, &q, &cl->addr, cl->port, dec, out, n, now);
         return n > 0 ? (size_t)n : 0;
     }
 
-    rc = srv_forward(s, &q, &k, &dec, audit, cl);
+    rc = srv_forward(s, &q, &k, dec, cl);
     if (rc == 0)
         return 0;
     n = dns_answer_error_ede(&q, DNS_RCODE_SERVFAIL, DNS_EDE_OTHER, "overloaded", out, cap);
-    srv_log(s, &q, &cl->addr, cl->port, &dec, audit, NULL, out, n, now);
+    srv_log(s, &q, &cl->addr, cl->port, dec, out, n, now);
     return n > 0 ? (size_t)n : 0;
 }
 

@@ -306,32 +306,31 @@ Test(log, json_lines_are_valid_json_with_the_decision_fields, .init = mk_tmpdir,
     log_info("a message quoting %s", hostile);
     const char *kv[] = {"file", hostile, "at", "3:4", NULL};
     log_msg(CFG_LOG_ERROR, kv, "config error: %s", "x");
-    log_decision_t dns = {.kind = "dns",
-                          .listener = "dns",
-                          .client = "127.0.0.1:40000",
-                          .name = hostile,
-                          .name_len = sizeof hostile - 1,
-                          .qtype = "A",
-                          .rcode = "NOERROR",
-                          .verdict = FILTER_BLOCK,
-                          .reason = "not-allowed",
-                          .bytes_up = 40,
-                          .bytes_down = 56,
-                          .duration_ms = 0};
+    log_decision_t dns = {
+        .kind = "dns",
+        .listener = "dns",
+        .client = "127.0.0.1:40000",
+        .name = hostile,
+        .name_len = sizeof hostile - 1,
+        .qtype = "A",
+        .rcode = "NOERROR",
+        .decision = {.verdict = FILTER_BLOCK, .reason = FILTER_REASON_NOT_ALLOWED},
+        .bytes_up = 40,
+        .bytes_down = 56,
+        .duration_ms = 0};
     log_decision(&dns);
-    log_decision_t tcp = {.kind = "tcp",
-                          .listener = "tls",
-                          .client = "[::1]:40001",
-                          .dest = "198.18.0.7",
-                          .dest_port = 443,
-                          .name = "a.example.com",
-                          .name_len = 13,
-                          .verdict = FILTER_ALLOW,
-                          .reason = "allowlist",
-                          .rule = &RULE,
-                          .bytes_up = 517,
-                          .bytes_down = 4096,
-                          .duration_ms = 12};
+    log_decision_t tcp = {
+        .kind = "tcp",
+        .listener = "tls",
+        .client = "[::1]:40001",
+        .dest = "198.18.0.7",
+        .dest_port = 443,
+        .name = "a.example.com",
+        .name_len = 13,
+        .decision = {.verdict = FILTER_ALLOW, .reason = FILTER_REASON_ALLOWLIST, .rule = &RULE},
+        .bytes_up = 517,
+        .bytes_down = 4096,
+        .duration_ms = 12};
     log_decision(&tcp);
     /* A name far too long for a line (8 KiB of hostile bytes, as an HTTP Host
      * header could be): left out whole, the line still valid JSON. */
@@ -453,14 +452,13 @@ Test(log, text_lines_keep_the_format_and_cannot_be_split, .init = mk_tmpdir, .fi
 {
     char *path = tmp_path("log");
     configure("text", path, "info", true);
-    log_decision_t d = {.kind = "dns",
-                        .listener = "dns",
-                        .client = "127.0.0.1:5",
-                        .name = "a b\nc",
-                        .name_len = 5,
-                        .verdict = FILTER_ALLOW,
-                        .reason = "allowlist",
-                        .rule = &RULE};
+    log_decision_t d = {
+        .kind = "dns",
+        .listener = "dns",
+        .client = "127.0.0.1:5",
+        .name = "a b\nc",
+        .name_len = 5,
+        .decision = {.verdict = FILTER_ALLOW, .reason = FILTER_REASON_ALLOWLIST, .rule = &RULE}};
     log_decision(&d);
     log_debug("not written at info");
     log_warn("w %d", 1);

@@ -165,6 +165,16 @@ static const char *const reasons[] = {
 
 #define N_REASONS (sizeof reasons / sizeof reasons[0])
 
+/* The reason a log line's text names (FILTER_REASON_COUNT, out of range,
+ * for any other string): stats take the enum. */
+static filter_reason_t reason_of(const char *text)
+{
+    for (int r = 0; text && r < FILTER_REASON_COUNT; r++)
+        if (strcmp(filter_reason_str((filter_reason_t)r), text) == 0)
+            return (filter_reason_t)r;
+    return FILTER_REASON_COUNT;
+}
+
 TestSuite(stats, .init = stats_reset);
 
 Test(stats, empty_render_parses_and_has_fixed_families)
@@ -264,14 +274,14 @@ Test(stats, connections_gauge_bytes_and_reasons)
     stats_conn_open(STATS_LISTENER_TLS);
     stats_conn_open(STATS_LISTENER_TLS);
     stats_conn_open(STATS_LISTENER_HTTP);
-    stats_conn_decision(STATS_LISTENER_TLS, STATS_VERDICT_ALLOW, "allowlist", 100, 2000);
-    stats_conn_decision(STATS_LISTENER_TLS, STATS_VERDICT_BLOCK, "no-sni", 0, 0);
-    stats_conn_decision(STATS_LISTENER_HTTP, STATS_VERDICT_AUDIT, "not-allowed", 7, 9);
+    stats_conn_decision(STATS_LISTENER_TLS, STATS_VERDICT_ALLOW, reason_of("allowlist"), 100, 2000);
+    stats_conn_decision(STATS_LISTENER_TLS, STATS_VERDICT_BLOCK, reason_of("no-sni"), 0, 0);
+    stats_conn_decision(STATS_LISTENER_HTTP, STATS_VERDICT_AUDIT, reason_of("not-allowed"), 7, 9);
     stats_conn_close(STATS_LISTENER_TLS);
-    stats_conn_refused(STATS_LISTENER_TRANSPARENT, "max-connections");
-    stats_conn_refused(STATS_LISTENER_TRANSPARENT, "max-connections");
+    stats_conn_refused(STATS_LISTENER_TRANSPARENT, reason_of("max-connections"));
+    stats_conn_refused(STATS_LISTENER_TRANSPARENT, reason_of("max-connections"));
     stats_conn_open(STATS_LISTENER_COUNT); /* not a listener: ignored */
-    stats_conn_decision(STATS_LISTENER_COUNT, STATS_VERDICT_ALLOW, "allowlist", 1, 1);
+    stats_conn_decision(STATS_LISTENER_COUNT, STATS_VERDICT_ALLOW, reason_of("allowlist"), 1, 1);
     char *t = render(NULL);
     check_format(t);
     static const expect_t want[] = {
@@ -293,19 +303,20 @@ Test(stats, connections_gauge_bytes_and_reasons)
 Test(stats, every_logged_reason_is_its_own_label)
 {
     for (size_t i = 0; i < N_REASONS; i++)
-        cr_assert_str_eq(stats_reason_label(reasons[i]), reasons[i]);
-    cr_assert_str_eq(stats_reason_label("unknown"), "other");
-    cr_assert_str_eq(stats_reason_label("evil.example.com"), "other");
-    cr_assert_str_eq(stats_reason_label(""), "other");
-    cr_assert_str_eq(stats_reason_label(NULL), "other");
-    cr_assert_str_eq(stats_reason_label("ALLOWLIST"), "other", "exact strings only");
+        cr_assert_str_eq(stats_reason_label(reason_of(reasons[i])), reasons[i]);
+    cr_assert_str_eq(stats_reason_label(reason_of("unknown")), "other");
+    cr_assert_str_eq(stats_reason_label(reason_of("evil.example.com")), "other");
+    cr_assert_str_eq(stats_reason_label(reason_of("")), "other");
+    cr_assert_str_eq(stats_reason_label(reason_of(NULL)), "other");
+    cr_assert_str_eq(stats_reason_label(reason_of("ALLOWLIST")), "other", "exact strings only");
+    cr_assert_str_eq(stats_reason_label((filter_reason_t)(FILTER_REASON_COUNT + 5)), "other");
 }
 
 Test(stats, guest_strings_never_reach_the_output)
 {
     const char *evil = "x\"} 1\nmoat_evil_total 99\n#";
-    stats_conn_decision(STATS_LISTENER_TLS, STATS_VERDICT_BLOCK, evil, 0, 0);
-    stats_conn_refused(STATS_LISTENER_HTTP, "secret-name.example");
+    stats_conn_decision(STATS_LISTENER_TLS, STATS_VERDICT_BLOCK, reason_of(evil), 0, 0);
+    stats_conn_refused(STATS_LISTENER_HTTP, reason_of("secret-name.example"));
     char *t = render(NULL);
     check_format(t);
     cr_assert_null(strstr(t, "moat_evil_total"));
@@ -406,8 +417,10 @@ Test(stats, many_series_grow_the_buffer)
     for (int l = 0; l < STATS_LISTENER_COUNT; l++)
         for (int v = 0; v < STATS_VERDICT_COUNT; v++) {
             for (size_t r = 0; r < N_REASONS; r++)
-                stats_conn_decision((stats_listener_t)l, (stats_verdict_t)v, reasons[r], 1, 1);
-            stats_conn_decision((stats_listener_t)l, (stats_verdict_t)v, "other-thing", 1, 1);
+                stats_conn_decision((stats_listener_t)l, (stats_verdict_t)v, reason_of(reasons[r]),
+                                    1, 1);
+            stats_conn_decision((stats_listener_t)l, (stats_verdict_t)v, reason_of("other-thing"),
+                                1, 1);
         }
     for (int v = 0; v < STATS_VERDICT_COUNT; v++)
         for (int rc = -1; rc < 30; rc++)
