@@ -11,7 +11,7 @@
  *
  * Each client sends one request and gets one answer with Connection: close:
  * 200, 404 (another path), 405 (a method other than GET or HEAD), 400 (not
- * an HTTP/1.x request head), 431 (a head over MX_HEAD_MAX bytes). Bounds (in
+ * an HTTP/1.x request head), 431 (a head over METRICS_HEAD_MAX bytes). Bounds (in
  * metrics.c): the request head size, the time a client may take, and the
  * number of clients at once (past it a new connection is closed at once).
  *
