@@ -159,25 +159,11 @@ static void ctl_unlink(ctl_t *c)
 
 /* ---- lifecycle ---------------------------------------------------------------------- */
 
-/* The listener or a client is gone (its handles closed). */
-static void ctl_gone(ctl_t *c)
-{
-    moat_service_busy_done(&c->svc);
-    moat_service_handle_closed(&c->svc);
-}
-
-/* The listener or a client is there (until ctl_gone). */
-static void ctl_new(ctl_t *c)
-{
-    moat_service_busy_add(&c->svc);
-    moat_service_handle_open(&c->svc);
-}
-
 static void ctl_listener_closed_cb(uv_handle_t *h)
 {
     ctl_t *c = h->data;
     c->listening = false;
-    ctl_gone(c);
+    moat_service_release(&c->svc);
 }
 
 static void ctl_stop_listening(ctl_t *c)
@@ -197,7 +183,7 @@ static void ctl_client_closed_cb(uv_handle_t *h)
     c->n_clients--;
     free(cl->reply);
     free(cl);
-    ctl_gone(c);
+    moat_service_release(&c->svc);
 }
 
 static void ctl_client_close(ctl_client_t *cl)
@@ -459,7 +445,7 @@ static void ctl_connection_cb(uv_stream_t *server, int status)
     cl->open_handles = 2;
     moat_list_push(&c->clients, &cl->node);
     c->n_clients++;
-    ctl_new(c);
+    moat_service_hold(&c->svc);
     if (uv_accept(server, (uv_stream_t *)&cl->pipe) != 0 ||
         uv_read_start((uv_stream_t *)&cl->pipe, ctl_alloc_cb, ctl_read_cb) != 0) {
         ctl_client_close(cl);
@@ -492,7 +478,7 @@ static int ctl_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
     uv_pipe_init(loop, &c->listener, 0);
     c->listener.data = c;
     c->listening = true;
-    ctl_new(c);
+    moat_service_hold(&c->svc);
     rc = uv_pipe_open(&c->listener, fd);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&c->listener, CTL_BACKLOG, ctl_connection_cb);
@@ -547,14 +533,7 @@ static void ctl_free(moat_service_t *svc)
     free(c);
 }
 
-static const moat_service_ops_t ctl_ops = {
-    .name = "control",
-    .start = ctl_start,
-    .reload = ctl_reload,
-    .drain = ctl_drain,
-    .close = ctl_close,
-    .free = ctl_free,
-};
+static const moat_service_ops_t ctl_ops = MOAT_SERVICE_OPS(ctl, "control");
 
 int ctl_server_create(moat_daemon_t *d, const char *path, moat_service_t **out)
 {

@@ -82,20 +82,6 @@ static metrics_t *metrics_of(moat_service_t *svc)
     return (metrics_t *)svc->data;
 }
 
-/* A listener or a client is gone (its last handle closed). */
-static void metrics_handle_gone(metrics_t *mx)
-{
-    moat_service_busy_done(&mx->svc);
-    moat_service_handle_closed(&mx->svc);
-}
-
-/* A listener or a client is there (until metrics_handle_gone). */
-static void metrics_handle_new(metrics_t *mx)
-{
-    moat_service_busy_add(&mx->svc);
-    moat_service_handle_open(&mx->svc);
-}
-
 /* ---- clients --------------------------------------------------------------------------- */
 
 static void metrics_client_closed_cb(uv_handle_t *h)
@@ -106,7 +92,7 @@ static void metrics_client_closed_cb(uv_handle_t *h)
     metrics_t *mx = c->mx;
     free(c->body);
     free(c);
-    metrics_handle_gone(mx);
+    moat_service_release(&mx->svc);
 }
 
 static void metrics_client_close(metrics_client_t *c)
@@ -355,7 +341,7 @@ static void metrics_connection_cb(uv_stream_t *server, int status)
     uv_timer_init(mx->loop, &c->timer);
     c->h.data = c->timer.data = c;
     c->handles = 2;
-    metrics_handle_new(mx);
+    moat_service_hold(&mx->svc);
     moat_list_push(&mx->clients, &c->node);
     mx->n_clients++;
     if (uv_accept(server, (uv_stream_t *)&c->h) != 0 || mx->n_clients > METRICS_MAX_CLIENTS ||
@@ -375,7 +361,7 @@ static void metrics_listener_closed_cb(uv_handle_t *h)
     metrics_listener_t *l = h->data;
     metrics_t *mx = l->mx;
     free(l);
-    metrics_handle_gone(mx);
+    moat_service_release(&mx->svc);
 }
 
 static void metrics_listener_close(metrics_t *mx)
@@ -398,7 +384,7 @@ static int metrics_listener_open(metrics_t *mx, const cfg_addr_t *a)
     l->addr = *a;
     uv_tcp_init(mx->loop, &l->h);
     l->h.data = l;
-    metrics_handle_new(mx);
+    moat_service_hold(&mx->svc);
     unsigned flags = a->sa.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
     int rc = uv_tcp_bind(&l->h, (const struct sockaddr *)&a->sa, flags);
     if (rc == 0)
@@ -468,14 +454,7 @@ static void metrics_free(moat_service_t *svc)
     free(metrics_of(svc));
 }
 
-static const moat_service_ops_t metrics_ops = {
-    .name = "metrics",
-    .start = metrics_start,
-    .reload = metrics_reload,
-    .drain = metrics_drain,
-    .close = metrics_close,
-    .free = metrics_free,
-};
+static const moat_service_ops_t metrics_ops = MOAT_SERVICE_OPS(metrics, "metrics");
 
 int metrics_create(moat_service_t *dns, moat_service_t **out)
 {

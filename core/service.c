@@ -31,6 +31,15 @@ static void service_check(moat_service_t *svc)
     }
 }
 
+/* One of svc's counters goes down; at zero a done may be due. Going below
+ * zero is a double done: a bug in the service. */
+static void service_down(moat_service_t *svc, unsigned *counter)
+{
+    assert(*counter > 0);
+    if (--*counter == 0)
+        service_check(svc);
+}
+
 int moat_service_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
 {
     assert(svc->state == MOAT_SERVICE_IDLE);
@@ -40,15 +49,21 @@ int moat_service_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
     return rc;
 }
 
+/* Run op; a counter reaching zero inside it is reported once it returns. */
+static void service_op(moat_service_t *svc, void (*op)(moat_service_t *svc))
+{
+    svc->in_op++;
+    op(svc);
+    svc->in_op--;
+    service_check(svc);
+}
+
 void moat_service_drain(moat_service_t *svc, moat_service_done_cb done)
 {
     assert(svc->state == MOAT_SERVICE_STARTED);
     svc->state = MOAT_SERVICE_DRAINING;
     svc->drain_done = done;
-    svc->in_op++;
-    svc->ops->drain(svc);
-    svc->in_op--;
-    service_check(svc);
+    service_op(svc, svc->ops->drain);
 }
 
 void moat_service_close(moat_service_t *svc, moat_service_done_cb done)
@@ -57,10 +72,7 @@ void moat_service_close(moat_service_t *svc, moat_service_done_cb done)
     svc->state = MOAT_SERVICE_CLOSING;
     svc->drain_done = NULL;
     svc->close_done = done;
-    svc->in_op++;
-    svc->ops->close(svc);
-    svc->in_op--;
-    service_check(svc);
+    service_op(svc, svc->ops->close);
 }
 
 void moat_service_busy_add(moat_service_t *svc)
@@ -70,9 +82,7 @@ void moat_service_busy_add(moat_service_t *svc)
 
 void moat_service_busy_done(moat_service_t *svc)
 {
-    assert(svc->busy > 0);
-    if (--svc->busy == 0)
-        service_check(svc);
+    service_down(svc, &svc->busy);
 }
 
 void moat_service_handle_open(moat_service_t *svc)
@@ -83,9 +93,19 @@ void moat_service_handle_open(moat_service_t *svc)
 
 void moat_service_handle_closed(moat_service_t *svc)
 {
-    assert(svc->handles > 0);
-    if (--svc->handles == 0)
-        service_check(svc);
+    service_down(svc, &svc->handles);
+}
+
+void moat_service_hold(moat_service_t *svc)
+{
+    moat_service_busy_add(svc);
+    moat_service_handle_open(svc);
+}
+
+void moat_service_release(moat_service_t *svc)
+{
+    moat_service_busy_done(svc);
+    moat_service_handle_closed(svc);
 }
 
 moat_service_state_t moat_service_state(const moat_service_t *svc)

@@ -76,6 +76,14 @@ struct moat_service {
     moat_service_done_cb drain_done, close_done;
 };
 
+/* The ops of a service named label whose functions are prefix_start,
+ * prefix_reload, prefix_drain, prefix_close and prefix_free. */
+#define MOAT_SERVICE_OPS(prefix, label)                                                            \
+    {                                                                                              \
+        .name = (label), .start = prefix##_start, .reload = prefix##_reload,                       \
+        .drain = prefix##_drain, .close = prefix##_close, .free = prefix##_free                    \
+    }
+
 /* Set svc up (IDLE, no counts) for ops, with data the service's own. */
 void moat_service_init(moat_service_t *svc, const moat_service_ops_t *ops, void *data);
 
@@ -97,6 +105,11 @@ void moat_service_busy_done(moat_service_t *svc);
 void moat_service_handle_open(moat_service_t *svc);
 /* One handle closed (may run the close's done; see the top). */
 void moat_service_handle_closed(moat_service_t *svc);
+/* One more thing that is both open work and an open handle (a listener, a
+ * client served start to end). */
+void moat_service_hold(moat_service_t *svc);
+/* It is gone: busy_done, then handle_closed (may run either done). */
+void moat_service_release(moat_service_t *svc);
 
 /* The state, for the service's own decisions. */
 moat_service_state_t moat_service_state(const moat_service_t *svc);

@@ -279,8 +279,7 @@ static void px_listener_closed_cb(uv_handle_t *h)
     px_t *px = l->px;
     close(l->fd);
     free(l);
-    moat_service_busy_done(&px->svc);
-    moat_service_handle_closed(&px->svc);
+    moat_service_release(&px->svc);
 }
 
 static void px_listener_close(px_listener_t *l)
@@ -341,8 +340,7 @@ static int px_listener_open(px_t *px, px_kind_t kind, const cfg_addr_t *a, px_li
     l->fd = fd;
     l->poll.data = l;
     moat_list_init(&l->base.node);
-    moat_service_busy_add(&px->svc);
-    moat_service_handle_open(&px->svc);
+    moat_service_hold(&px->svc);
     *out = l;
     if (px->backoff_ms == 0)
         uv_poll_start(&l->poll, UV_READABLE, px_listener_poll_cb);
@@ -561,14 +559,7 @@ static void px_free(moat_service_t *svc)
     free(px);
 }
 
-static const moat_service_ops_t px_ops = {
-    .name = "proxy",
-    .start = px_start,
-    .reload = px_reload,
-    .drain = px_drain,
-    .close = px_close,
-    .free = px_free,
-};
+static const moat_service_ops_t px_ops = MOAT_SERVICE_OPS(px, "proxy");
 
 int px_proxy_create(moat_service_t *dns, moat_service_t **out)
 {

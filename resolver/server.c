@@ -323,8 +323,7 @@ static void srv_conn_closed_cb(uv_handle_t *h)
     dns_server_t *s = c->srv;
     free(c->rbuf);
     free(c);
-    moat_service_busy_done(&s->svc);
-    moat_service_handle_closed(&s->svc);
+    moat_service_release(&s->svc);
 }
 
 static void srv_conn_close(srv_conn_t *c)
@@ -854,8 +853,7 @@ static void srv_tcp_accept_cb(uv_stream_t *server, int status)
     uv_tcp_init(s->loop, &c->h);
     c->h.data = c;
     moat_list_init(&c->waiters);
-    moat_service_handle_open(&s->svc);
-    moat_service_busy_add(&s->svc);
+    moat_service_hold(&s->svc);
     /* Linked first so srv_conn_close can unlink it whatever happens next. */
     moat_list_push(&s->conns, &c->node);
     s->n_conns++;
@@ -897,8 +895,7 @@ static void srv_listener_closed_cb(uv_handle_t *h)
     if (!l->tcp && l->fd >= 0)
         close(l->fd);
     free(l);
-    moat_service_busy_done(&s->svc);
-    moat_service_handle_closed(&s->svc);
+    moat_service_release(&s->svc);
 }
 
 /* Stop reading; close once no waiter answers through it. Unlinks it from the
@@ -938,8 +935,7 @@ static int srv_listener_open(dns_server_t *s, const cfg_addr_t *a, bool tcp, srv
     if (tcp) {
         uv_tcp_init_ex(s->loop, &l->h.tcp, (unsigned)family);
         l->h.tcp.data = l;
-        moat_service_handle_open(&s->svc);
-        moat_service_busy_add(&s->svc);
+        moat_service_hold(&s->svc);
         /* libuv sets SO_REUSEADDR on bind. */
         rc = uv_tcp_bind(&l->h.tcp, (const struct sockaddr *)&a->sa,
                          family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
@@ -976,8 +972,7 @@ static int srv_listener_open(dns_server_t *s, const cfg_addr_t *a, bool tcp, srv
         }
         l->fd = fd;
         l->h.poll.data = l;
-        moat_service_handle_open(&s->svc);
-        moat_service_busy_add(&s->svc);
+        moat_service_hold(&s->svc);
         uv_poll_start(&l->h.poll, UV_READABLE, srv_udp_poll_cb);
     }
     *out = l;
@@ -1181,14 +1176,7 @@ static void srv_free(moat_service_t *svc)
     free(s);
 }
 
-static const moat_service_ops_t srv_ops = {
-    .name = "dns",
-    .start = srv_start,
-    .reload = srv_reload,
-    .drain = srv_drain,
-    .close = srv_close,
-    .free = srv_free,
-};
+static const moat_service_ops_t srv_ops = MOAT_SERVICE_OPS(srv, "dns");
 
 int dns_server_create(moat_service_t **out)
 {

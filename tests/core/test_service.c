@@ -92,13 +92,13 @@ static void fake_close(moat_service_t *svc)
     f->in_op = false;
 }
 
-static const moat_service_ops_t fake_ops = {
-    .name = "fake",
-    .start = fake_start,
-    .reload = fake_reload,
-    .drain = fake_drain,
-    .close = fake_close,
-};
+/* Freed by the test itself (fake_destroy). */
+static void fake_free(moat_service_t *svc)
+{
+    (void)svc;
+}
+
+static const moat_service_ops_t fake_ops = MOAT_SERVICE_OPS(fake, "fake");
 
 static void fake_closed_cb(moat_service_t *svc)
 {
@@ -141,7 +141,7 @@ static void fake_add_work(fake_t *f, uint64_t ms)
     uv_timer_start(t, fake_work_cb, ms ? ms : 1000000, 0);
 }
 
-static void fake_free(fake_t *f)
+static void fake_destroy(fake_t *f)
 {
     cr_assert_eq(uv_run(&f->loop, UV_RUN_NOWAIT), 0, "handles left on the loop");
     cr_assert_eq(uv_loop_close(&f->loop), 0);
@@ -169,7 +169,7 @@ Test(service, drain_done_waits_for_the_last_work)
     uv_run(&f->loop, UV_RUN_DEFAULT);
     cr_assert_eq(f->closed, 1);
     cr_assert_eq(f->drained, 1);
-    fake_free(f);
+    fake_destroy(f);
 }
 
 Test(service, drain_without_work_is_done_once_the_op_returns)
@@ -180,7 +180,7 @@ Test(service, drain_without_work_is_done_once_the_op_returns)
     moat_service_close(&f->svc, fake_closed_cb);
     cr_assert_eq(f->closed, 1, "no handles: closed at once");
     cr_assert_eq(moat_service_state(&f->svc), MOAT_SERVICE_CLOSED);
-    fake_free(f);
+    fake_destroy(f);
 }
 
 Test(service, work_ended_inside_the_drain_op_is_reported_after_it)
@@ -194,7 +194,7 @@ Test(service, work_ended_inside_the_drain_op_is_reported_after_it)
     moat_service_close(&f->svc, fake_closed_cb);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     cr_assert_eq(f->closed, 1);
-    fake_free(f);
+    fake_destroy(f);
 }
 
 Test(service, close_done_waits_for_the_last_handle)
@@ -211,7 +211,7 @@ Test(service, close_done_waits_for_the_last_handle)
     cr_assert_eq(f->closed, 1);
     cr_assert_eq(f->drained, 0);
     cr_assert_eq(moat_service_state(&f->svc), MOAT_SERVICE_CLOSED);
-    fake_free(f);
+    fake_destroy(f);
 }
 
 /* The daemon's order: the drain's done closes the service, from inside the
@@ -227,7 +227,7 @@ Test(service, drain_then_close_from_the_drain_done)
     cr_assert_eq(f->drained, 1);
     cr_assert_eq(f->close_ops, 1);
     cr_assert_eq(f->closed, 1);
-    fake_free(f);
+    fake_destroy(f);
 }
 
 /* Grace over: close comes while work is still open; the drain's done never
@@ -245,7 +245,7 @@ Test(service, close_during_drain)
     uv_run(&f->loop, UV_RUN_DEFAULT);
     cr_assert_eq(f->drained, 0, "a drain's done after close");
     cr_assert_eq(f->closed, 1);
-    fake_free(f);
+    fake_destroy(f);
 }
 
 Test(service, busy_done_without_work_asserts, .signal = SIGABRT)
