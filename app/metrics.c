@@ -19,6 +19,7 @@
 #include "filter/addr.h"
 #include "filter/cursor.h"
 #include "filter/http_head.h"
+#include "core/daemon.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "core/service.h"

@@ -2,7 +2,7 @@
  * GET /metrics (Prometheus text format 0.0.4, the series of core/stats.h,
  * listed in docs/METRICS.md) and GET /healthz.
  *
- * It is a moat_service_t named "metrics" (core/daemon.h) listening with a
+ * It is a moat_service_t named "metrics" (core/service.h) listening with a
  * libuv TCP handle on the daemon's loop. /healthz answers 200 "ok" while moat
  * serves and 503 "draining" from SIGTERM / SIGINT on. main registers it
  * before the DNS and proxy services: services drain in reverse registration
@@ -21,7 +21,7 @@
 #ifndef MOAT_APP_METRICS_H
 #define MOAT_APP_METRICS_H
 
-#include "core/daemon.h"
+#include "core/service.h"
 
 /* Create the service (not started: the daemon calls ops->start). dns is the
  * DNS service (resolver/server.h), borrowed, read for the cache and

@@ -13,7 +13,6 @@
 #include "config/config.h"
 #include "filter/addr.h"
 #include "filter/policy.h"
-#include "core/daemon.h"
 #include "core/list.h"
 #include "core/service.h"
 #include "proxy/dialcache.h"

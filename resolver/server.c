@@ -15,14 +15,10 @@
  * batches the receive side (and hands every datagram to a callback one at a
  * time), and it has no sendmmsg; answering with uv_udp_try_send costs one
  * sendmsg per answer. With batching both ways a burst of N queries costs
- * about 2N/64 system calls. Measured (2-core VM, moat pinned to core 0,
- * dnsperf -c 4 -q 500 pinned to core 1, log.level warn): 94k QPS for
- * blocked A and for cache hits, with moat 28% busy, i.e. ~3.0 us of CPU per
- * query; dnsperf, not moat, is the limit there (projected ~330k QPS for one
- * core). bench/ (issue 3) is where the real numbers belong. A UDP answer
- * that meets EAGAIN on send is dropped (the
- * client retries), as unbound and dnsmasq do: queueing copies for a full
- * socket buffer only adds latency to a flood.
+ * about 2N/64 system calls (bench/dns/README.md has the measurements). A UDP
+ * answer that meets EAGAIN on send is dropped (the client retries), as
+ * unbound and dnsmasq do: queueing copies for a full socket buffer only adds
+ * latency to a flood.
  *
  * TCP (RFC 7766): 2-octet length framing (RFC 1035 §4.2.2), pipelining: each
  * complete message is answered as soon as it is parsed (from the cache or
