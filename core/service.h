@@ -16,10 +16,12 @@
  * _closed as they come and go. Draining, the drain's done callback runs once
  * busy reaches zero; closing, the close's done callback runs once handles
  * reach zero. Either may run from inside the _done / _closed call that
- * brought its counter to zero: call them last, once the service's own state
- * is consistent (the object freed, the list unlinked), and touch nothing of
- * the service after them. Inside ops->drain and ops->close the callbacks
- * wait until the op returns.
+ * brought its counter to zero, and the drain's done closes the service
+ * there (ops->close runs inside it): call them last, once the service's own
+ * state is consistent (the object freed, the list unlinked), and touch none
+ * of the service's objects after them (the moat_service_t itself lives
+ * until ops->free). Inside ops->drain and ops->close the callbacks wait
+ * until the op returns.
  */
 #ifndef MOAT_CORE_SERVICE_H
 #define MOAT_CORE_SERVICE_H
