@@ -5,16 +5,16 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "config/config.h"
 #include "app/cli.h"
 #include "app/control.h"
-#include "core/daemon.h"
-#include "core/log.h"
 #include "app/metrics.h"
 #include "app/nft.h"
+#include "config/config.h"
+#include "core/daemon.h"
+#include "core/log.h"
+#include "filter/addr.h"
 #include "proxy/proxy.h"
 #include "resolver/server.h"
-
 
 static void main_usage(FILE *f)
 {
@@ -38,6 +38,92 @@ static void main_usage(FILE *f)
 
 /* --control PATH: the control socket, or NULL for none. */
 static const char *main_control_path;
+
+/* "127.0.0.1:5353" -> host "127.0.0.1", port 5353; "[::1]:5353" -> "::1". */
+static void main_split_hostport(const cfg_addr_t *a, char *host, size_t hcap, uint16_t *port)
+{
+    filter_addr_t fa;
+    char text[FILTER_ADDR_STRLEN];
+    filter_addr_from_sockaddr((const struct sockaddr *)&a->sa, &fa, port);
+    snprintf(host, hcap, "%s", filter_addr_format(&fa, text, sizeof text));
+}
+
+/* On the embedded default, tell a first-time user how to poke at moat. */
+static void main_log_try_it(moat_daemon_t *d, void *arg)
+{
+    (void)arg;
+    if (moat_daemon_config_path(d))
+        return;
+    const cfg_t *cfg = moat_daemon_gen(d)->cfg;
+    char host[FILTER_ADDR_STRLEN];
+    uint16_t port;
+    if (cfg->dns.listen.n > 0) {
+        main_split_hostport(&cfg->dns.listen.items[0], host, sizeof host, &port);
+        log_info("try DNS:   dig @%s -p %u example.com", host, port);
+    }
+    if (cfg->proxy.tls.n > 0) {
+        main_split_hostport(&cfg->proxy.tls.items[0], host, sizeof host, &port);
+        log_info("try TLS:   curl --connect-to ::%s%s%s:%u https://example.com/",
+                 strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port);
+    }
+    if (cfg->proxy.http.n > 0) {
+        main_split_hostport(&cfg->proxy.http.items[0], host, sizeof host, &port);
+        log_info("try HTTP:  curl --connect-to ::%s%s%s:%u http://example.com/",
+                 strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port);
+    }
+    log_info("filtering is off on the default config: give moat a config with an `allow` "
+             "list (moat -c FILE) to gate traffic; moat --help shows the config");
+}
+
+/* Register svc with d, or free it. 0, or a negative errno after logging
+ * "cannot start: what: ...". */
+static int main_add(moat_daemon_t *d, moat_service_t *svc, int rc, const char *what)
+{
+    if (rc == 0 && (rc = moat_daemon_add_service(d, svc)) != 0)
+        svc->ops->free(svc);
+    if (rc != 0)
+        log_error("cannot start: %s: %s", what, strerror(-rc));
+    return rc;
+}
+
+/* Create and register the services, in the order they stop in reverse:
+ * metrics, dns, proxy, control. 0, or a negative errno after logging. */
+static int main_services(moat_daemon_t *d)
+{
+    /* The DNS service is registered even with an empty dns.listen: it owns
+     * the upstream client and the address memory the proxy shares, and a
+     * reload may add listen addresses (resolver/server.h). */
+    moat_service_t *dns, *mx, *px, *ctl;
+    int rc = dns_server_create(&dns);
+    if (rc != 0) {
+        log_error("cannot start: dns: %s", strerror(-rc));
+        return rc;
+    }
+    /* The metrics service first: services drain in reverse registration
+     * order, so /healthz reports the drain while the DNS service and the
+     * proxy finish (app/metrics.h). It reads the DNS service's gauges. */
+    rc = metrics_create(dns, &mx);
+    if ((rc = main_add(d, mx, rc, "metrics")) != 0) {
+        dns->ops->free(dns);
+        return rc;
+    }
+    if ((rc = main_add(d, dns, 0, "dns")) != 0)
+        return rc;
+    /* The proxy after the DNS service: it resolves with the DNS service's
+     * upstream client and reads its address memory (proxy/proxy.h). */
+    rc = px_proxy_create(dns, &px);
+    if ((rc = main_add(d, px, rc, "proxy")) != 0)
+        return rc;
+    /* The control socket last: it stops taking requests first. */
+    if (!main_control_path)
+        return 0;
+    rc = ctl_server_create(d, main_control_path, &ctl);
+    if (rc == 0 && (rc = moat_daemon_add_service(d, ctl)) != 0)
+        ctl->ops->free(ctl);
+    if (rc != 0)
+        log_error("cannot start: control socket %s: %s", main_control_path, strerror(-rc));
+    return rc;
+}
 
 static int main_run(const char *config_path)
 {
@@ -66,121 +152,85 @@ static int main_run(const char *config_path)
         log_shutdown();
         return MOAT_EXIT_RUNTIME;
     }
-    /* The DNS service is registered even with an empty dns.listen: it owns
-     * the upstream client and the address memory the proxy shares, and a
-     * reload may add listen addresses (resolver/server.h). */
-    moat_service_t *dns;
-    rc = dns_server_create(&dns);
-    if (rc == 0) {
-        /* The metrics service first: services drain in reverse registration
-         * order, so /healthz reports the drain while the DNS service and the
-         * proxy finish (app/metrics.h). It reads the DNS service's gauges. */
-        moat_service_t *mx;
-        int mrc = metrics_create(dns, &mx);
-        if (mrc == 0 && (mrc = moat_daemon_add_service(d, mx)) != 0)
-            mx->ops->free(mx);
-        if (mrc != 0) {
-            log_error("cannot start: metrics: %s", strerror(-mrc));
-            dns->ops->free(dns);
-            moat_daemon_free(d);
-            log_shutdown();
-            return MOAT_EXIT_RUNTIME;
-        }
-        rc = moat_daemon_add_service(d, dns);
-        if (rc != 0)
-            dns->ops->free(dns);
-    }
-    if (rc != 0) {
-        log_error("cannot start: dns: %s", strerror(-rc));
-        moat_daemon_free(d);
-        log_shutdown();
-        return MOAT_EXIT_RUNTIME;
-    }
-    /* The proxy after the DNS service: it resolves with the DNS service's
-     * upstream client and reads its address memory (proxy/proxy.h). */
-    moat_service_t *px;
-    rc = px_proxy_create(dns, &px);
-    if (rc == 0) {
-        rc = moat_daemon_add_service(d, px);
-        if (rc != 0)
-            px->ops->free(px);
-    }
-    if (rc != 0) {
-        log_error("cannot start: proxy: %s", strerror(-rc));
-        moat_daemon_free(d);
-        log_shutdown();
-        return MOAT_EXIT_RUNTIME;
-    }
-    /* The control socket last: it stops taking requests first. */
-    if (main_control_path) {
-        moat_service_t *ctl;
-        rc = px_control_create(d, main_control_path, &ctl);
-        if (rc == 0 && (rc = moat_daemon_add_service(d, ctl)) != 0)
-            ctl->ops->free(ctl);
-        if (rc != 0) {
-            log_error("cannot start: control socket %s: %s", main_control_path, strerror(-rc));
-            moat_daemon_free(d);
-            log_shutdown();
-            return MOAT_EXIT_RUNTIME;
-        }
-    }
-    int status = moat_daemon_run(d);
+    int status = MOAT_EXIT_RUNTIME;
+    if (main_services(d) == 0)
+        status = moat_daemon_run(d, main_log_try_it, NULL);
     moat_daemon_free(d);
     log_shutdown();
     return status;
 }
 
-int main(int argc, char **argv)
+/* moat nft FILE --iface NAME (either order of FILE and the option). */
+static int main_nft(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "check") == 0) {
+    const char *file = NULL, *iface = NULL;
+    bool ok = true;
+    for (int i = 2; i < argc && ok; i++) {
+        if (strcmp(argv[i], "--iface") == 0 && i + 1 < argc && !iface)
+            iface = argv[++i];
+        else if (strncmp(argv[i], "--iface=", 8) == 0 && !iface)
+            iface = argv[i] + 8;
+        else if (argv[i][0] != '-' && !file)
+            file = argv[i];
+        else
+            ok = false;
+    }
+    if (!ok || !file || !iface) {
+        fprintf(stderr, "usage: moat nft FILE --iface NAME\n");
+        return MOAT_EXIT_CONFIG;
+    }
+    return nft_main(file, iface, stdout, stderr);
+}
+
+/* moat reload --control PATH */
+static int main_reload(int argc, char **argv)
+{
+    const char *path = NULL;
+    if (argc == 4 && strcmp(argv[2], "--control") == 0)
+        path = argv[3];
+    else if (argc == 3 && strncmp(argv[2], "--control=", 10) == 0)
+        path = argv[2] + 10;
+    if (!path || !*path) {
+        fprintf(stderr, "usage: moat reload --control PATH (the daemon's --control PATH)\n");
+        return MOAT_EXIT_CONFIG;
+    }
+    return ctl_client_reload(path, stdout, stderr);
+}
+
+/* A subcommand (check, explain, nft, reload): its exit status in *status and
+ * true, or false when argv names none. */
+static bool main_subcommand(int argc, char **argv, int *status)
+{
+    const char *cmd = argc >= 2 ? argv[1] : "";
+    if (strcmp(cmd, "check") == 0) {
         if (argc != 3) {
             fprintf(stderr, "usage: moat check FILE\n");
-            return MOAT_EXIT_CONFIG;
+            *status = MOAT_EXIT_CONFIG;
+        } else {
+            *status = cli_check(argv[2], stdout, stderr);
         }
-        return cli_check(argv[2], stdout, stderr);
-    }
-    if (argc >= 2 && strcmp(argv[1], "explain") == 0) {
+    } else if (strcmp(cmd, "explain") == 0) {
         if (argc != 4 && argc != 5) {
             fprintf(stderr, "usage: moat explain FILE TARGET [PORT]\n");
-            return MOAT_EXIT_CONFIG;
+            *status = MOAT_EXIT_CONFIG;
+        } else {
+            *status = cli_explain(argv[2], argv[3], argc == 5 ? argv[4] : NULL, stdout, stderr);
         }
-        return cli_explain(argv[2], argv[3], argc == 5 ? argv[4] : NULL, stdout, stderr);
+    } else if (strcmp(cmd, "nft") == 0) {
+        *status = main_nft(argc, argv);
+    } else if (strcmp(cmd, "reload") == 0) {
+        *status = main_reload(argc, argv);
+    } else {
+        return false;
     }
-    if (argc >= 2 && strcmp(argv[1], "nft") == 0) {
-        /* moat nft FILE --iface NAME (either order of FILE and the option) */
-        const char *file = NULL, *iface = NULL;
-        bool ok = true;
-        for (int i = 2; i < argc && ok; i++) {
-            if (strcmp(argv[i], "--iface") == 0 && i + 1 < argc && !iface)
-                iface = argv[++i];
-            else if (strncmp(argv[i], "--iface=", 8) == 0 && !iface)
-                iface = argv[i] + 8;
-            else if (argv[i][0] != '-' && !file)
-                file = argv[i];
-            else
-                ok = false;
-        }
-        if (!ok || !file || !iface) {
-            fprintf(stderr, "usage: moat nft FILE --iface NAME\n");
-            return MOAT_EXIT_CONFIG;
-        }
-        return nft_main(file, iface, stdout, stderr);
-    }
+    return true;
+}
 
-    if (argc >= 2 && strcmp(argv[1], "reload") == 0) {
-        const char *path = NULL;
-        if (argc == 4 && strcmp(argv[2], "--control") == 0)
-            path = argv[3];
-        else if (argc == 3 && strncmp(argv[2], "--control=", 10) == 0)
-            path = argv[2] + 10;
-        if (!path || !*path) {
-            fprintf(stderr, "usage: moat reload --control PATH (the daemon's --control PATH)\n");
-            return MOAT_EXIT_CONFIG;
-        }
-        return px_control_reload(path, stdout, stderr);
-    }
-
-    const char *config_path = NULL;
+/* The daemon's options. Returns -1 to run with *config_path, or the exit
+ * status (--version, --help, a bad argument). */
+static int main_options(int argc, char **argv, const char **config_path)
+{
+    *config_path = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
@@ -192,11 +242,11 @@ int main(int argc, char **argv)
             return MOAT_EXIT_OK;
         }
         if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
-            if (i + 1 >= argc || config_path) {
+            if (i + 1 >= argc || *config_path) {
                 fprintf(stderr, "moat: %s needs one FILE\n", a);
                 return MOAT_EXIT_CONFIG;
             }
-            config_path = argv[++i];
+            *config_path = argv[++i];
             continue;
         }
         if (strcmp(a, "--control") == 0 || strncmp(a, "--control=", 10) == 0) {
@@ -208,12 +258,24 @@ int main(int argc, char **argv)
             main_control_path = v;
             continue;
         }
-        if (strncmp(a, "--config=", 9) == 0 && !config_path) {
-            config_path = a + 9;
+        if (strncmp(a, "--config=", 9) == 0 && !*config_path) {
+            *config_path = a + 9;
             continue;
         }
         fprintf(stderr, "moat: unknown argument '%s' (see moat --help)\n", a);
         return MOAT_EXIT_CONFIG;
     }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    int status;
+    if (main_subcommand(argc, argv, &status))
+        return status;
+    const char *config_path;
+    status = main_options(argc, argv, &config_path);
+    if (status >= 0)
+        return status;
     return main_run(config_path);
 }

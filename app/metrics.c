@@ -16,38 +16,42 @@
 #include <string.h>
 #include <time.h>
 
+#include "filter/addr.h"
 #include "filter/cursor.h"
 #include "filter/http_head.h"
+#include "core/daemon.h"
+#include "core/list.h"
 #include "core/log.h"
+#include "core/service.h"
 #include "core/stats.h"
 #include "resolver/server.h"
 
 /* Longest request head read; a longer one is answered 431. Prometheus sends
  * about 300 bytes. */
-#define MX_HEAD_MAX 4096
+#define METRICS_HEAD_MAX 4096
 /* Clients at once; a connection past this is closed at once. */
-#define MX_MAX_CLIENTS 64
+#define METRICS_MAX_CLIENTS 64
 /* Time from accept until the answer is written. */
-#define MX_CLIENT_TIMEOUT_MS 10000
+#define METRICS_CLIENT_TIMEOUT_MS 10000
 /* Time after the answer is written for the client to close its side. */
-#define MX_LINGER_MS 2000
-#define MX_BACKLOG   128
+#define METRICS_LINGER_MS 2000
+#define METRICS_BACKLOG   128
 
-typedef struct mx mx_t;
+typedef struct metrics metrics_t;
 
-typedef struct mx_listener {
+typedef struct metrics_listener {
     uv_tcp_t h;
-    mx_t *mx;
+    metrics_t *mx;
     cfg_addr_t addr;
-} mx_listener_t;
+} metrics_listener_t;
 
-typedef struct mx_client {
+typedef struct metrics_client {
     uv_tcp_t h;
     uv_timer_t timer;
     uv_write_t wreq;
     uv_shutdown_t sreq;
-    mx_t *mx;
-    struct mx_client *prev, *next;
+    metrics_t *mx;
+    moat_list_t node; /* on mx->clients until closing */
     unsigned handles; /* initialised handles not yet closed */
     bool responded;   /* the answer is written or being written */
     bool closing;     /* uv_close called */
@@ -56,123 +60,91 @@ typedef struct mx_client {
     char *body;       /* owned while being written */
     char head[512];   /* the answer's status line and header fields */
     size_t len;       /* request bytes in buf */
-    uint8_t buf[MX_HEAD_MAX];
-} mx_client_t;
+    uint8_t buf[METRICS_HEAD_MAX];
+} metrics_client_t;
 
-struct mx {
+struct metrics {
     moat_service_t svc; /* first: the daemon's handle on us */
     moat_service_t *dns;
     uv_loop_t *loop;
-    mx_listener_t *listener; /* the open listener, or NULL */
-    mx_client_t *clients;
+    metrics_listener_t *listener; /* the open listener, or NULL */
+    /* The service counts (core/service.h) listeners (also closing ones) and
+     * clients not yet freed, as busy and as handles alike: a drain waits for
+     * every client's one exchange. */
+    moat_list_t clients; /* metrics_client_t, not closing */
     size_t n_clients;
-    unsigned open_handles; /* listeners (also closing ones) and clients not yet freed */
-    bool started, draining, closing, drain_called, close_called;
-    moat_service_done_cb drain_done, close_done;
     double start_time; /* Unix time, seconds */
 };
 
-static const moat_service_ops_t mx_ops;
+static const moat_service_ops_t metrics_ops;
 
-static mx_t *mx_of(moat_service_t *svc)
+static metrics_t *metrics_of(moat_service_t *svc)
 {
-    return (mx_t *)svc->data;
-}
-
-/* ---- lifecycle helpers ------------------------------------------------------------------ */
-
-static void mx_check_drained(mx_t *mx)
-{
-    if (!mx->draining || mx->drain_called || mx->closing || mx->open_handles)
-        return;
-    mx->drain_called = true;
-    if (mx->drain_done)
-        mx->drain_done(&mx->svc);
-}
-
-static void mx_check_closed(mx_t *mx)
-{
-    if (!mx->closing || mx->close_called || mx->open_handles)
-        return;
-    mx->close_called = true;
-    if (mx->close_done)
-        mx->close_done(&mx->svc);
-}
-
-static void mx_handle_gone(mx_t *mx)
-{
-    mx->open_handles--;
-    mx_check_drained(mx);
-    mx_check_closed(mx);
+    return (metrics_t *)svc->data;
 }
 
 /* ---- clients --------------------------------------------------------------------------- */
 
-static void mx_client_closed_cb(uv_handle_t *h)
+static void metrics_client_closed_cb(uv_handle_t *h)
 {
-    mx_client_t *c = h->data;
+    metrics_client_t *c = h->data;
     if (--c->handles > 0)
         return;
-    mx_t *mx = c->mx;
+    metrics_t *mx = c->mx;
     free(c->body);
     free(c);
-    mx_handle_gone(mx);
+    moat_service_release(&mx->svc);
 }
 
-static void mx_client_close(mx_client_t *c)
+static void metrics_client_close(metrics_client_t *c)
 {
     if (c->closing)
         return;
-    mx_t *mx = c->mx;
+    metrics_t *mx = c->mx;
     c->closing = true;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        mx->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    moat_list_remove(&c->node);
     mx->n_clients--;
-    uv_close((uv_handle_t *)&c->h, mx_client_closed_cb);
-    uv_close((uv_handle_t *)&c->timer, mx_client_closed_cb);
+    uv_close((uv_handle_t *)&c->h, metrics_client_closed_cb);
+    uv_close((uv_handle_t *)&c->timer, metrics_client_closed_cb);
 }
 
-static void mx_timer_cb(uv_timer_t *t)
+static void metrics_timer_cb(uv_timer_t *t)
 {
-    mx_client_close(t->data);
+    metrics_client_close(t->data);
 }
 
-static void mx_shutdown_cb(uv_shutdown_t *req, int status)
+static void metrics_shutdown_cb(uv_shutdown_t *req, int status)
 {
-    mx_client_t *c = req->data;
+    metrics_client_t *c = req->data;
     (void)status;
     if (c->closing)
         return;
     if (c->eof)
-        mx_client_close(c);
+        metrics_client_close(c);
 }
 
-static void mx_write_cb(uv_write_t *req, int status)
+static void metrics_write_cb(uv_write_t *req, int status)
 {
-    mx_client_t *c = req->data;
+    metrics_client_t *c = req->data;
     free(c->body);
     c->body = NULL;
     if (c->closing)
         return;
     if (status < 0) {
-        mx_client_close(c);
+        metrics_client_close(c);
         return;
     }
     c->written = true;
-    uv_timer_start(&c->timer, mx_timer_cb, MX_LINGER_MS, 0);
+    uv_timer_start(&c->timer, metrics_timer_cb, METRICS_LINGER_MS, 0);
     c->sreq.data = c;
-    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->h, mx_shutdown_cb) != 0)
-        mx_client_close(c);
+    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->h, metrics_shutdown_cb) != 0)
+        metrics_client_close(c);
 }
 
 /* Send one answer: head fields for status, then body (owned: freed once
  * written; not sent for HEAD). */
-static void mx_respond(mx_client_t *c, int status, const char *reason, const char *ctype,
-                       const char *extra, char *body, size_t body_len, bool head_only)
+static void metrics_respond(metrics_client_t *c, int status, const char *reason, const char *ctype,
+                            const char *extra, char *body, size_t body_len, bool head_only)
 {
     c->responded = true;
     c->len = 0; /* from now on the buffer only takes what we discard */
@@ -187,37 +159,37 @@ static void mx_respond(mx_client_t *c, int status, const char *reason, const cha
                      status, reason, ctype, body_len, extra ? extra : "");
     if (n < 0 || (size_t)n >= sizeof c->head) {
         free(body);
-        mx_client_close(c);
+        metrics_client_close(c);
         return;
     }
     uv_buf_t bufs[2] = {uv_buf_init(c->head, (unsigned)n), uv_buf_init(body, (unsigned)body_len)};
     unsigned nbufs = head_only || body_len == 0 ? 1 : 2;
     c->body = body;
     c->wreq.data = c;
-    if (uv_write(&c->wreq, (uv_stream_t *)&c->h, bufs, nbufs, mx_write_cb) != 0) {
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->h, bufs, nbufs, metrics_write_cb) != 0) {
         free(c->body);
         c->body = NULL;
-        mx_client_close(c);
+        metrics_client_close(c);
     }
 }
 
 /* A short fixed text answer. */
-static void mx_respond_text(mx_client_t *c, int status, const char *reason, const char *extra,
-                            const char *text, bool head_only)
+static void metrics_respond_text(metrics_client_t *c, int status, const char *reason,
+                                 const char *extra, const char *text, bool head_only)
 {
     size_t len = strlen(text);
     char *body = malloc(len + 1);
     if (!body) {
-        mx_client_close(c);
+        metrics_client_close(c);
         return;
     }
     memcpy(body, text, len + 1);
-    mx_respond(c, status, reason, "text/plain; charset=utf-8", extra, body, len, head_only);
+    metrics_respond(c, status, reason, "text/plain; charset=utf-8", extra, body, len, head_only);
 }
 
-static void mx_respond_metrics(mx_client_t *c, bool head_only)
+static void metrics_respond_metrics(metrics_client_t *c, bool head_only)
 {
-    mx_t *mx = c->mx;
+    metrics_t *mx = c->mx;
     stats_gauges_t g = {
         .log_dropped_lines = log_dropped_lines(),
         .start_time_seconds = mx->start_time,
@@ -228,17 +200,17 @@ static void mx_respond_metrics(mx_client_t *c, bool head_only)
     char *body;
     size_t len;
     if (stats_render(&g, &body, &len) != 0) {
-        mx_respond_text(c, 500, "Internal Server Error", NULL, "out of memory\n", head_only);
+        metrics_respond_text(c, 500, "Internal Server Error", NULL, "out of memory\n", head_only);
         return;
     }
-    mx_respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", NULL, body, len,
-               head_only);
+    metrics_respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", NULL, body, len,
+                    head_only);
 }
 
 /* Read "METHOD SP TARGET SP" off a head filter_http_head_parse() accepted
  * as complete (so both are there and well-formed). */
-static bool mx_request_line(const uint8_t *buf, size_t len, filter_cur_t *method,
-                            filter_cur_t *path)
+static bool metrics_request_line(const uint8_t *buf, size_t len, filter_cur_t *method,
+                                 filter_cur_t *path)
 {
     filter_cur_t cur = filter_cur_make(buf, len);
     size_t n = 0;
@@ -261,7 +233,7 @@ static bool mx_request_line(const uint8_t *buf, size_t len, filter_cur_t *method
 }
 
 /* The cursor's remaining bytes are exactly s. */
-static bool mx_cur_is(filter_cur_t c, const char *s)
+static bool metrics_cur_is(filter_cur_t c, const char *s)
 {
     size_t n = strlen(s);
     if (filter_cur_left(&c) != n)
@@ -270,46 +242,47 @@ static bool mx_cur_is(filter_cur_t c, const char *s)
     return p && memcmp(p, s, n) == 0;
 }
 
-static void mx_route(mx_client_t *c, const uint8_t *buf, size_t len)
+static void metrics_route(metrics_client_t *c, const uint8_t *buf, size_t len)
 {
     filter_cur_t method, path;
-    if (!mx_request_line(buf, len, &method, &path)) {
-        mx_respond_text(c, 400, "Bad Request", NULL, "bad request\n", false);
+    if (!metrics_request_line(buf, len, &method, &path)) {
+        metrics_respond_text(c, 400, "Bad Request", NULL, "bad request\n", false);
         return;
     }
-    bool head = mx_cur_is(method, "HEAD");
-    if (!head && !mx_cur_is(method, "GET")) {
-        mx_respond_text(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n",
-                        "method not allowed\n", false);
+    bool head = metrics_cur_is(method, "HEAD");
+    if (!head && !metrics_cur_is(method, "GET")) {
+        metrics_respond_text(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n",
+                             "method not allowed\n", false);
         return;
     }
-    if (mx_cur_is(path, "/metrics")) {
-        mx_respond_metrics(c, head);
-    } else if (mx_cur_is(path, "/healthz")) {
-        mx_t *mx = c->mx;
-        bool stopping =
-            mx->draining || mx->closing || (mx->svc.daemon && moat_daemon_stopping(mx->svc.daemon));
+    if (metrics_cur_is(path, "/metrics")) {
+        metrics_respond_metrics(c, head);
+    } else if (metrics_cur_is(path, "/healthz")) {
+        metrics_t *mx = c->mx;
+        bool stopping = moat_service_stopping(&mx->svc) ||
+                        (mx->svc.daemon && moat_daemon_stopping(mx->svc.daemon));
         if (stopping)
-            mx_respond_text(c, 503, "Service Unavailable", NULL, "draining\n", head);
+            metrics_respond_text(c, 503, "Service Unavailable", NULL, "draining\n", head);
         else
-            mx_respond_text(c, 200, "OK", NULL, "ok\n", head);
+            metrics_respond_text(c, 200, "OK", NULL, "ok\n", head);
     } else {
-        mx_respond_text(c, 404, "Not Found", NULL, "not found: try /metrics or /healthz\n", head);
+        metrics_respond_text(c, 404, "Not Found", NULL, "not found: try /metrics or /healthz\n",
+                             head);
     }
 }
 
-static void mx_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+static void metrics_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
-    mx_client_t *c = h->data;
+    metrics_client_t *c = h->data;
     (void)suggested;
     /* Before the answer: room left for the head (never 0: a full buffer is
      * answered 431 first). After: the whole buffer, to discard into. */
     *b = uv_buf_init((char *)c->buf + c->len, (unsigned)(sizeof c->buf - c->len));
 }
 
-static void mx_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+static void metrics_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 {
-    mx_client_t *c = st->data;
+    metrics_client_t *c = st->data;
     (void)b;
     if (c->closing || nread == 0)
         return;
@@ -319,7 +292,7 @@ static void mx_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         c->eof = true;
         uv_read_stop(st);
         if (!c->responded || c->written || nread != UV_EOF)
-            mx_client_close(c);
+            metrics_client_close(c);
         return;
     }
     if (c->responded)
@@ -330,32 +303,32 @@ static void mx_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     switch (r) {
     case FILTER_HTTP_NEED_MORE:
         if (c->len == sizeof c->buf) /* cannot happen: the parser says TOO_BIG */
-            mx_respond_text(c, 431, "Request Header Fields Too Large", NULL,
-                            "request head too large\n", false);
+            metrics_respond_text(c, 431, "Request Header Fields Too Large", NULL,
+                                 "request head too large\n", false);
         return;
     case FILTER_HTTP_TOO_BIG:
-        mx_respond_text(c, 431, "Request Header Fields Too Large", NULL, "request head too large\n",
-                        false);
+        metrics_respond_text(c, 431, "Request Header Fields Too Large", NULL,
+                             "request head too large\n", false);
         return;
     case FILTER_HTTP_NOT_HTTP:
-        mx_respond_text(c, 400, "Bad Request", NULL, "bad request\n", false);
+        metrics_respond_text(c, 400, "Bad Request", NULL, "bad request\n", false);
         return;
     default:
         /* A complete head; whatever it says about Host does not matter. */
-        mx_route(c, c->buf, hh.head_len);
+        metrics_route(c, c->buf, hh.head_len);
         return;
     }
 }
 
-static void mx_connection_cb(uv_stream_t *server, int status)
+static void metrics_connection_cb(uv_stream_t *server, int status)
 {
-    mx_listener_t *l = server->data;
-    mx_t *mx = l->mx;
+    metrics_listener_t *l = server->data;
+    metrics_t *mx = l->mx;
     if (status < 0) {
         log_warn("metrics: accept on %s: %s", l->addr.text, uv_strerror(status));
         return;
     }
-    mx_client_t *c = calloc(1, sizeof *c);
+    metrics_client_t *c = calloc(1, sizeof *c);
     if (!c) {
         /* Without a handle the connection cannot be taken; libuv stops
          * watching the listener until one is (a restart or a reload that
@@ -369,44 +342,41 @@ static void mx_connection_cb(uv_stream_t *server, int status)
     uv_timer_init(mx->loop, &c->timer);
     c->h.data = c->timer.data = c;
     c->handles = 2;
-    mx->open_handles++;
-    c->next = mx->clients;
-    if (mx->clients)
-        mx->clients->prev = c;
-    mx->clients = c;
+    moat_service_hold(&mx->svc);
+    moat_list_push(&mx->clients, &c->node);
     mx->n_clients++;
-    if (uv_accept(server, (uv_stream_t *)&c->h) != 0 || mx->n_clients > MX_MAX_CLIENTS ||
-        mx->draining || mx->closing) {
-        mx_client_close(c);
+    if (uv_accept(server, (uv_stream_t *)&c->h) != 0 || mx->n_clients > METRICS_MAX_CLIENTS ||
+        moat_service_stopping(&mx->svc)) {
+        metrics_client_close(c);
         return;
     }
-    uv_timer_start(&c->timer, mx_timer_cb, MX_CLIENT_TIMEOUT_MS, 0);
-    if (uv_read_start((uv_stream_t *)&c->h, mx_alloc_cb, mx_read_cb) != 0)
-        mx_client_close(c);
+    uv_timer_start(&c->timer, metrics_timer_cb, METRICS_CLIENT_TIMEOUT_MS, 0);
+    if (uv_read_start((uv_stream_t *)&c->h, metrics_alloc_cb, metrics_read_cb) != 0)
+        metrics_client_close(c);
 }
 
 /* ---- listener --------------------------------------------------------------------------- */
 
-static void mx_listener_closed_cb(uv_handle_t *h)
+static void metrics_listener_closed_cb(uv_handle_t *h)
 {
-    mx_listener_t *l = h->data;
-    mx_t *mx = l->mx;
+    metrics_listener_t *l = h->data;
+    metrics_t *mx = l->mx;
     free(l);
-    mx_handle_gone(mx);
+    moat_service_release(&mx->svc);
 }
 
-static void mx_listener_close(mx_t *mx)
+static void metrics_listener_close(metrics_t *mx)
 {
-    mx_listener_t *l = mx->listener;
+    metrics_listener_t *l = mx->listener;
     if (!l)
         return;
     mx->listener = NULL;
-    uv_close((uv_handle_t *)&l->h, mx_listener_closed_cb);
+    uv_close((uv_handle_t *)&l->h, metrics_listener_closed_cb);
 }
 
-static int mx_listener_open(mx_t *mx, const cfg_addr_t *a)
+static int metrics_listener_open(metrics_t *mx, const cfg_addr_t *a)
 {
-    mx_listener_t *l = calloc(1, sizeof *l);
+    metrics_listener_t *l = calloc(1, sizeof *l);
     if (!l) {
         log_error("metrics: listen %s: out of memory", a->text);
         return -ENOMEM;
@@ -415,14 +385,14 @@ static int mx_listener_open(mx_t *mx, const cfg_addr_t *a)
     l->addr = *a;
     uv_tcp_init(mx->loop, &l->h);
     l->h.data = l;
-    mx->open_handles++;
+    moat_service_hold(&mx->svc);
     unsigned flags = a->sa.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
     int rc = uv_tcp_bind(&l->h, (const struct sockaddr *)&a->sa, flags);
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&l->h, MX_BACKLOG, mx_connection_cb);
+        rc = uv_listen((uv_stream_t *)&l->h, METRICS_BACKLOG, metrics_connection_cb);
     if (rc != 0) {
         log_error("metrics: listen %s: %s", a->text, uv_strerror(rc));
-        uv_close((uv_handle_t *)&l->h, mx_listener_closed_cb);
+        uv_close((uv_handle_t *)&l->h, metrics_listener_closed_cb);
         return rc;
     }
     mx->listener = l;
@@ -430,112 +400,75 @@ static int mx_listener_open(mx_t *mx, const cfg_addr_t *a)
     return 0;
 }
 
-static bool mx_sa_equal(const cfg_addr_t *x, const cfg_addr_t *y)
-{
-    const struct sockaddr_storage *a = &x->sa, *b = &y->sa;
-    if (a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *p = (const void *)a, *q = (const void *)b;
-        return p->sin_port == q->sin_port && p->sin_addr.s_addr == q->sin_addr.s_addr;
-    }
-    const struct sockaddr_in6 *p = (const void *)a, *q = (const void *)b;
-    return p->sin6_port == q->sin6_port &&
-           memcmp(&p->sin6_addr, &q->sin6_addr, sizeof p->sin6_addr) == 0 &&
-           p->sin6_scope_id == q->sin6_scope_id;
-}
-
-/* Listen where cfg says: keep an unchanged socket, replace a changed one. */
-static int mx_listener_apply(mx_t *mx, const cfg_t *cfg)
+/* Listen where cfg says: keep an unchanged socket, replace a changed one.
+ * One socket, closed before the new one opens (the new address may overlap
+ * the old), where moat_listeners_apply opens first. */
+static int metrics_listener_apply(metrics_t *mx, const cfg_t *cfg)
 {
     if (mx->listener && cfg->metrics.enabled &&
-        mx_sa_equal(&mx->listener->addr, &cfg->metrics.listen))
+        filter_sockaddr_equal(&mx->listener->addr.sa, &cfg->metrics.listen.sa))
         return 0;
     if (mx->listener) {
         log_info("metrics: no longer listening on %s", mx->listener->addr.text);
         /* The fd is closed within uv_close, so the new address may reuse
          * the port at once. */
-        mx_listener_close(mx);
+        metrics_listener_close(mx);
     }
     if (!cfg->metrics.enabled)
         return 0;
-    return mx_listener_open(mx, &cfg->metrics.listen);
+    return metrics_listener_open(mx, &cfg->metrics.listen);
 }
 
 /* ---- service ops ------------------------------------------------------------------------- */
 
-static void mx_shutdown(mx_t *mx)
+static int metrics_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
 {
-    if (mx->closing)
-        return;
-    mx->closing = true;
-    mx_listener_close(mx);
-    while (mx->clients)
-        mx_client_close(mx->clients);
-}
-
-static int mx_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
-{
-    mx_t *mx = mx_of(svc);
+    metrics_t *mx = metrics_of(svc);
     mx->loop = loop;
-    mx->started = true;
-    return mx_listener_apply(mx, gen->cfg);
+    return metrics_listener_apply(mx, gen->cfg);
 }
 
-static int mx_reload(moat_service_t *svc, moat_gen_t *gen)
+static int metrics_reload(moat_service_t *svc, moat_gen_t *gen)
 {
-    mx_t *mx = mx_of(svc);
-    if (mx->closing || mx->draining)
-        return 0;
-    return mx_listener_apply(mx, gen->cfg);
+    return metrics_listener_apply(metrics_of(svc), gen->cfg);
 }
 
-static void mx_drain(moat_service_t *svc, moat_service_done_cb done)
+static void metrics_drain(moat_service_t *svc)
 {
-    mx_t *mx = mx_of(svc);
-    mx->draining = true;
-    mx->drain_done = done;
-    mx_listener_close(mx);
-    /* Clients finish their one exchange within MX_CLIENT_TIMEOUT_MS. */
-    mx_check_drained(mx);
+    /* Clients finish their one exchange within METRICS_CLIENT_TIMEOUT_MS. */
+    metrics_listener_close(metrics_of(svc));
 }
 
-static void mx_close(moat_service_t *svc, moat_service_done_cb done)
+static void metrics_close(moat_service_t *svc)
 {
-    mx_t *mx = mx_of(svc);
-    mx->close_done = done;
-    mx_shutdown(mx);
-    mx_check_closed(mx);
+    metrics_t *mx = metrics_of(svc);
+    metrics_listener_close(mx);
+    moat_list_t *it;
+    while ((it = moat_list_first(&mx->clients)))
+        metrics_client_close(container_of(it, metrics_client_t, node));
 }
 
-static void mx_free(moat_service_t *svc)
+static void metrics_free(moat_service_t *svc)
 {
     if (!svc)
         return;
-    free(mx_of(svc));
+    free(metrics_of(svc));
 }
 
-static const moat_service_ops_t mx_ops = {
-    .name = "metrics",
-    .start = mx_start,
-    .reload = mx_reload,
-    .drain = mx_drain,
-    .close = mx_close,
-    .free = mx_free,
-};
+static const moat_service_ops_t metrics_ops = MOAT_SERVICE_OPS(metrics, "metrics");
 
 int metrics_create(moat_service_t *dns, moat_service_t **out)
 {
     *out = NULL;
-    mx_t *mx = calloc(1, sizeof *mx);
+    metrics_t *mx = calloc(1, sizeof *mx);
     if (!mx)
         return -ENOMEM;
     struct timespec ts;
     if (clock_gettime(CLOCK_REALTIME, &ts) == 0)
         mx->start_time = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    moat_service_init(&mx->svc, &metrics_ops, mx);
     mx->dns = dns;
-    mx->svc.ops = &mx_ops;
-    mx->svc.data = mx;
+    moat_list_init(&mx->clients);
     *out = &mx->svc;
     return 0;
 }

@@ -2,7 +2,7 @@
  * GET /metrics (Prometheus text format 0.0.4, the series of core/stats.h,
  * listed in docs/METRICS.md) and GET /healthz.
  *
- * It is a moat_service_t named "metrics" (core/daemon.h) listening with a
+ * It is a moat_service_t named "metrics" (core/service.h) listening with a
  * libuv TCP handle on the daemon's loop. /healthz answers 200 "ok" while moat
  * serves and 503 "draining" from SIGTERM / SIGINT on. main registers it
  * before the DNS and proxy services: services drain in reverse registration
@@ -11,7 +11,7 @@
  *
  * Each client sends one request and gets one answer with Connection: close:
  * 200, 404 (another path), 405 (a method other than GET or HEAD), 400 (not
- * an HTTP/1.x request head), 431 (a head over MX_HEAD_MAX bytes). Bounds (in
+ * an HTTP/1.x request head), 431 (a head over METRICS_HEAD_MAX bytes). Bounds (in
  * metrics.c): the request head size, the time a client may take, and the
  * number of clients at once (past it a new connection is closed at once).
  *
@@ -21,7 +21,7 @@
 #ifndef MOAT_APP_METRICS_H
 #define MOAT_APP_METRICS_H
 
-#include "core/daemon.h"
+#include "core/service.h"
 
 /* Create the service (not started: the daemon calls ops->start). dns is the
  * DNS service (resolver/server.h), borrowed, read for the cache and

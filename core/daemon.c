@@ -1,4 +1,4 @@
-/* core/daemon.c: generations, service lifecycle, signals (see daemon.h). */
+/* core/daemon.c: service lifecycle, signals, reload (see daemon.h). */
 #include "core/daemon.h"
 
 #include <errno.h>
@@ -9,8 +9,6 @@
 
 #include "core/log.h"
 #include "core/stats.h"
-
-enum { SVC_IDLE, SVC_STARTED, SVC_DRAINING, SVC_CLOSING, SVC_CLOSED };
 
 struct moat_daemon {
     uv_loop_t loop;
@@ -23,98 +21,14 @@ struct moat_daemon {
     bool stopping;
     bool reload_running, reload_again;
     /* `moat reload` requests, told when the running / the next reload ends. */
-    moat_reload_req_t *reload_waiters, *reload_next;
+    moat_list_t reload_waiters, reload_next;
     /* SIGUSR1: reopen log.file. */
     uv_signal_t sig_usr1;
     size_t open_svcs; /* services not yet closed during shutdown */
     int exit_status;
 };
 
-/* ---- generations ------------------------------------------------------ */
-
 static uint64_t gen_next_id = 1;
-
-int moat_gen_from_cfg(cfg_t *cfg, moat_gen_t **out)
-{
-    *out = NULL;
-    int rc = -ENOMEM;
-    moat_gen_t *gen = calloc(1, sizeof *gen);
-    struct sockaddr_storage *own = NULL;
-    if (!gen)
-        goto fail;
-
-    /* moat's own listeners are refused destinations (SPEC §2.4). */
-    const cfg_addr_list_t *lists[] = {&cfg->dns.listen, &cfg->proxy.transparent, &cfg->proxy.tls,
-                                      &cfg->proxy.http};
-    size_t n_own = cfg->metrics.enabled ? 1 : 0;
-    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
-        n_own += lists[i]->n;
-    own = calloc(n_own ? n_own : 1, sizeof *own);
-    if (!own)
-        goto fail;
-    size_t k = 0;
-    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
-        for (size_t j = 0; j < lists[i]->n; j++)
-            own[k++] = lists[i]->items[j].sa;
-    if (cfg->metrics.enabled)
-        own[k++] = cfg->metrics.listen.sa;
-
-    filter_policy_input_t in = {
-        .filtering = cfg->filtering,
-        .rules = cfg->allow,
-        .n_rules = cfg->n_allow,
-        .tls_ports = cfg->proxy.tls_ports.items,
-        .n_tls_ports = cfg->proxy.tls_ports.n,
-        .http_ports = cfg->proxy.http_ports.items,
-        .n_http_ports = cfg->proxy.http_ports.n,
-        .own = own,
-        .n_own = k,
-    };
-    rc = filter_policy_compile(&in, &gen->policy);
-    if (rc != 0)
-        goto fail;
-    free(own);
-    gen->refs = 1;
-    gen->cfg = cfg;
-    *out = gen;
-    return 0;
-fail:
-    free(own);
-    free(gen);
-    cfg_free(cfg);
-    return rc;
-}
-
-int moat_gen_load(const char *path, moat_gen_t **out, cfg_diag_t *diag)
-{
-    *out = NULL;
-    cfg_t *cfg = NULL;
-    int rc;
-    if (path) {
-        rc = cfg_load_file(path, &cfg, diag);
-    } else {
-        memset(diag, 0, sizeof *diag);
-        rc = cfg_load_default(&cfg);
-    }
-    if (rc != 0)
-        return rc;
-    return moat_gen_from_cfg(cfg, out);
-}
-
-moat_gen_t *moat_gen_ref(moat_gen_t *gen)
-{
-    gen->refs++;
-    return gen;
-}
-
-void moat_gen_unref(moat_gen_t *gen)
-{
-    if (!gen || --gen->refs > 0)
-        return;
-    filter_policy_free(gen->policy);
-    cfg_free(gen->cfg);
-    free(gen);
-}
 
 /* ---- daemon ------------------------------------------------------------ */
 
@@ -135,6 +49,8 @@ int moat_daemon_create(const char *config_path, moat_gen_t *gen, moat_daemon_t *
         return rc;
     }
     d->loop.data = d;
+    moat_list_init(&d->reload_waiters);
+    moat_list_init(&d->reload_next);
     gen->id = gen_next_id++;
     d->gen = gen;
     *out = d;
@@ -148,7 +64,6 @@ int moat_daemon_add_service(moat_daemon_t *d, moat_service_t *svc)
         return -ENOMEM;
     d->svcs = n;
     svc->daemon = d;
-    svc->state = SVC_IDLE;
     d->svcs[d->n_svcs++] = svc;
     return 0;
 }
@@ -188,9 +103,6 @@ static void daemon_drain_next(moat_daemon_t *d);
 static void daemon_svc_closed_cb(moat_service_t *svc)
 {
     moat_daemon_t *d = svc->daemon;
-    if (svc->state == SVC_CLOSED)
-        return;
-    svc->state = SVC_CLOSED;
     if (--d->open_svcs == 0)
         daemon_finish(d);
     else
@@ -199,18 +111,16 @@ static void daemon_svc_closed_cb(moat_service_t *svc)
 
 static void daemon_svc_close(moat_service_t *svc)
 {
-    if (svc->state == SVC_IDLE || svc->state == SVC_CLOSING || svc->state == SVC_CLOSED)
+    moat_service_state_t st = moat_service_state(svc);
+    if (st != MOAT_SERVICE_STARTED && st != MOAT_SERVICE_DRAINING)
         return; /* never started, or already on its way */
-    svc->state = SVC_CLOSING;
-    svc->ops->close(svc, daemon_svc_closed_cb);
+    moat_service_close(svc, daemon_svc_closed_cb);
 }
 
 static void daemon_svc_drained_cb(moat_service_t *svc)
 {
-    if (svc->state == SVC_DRAINING) {
-        log_debug("%s: drained", svc->ops->name);
-        daemon_svc_close(svc);
-    }
+    log_debug("%s: drained", svc->ops->name);
+    daemon_svc_close(svc);
 }
 
 /* Services stop in reverse registration order, one after the other: a
@@ -221,11 +131,11 @@ static void daemon_drain_next(moat_daemon_t *d)
 {
     for (size_t i = d->n_svcs; i-- > 0;) {
         moat_service_t *svc = d->svcs[i];
-        if (svc->state == SVC_DRAINING || svc->state == SVC_CLOSING)
+        moat_service_state_t st = moat_service_state(svc);
+        if (st == MOAT_SERVICE_DRAINING || st == MOAT_SERVICE_CLOSING)
             return; /* wait for it */
-        if (svc->state == SVC_STARTED) {
-            svc->state = SVC_DRAINING;
-            svc->ops->drain(svc, daemon_svc_drained_cb);
+        if (st == MOAT_SERVICE_STARTED) {
+            moat_service_drain(svc, daemon_svc_drained_cb);
             return;
         }
     }
@@ -244,6 +154,15 @@ static void daemon_grace_cb(uv_timer_t *t)
     daemon_close_all(d);
 }
 
+static size_t daemon_started_count(const moat_daemon_t *d)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->n_svcs; i++)
+        if (moat_service_state(d->svcs[i]) == MOAT_SERVICE_STARTED)
+            n++;
+    return n;
+}
+
 static void daemon_stop(moat_daemon_t *d, const char *why)
 {
     if (d->stopping) {
@@ -256,10 +175,7 @@ static void daemon_stop(moat_daemon_t *d, const char *why)
     uint64_t grace = d->gen->cfg->shutdown_grace_ms;
     log_info("%s: stopping, draining open connections for up to %llu ms", why,
              (unsigned long long)grace);
-    d->open_svcs = 0;
-    for (size_t i = 0; i < d->n_svcs; i++)
-        if (d->svcs[i]->state == SVC_STARTED)
-            d->open_svcs++;
+    d->open_svcs = daemon_started_count(d);
     if (d->open_svcs == 0) {
         daemon_finish(d);
         return;
@@ -282,14 +198,12 @@ static void daemon_reload_start(moat_daemon_t *d);
 
 /* Tell every request on *list the outcome, one by one (a callback may cancel
  * others still on the list). */
-static void daemon_reload_notify(moat_daemon_t *d, moat_reload_req_t **list,
-                                 const moat_reload_result_t *res)
+static void daemon_reload_notify(moat_list_t *list, const moat_reload_result_t *res)
 {
-    (void)d;
-    while (*list) {
-        moat_reload_req_t *req = *list;
-        *list = req->next;
-        req->next = NULL;
+    moat_list_t *n;
+    while ((n = moat_list_first(list))) {
+        moat_list_remove(n);
+        moat_reload_req_t *req = container_of(n, moat_reload_req_t, node);
         req->cb(req, res);
     }
 }
@@ -345,7 +259,8 @@ static void reload_after_cb(uv_work_t *w, int status)
         d->gen = gen;
         for (size_t i = 0; i < d->n_svcs; i++) {
             moat_service_t *svc = d->svcs[i];
-            if (svc->state == SVC_STARTED && svc->ops->reload(svc, gen) != 0) {
+            if (moat_service_state(svc) == MOAT_SERVICE_STARTED &&
+                svc->ops->reload(svc, gen) != 0) {
                 log_warn("%s: reload applied only in part (see above)", svc->ops->name);
                 res.partial++;
             }
@@ -357,17 +272,17 @@ static void reload_after_cb(uv_work_t *w, int status)
         moat_gen_unref(old);
     }
     res.generation = d->gen->id;
-    daemon_reload_notify(d, &d->reload_waiters, &res);
+    daemon_reload_notify(&d->reload_waiters, &res);
     cfg_diag_free(&job->diag);
     free(job);
 
     if (d->reload_again && !d->stopping) {
         d->reload_again = false;
         daemon_reload_start(d);
-    } else if (d->reload_next) {
+    } else if (!moat_list_empty(&d->reload_next)) {
         moat_reload_result_t bye = {
             .rc = -ESHUTDOWN, .path = d->config_path, .generation = d->gen->id};
-        daemon_reload_notify(d, &d->reload_next, &bye);
+        daemon_reload_notify(&d->reload_next, &bye);
     }
 }
 
@@ -387,7 +302,7 @@ static void daemon_reload_start(moat_daemon_t *d)
     reload_job_t *job = calloc(1, sizeof *job);
     if (!job) {
         log_error("reload: out of memory; keeping the running config");
-        daemon_reload_notify(d, &d->reload_next, &res);
+        daemon_reload_notify(&d->reload_next, &res);
         return;
     }
     job->d = d;
@@ -397,14 +312,13 @@ static void daemon_reload_start(moat_daemon_t *d)
         log_error("reload: %s; keeping the running config", uv_strerror(rc));
         free(job);
         res.rc = rc;
-        daemon_reload_notify(d, &d->reload_next, &res);
+        daemon_reload_notify(&d->reload_next, &res);
         return;
     }
     d->reload_running = true;
     /* Those waiting so far are answered by this job: it reads the file after
      * they asked. Later ones wait for the next (reload_again). */
-    d->reload_waiters = d->reload_next;
-    d->reload_next = NULL;
+    moat_list_move(&d->reload_next, &d->reload_waiters);
 }
 
 void moat_daemon_reload(moat_daemon_t *d)
@@ -419,22 +333,15 @@ int moat_daemon_reload_request(moat_daemon_t *d, moat_reload_req_t *req, moat_re
     if (!d->config_path)
         return -ENOENT;
     req->cb = cb;
-    req->next = d->reload_next;
-    d->reload_next = req;
+    moat_list_push(&d->reload_next, &req->node);
     daemon_reload_start(d);
     return 0;
 }
 
 void moat_daemon_reload_cancel(moat_daemon_t *d, moat_reload_req_t *req)
 {
-    moat_reload_req_t **lists[] = {&d->reload_waiters, &d->reload_next};
-    for (size_t i = 0; i < 2; i++)
-        for (moat_reload_req_t **pp = lists[i]; *pp; pp = &(*pp)->next)
-            if (*pp == req) {
-                *pp = req->next;
-                req->next = NULL;
-                return;
-            }
+    (void)d;
+    moat_list_remove(&req->node);
 }
 
 /* SIGUSR1: logrotate renamed the file; write to a fresh one at the path. */
@@ -465,39 +372,7 @@ static void daemon_signal_cb(uv_signal_t *s, int signum)
 
 /* ---- run ------------------------------------------------------------------ */
 
-/* "127.0.0.1:5353" -> host "127.0.0.1", port "5353"; "[::1]:5353" -> "::1". */
-static void daemon_split_hostport(const cfg_addr_t *a, char *host, size_t hcap, uint16_t *port)
-{
-    filter_addr_t fa;
-    char text[FILTER_ADDR_STRLEN];
-    filter_addr_from_sockaddr((const struct sockaddr *)&a->sa, &fa, port);
-    snprintf(host, hcap, "%s", filter_addr_format(&fa, text, sizeof text));
-}
-
-/* On the embedded default, tell a first-time user how to poke at moat. */
-static void daemon_log_try_it(const cfg_t *cfg)
-{
-    char host[FILTER_ADDR_STRLEN];
-    uint16_t port;
-    if (cfg->dns.listen.n > 0) {
-        daemon_split_hostport(&cfg->dns.listen.items[0], host, sizeof host, &port);
-        log_info("try DNS:   dig @%s -p %u example.com", host, port);
-    }
-    if (cfg->proxy.tls.n > 0) {
-        daemon_split_hostport(&cfg->proxy.tls.items[0], host, sizeof host, &port);
-        log_info("try TLS:   curl --connect-to ::%s%s%s:%u https://example.com/",
-                 strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port);
-    }
-    if (cfg->proxy.http.n > 0) {
-        daemon_split_hostport(&cfg->proxy.http.items[0], host, sizeof host, &port);
-        log_info("try HTTP:  curl --connect-to ::%s%s%s:%u http://example.com/",
-                 strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port);
-    }
-    log_info("filtering is off on the default config: give moat a config with an `allow` "
-             "list (moat -c FILE) to gate traffic; moat --help shows the config");
-}
-
-int moat_daemon_run(moat_daemon_t *d)
+int moat_daemon_run(moat_daemon_t *d, moat_daemon_started_cb started, void *arg)
 {
     uv_signal_t *sigs[] = {&d->sig_hup, &d->sig_term, &d->sig_int, &d->sig_usr1};
     int nums[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
@@ -512,20 +387,16 @@ int moat_daemon_run(moat_daemon_t *d)
     d->exit_status = 0;
     for (size_t i = 0; i < d->n_svcs; i++) {
         moat_service_t *svc = d->svcs[i];
-        if (svc->ops->start(svc, &d->loop, d->gen) != 0) {
+        if (moat_service_start(svc, &d->loop, d->gen) != 0) {
             log_error("%s failed to start; stopping", svc->ops->name);
             d->exit_status = 2;
             break;
         }
-        svc->state = SVC_STARTED;
     }
     if (d->exit_status != 0) {
         /* Close what did start, at once: nothing was served yet. */
         d->stopping = true;
-        d->open_svcs = 0;
-        for (size_t i = 0; i < d->n_svcs; i++)
-            if (d->svcs[i]->state == SVC_STARTED)
-                d->open_svcs++;
+        d->open_svcs = daemon_started_count(d);
         if (d->open_svcs == 0)
             daemon_finish(d);
         else
@@ -536,13 +407,18 @@ int moat_daemon_run(moat_daemon_t *d)
                  d->gen->cfg->mode == CFG_MODE_AUDIT ? "audit" : "enforce",
                  d->gen->cfg->filtering ? "on" : "off", filter_policy_rule_count(d->gen->policy),
                  filter_policy_rule_count(d->gen->policy) == 1 ? "" : "s");
-        if (!d->config_path)
-            daemon_log_try_it(d->gen->cfg);
+        if (started)
+            started(d, arg);
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
     if (d->exit_status == 0)
         log_info("stopped");
     return d->exit_status;
+}
+
+const char *moat_daemon_config_path(const moat_daemon_t *d)
+{
+    return d->config_path;
 }
 
 void moat_daemon_free(moat_daemon_t *d)

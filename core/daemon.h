@@ -1,20 +1,13 @@
-/* core/daemon.h: the daemon's lifecycle: generations, services, signals.
+/* core/daemon.h: the daemon's lifecycle: services, signals, reload.
  *
- * A generation is one loaded config with its compiled policy. It is immutable
- * and reference-counted: the daemon holds the current one, and anything that
- * must keep deciding with the policy it started under (an open connection, a
- * query waiting for upstream) takes a reference. SIGHUP loads and compiles
- * the file again on libuv's thread pool (off the loop), and on success swaps
- * the new generation in and hands it to every service; on failure every error
- * is logged as FILE:LINE:COL and the old generation keeps serving. SIGUSR1
- * reopens log.file (log rotation).
+ * The daemon holds the current generation (core/gen.h). SIGHUP loads and
+ * compiles the file again on libuv's thread pool (off the loop), and on
+ * success swaps the new generation in and hands it to every service; on
+ * failure every error is logged as FILE:LINE:COL and the old generation keeps
+ * serving. SIGUSR1 reopens log.file (log rotation).
  *
- * A service is one part of the daemon that owns listeners (the DNS resolver,
- * the TCP proxy, metrics). The daemon starts, reloads, drains and closes them
- * through moat_service_ops_t; services never install signal handlers or stop
- * the loop themselves.
- *
- * SIGTERM / SIGINT: the services drain (stop accepting, let open work
+ * Services (core/service.h) are registered in order and started in that
+ * order. SIGTERM / SIGINT: the services drain (stop accepting, let open work
  * finish) and close one after the other in reverse registration order, so a
  * service outlives every service registered after it (which may use it);
  * after shutdown_grace whatever is left is closed, last registered first; the
@@ -28,57 +21,9 @@
 #include <uv.h>
 
 #include "config/config.h"
-#include "filter/policy.h"
-
-typedef struct moat_gen {
-    unsigned refs;
-    uint64_t id;             /* 1 for the first, +1 per successful reload */
-    cfg_t *cfg;              /* owned */
-    filter_policy_t *policy; /* owned */
-} moat_gen_t;
-
-/* Load path (NULL: the embedded default) and compile its policy. Returns 0
- * with *out holding one reference, -EINVAL with the errors in *diag (always
- * initialised; free with cfg_diag_free), or another negative errno. Pure:
- * safe to call off the loop thread. */
-int moat_gen_load(const char *path, moat_gen_t **out, cfg_diag_t *diag);
-
-/* Compile a generation from an already loaded config (takes ownership of cfg,
- * also on failure). */
-int moat_gen_from_cfg(cfg_t *cfg, moat_gen_t **out);
-
-moat_gen_t *moat_gen_ref(moat_gen_t *gen);
-void moat_gen_unref(moat_gen_t *gen);
-
-typedef struct moat_service moat_service_t;
-typedef void (*moat_service_done_cb)(moat_service_t *svc);
-
-typedef struct moat_service_ops {
-    const char *name;
-    /* Open listeners for gen on loop. Returns 0, or a negative errno after
-     * logging what failed (e.g. "dns: listen 127.0.0.1:5353: address in
-     * use"); the daemon then exits with status 2. */
-    int (*start)(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen);
-    /* Apply a new generation: open added listeners, close removed ones, keep
-     * unchanged sockets, re-check open work against the new policy. Returns 0
-     * or a negative errno after logging (the daemon keeps running). */
-    int (*reload)(moat_service_t *svc, moat_gen_t *gen);
-    /* Stop accepting; call done once nothing is open any more. */
-    void (*drain)(moat_service_t *svc, moat_service_done_cb done);
-    /* Close everything still open now (grace is over); call done when every
-     * handle is closed. May be called during or after drain. */
-    void (*close)(moat_service_t *svc, moat_service_done_cb done);
-    /* Free the service after close's done (no handles left). */
-    void (*free)(moat_service_t *svc);
-} moat_service_ops_t;
-
-struct moat_service {
-    const moat_service_ops_t *ops;
-    void *data; /* the service's own state */
-    /* Daemon-private bookkeeping. */
-    struct moat_daemon *daemon;
-    int state;
-};
+#include "core/gen.h"
+#include "core/list.h"
+#include "core/service.h"
 
 typedef struct moat_daemon moat_daemon_t;
 
@@ -99,9 +44,17 @@ uv_loop_t *moat_daemon_loop(moat_daemon_t *d);
 /* True from SIGTERM / SIGINT on (services are draining or closing). */
 bool moat_daemon_stopping(const moat_daemon_t *d);
 
-/* Start every service and run until stopped. Returns the process exit
- * status: 0 clean stop, 2 a service failed to start. */
-int moat_daemon_run(moat_daemon_t *d);
+/* Called once every service has started, before the loop runs (e.g. the
+ * program's first-run hints); arg is the caller's. */
+typedef void (*moat_daemon_started_cb)(moat_daemon_t *d, void *arg);
+
+/* Start every service and run until stopped; started (may be NULL) runs once
+ * all of them serve. Returns the process exit status: 0 clean stop, 2 a
+ * service failed to start. */
+int moat_daemon_run(moat_daemon_t *d, moat_daemon_started_cb started, void *arg);
+
+/* The config file reloads read, or NULL on the embedded default. */
+const char *moat_daemon_config_path(const moat_daemon_t *d);
 
 /* Ask for a reload as SIGHUP does. */
 void moat_daemon_reload(moat_daemon_t *d);
@@ -124,8 +77,8 @@ typedef void (*moat_reload_cb)(moat_reload_req_t *req, const moat_reload_result_
 /* A caller-owned request (`moat reload` through the control socket). */
 struct moat_reload_req {
     moat_reload_cb cb;
-    void *data;              /* the caller's */
-    moat_reload_req_t *next; /* daemon-private */
+    void *data;       /* the caller's */
+    moat_list_t node; /* daemon-private */
 };
 
 /* Reload and hear the outcome: cb runs once, on the loop, after a reload

@@ -43,6 +43,10 @@ int filter_addr_from_sockaddr(const struct sockaddr *sa, filter_addr_t *out, uin
 socklen_t filter_addr_to_sockaddr(const filter_addr_t *addr, uint16_t port,
                                   struct sockaddr_storage *out);
 
+/* True when a and b are the same socket address: family, address, port and
+ * (IPv6) scope. Anything that is not AF_INET is compared as AF_INET6. */
+bool filter_sockaddr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+
 /* Write the address (or prefix) out; returns buf. */
 const char *filter_addr_format(const filter_addr_t *addr, char *buf, size_t n);
 const char *filter_prefix_format(const filter_prefix_t *p, char *buf, size_t n);

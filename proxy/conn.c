@@ -111,15 +111,14 @@ typedef struct px_side {
 
 struct px_conn {
     px_t *px;
-    px_conn_t *prev, *next;
-    px_conn_t *later_next; /* in px->later while later is set */
+    moat_list_t node;  /* on px->conns until closing */
+    moat_list_t later; /* on px->later (or the round px_later_cb runs) */
     uv_timer_t timer;
     int cfd, ufd;
     px_side_t cs, us; /* cfd, ufd in the epoll set */
     unsigned handles; /* initialised handles not yet closed (the timer) */
     px_kind_t kind;
     px_state_t state;
-    bool later;            /* in px->later */
     bool has_dest;         /* dest: the original destination or the address dialled */
     bool has_orig;         /* transparent: dest is the original destination */
     bool name_ok;          /* name is normalised (dialable) */
@@ -225,8 +224,7 @@ static void px_conn_free(px_conn_t *c)
         moat_gen_unref(c->gen);
     free(c->name);
     free(c);
-    px->open_handles--;
-    px_check_closed(px);
+    moat_service_handle_closed(&px->svc);
 }
 
 static void px_conn_handle_closed_cb(uv_handle_t *h)
@@ -247,19 +245,6 @@ static void px_close_fd(int *fd, bool reset)
     *fd = -1;
 }
 
-static void px_later_remove(px_conn_t *c)
-{
-    if (!c->later)
-        return;
-    for (px_conn_t **pp = &c->px->later; *pp; pp = &(*pp)->later_next) {
-        if (*pp == c) {
-            *pp = c->later_next;
-            break;
-        }
-    }
-    c->later = false;
-}
-
 /* Stop waiting for a lookup in flight (the lookup goes on for other dials
  * of the name, and its answer is cached). */
 static void px_req_cancel(px_conn_t *c)
@@ -277,26 +262,21 @@ static void px_conn_close(px_conn_t *c)
     c->log_at_close = false;
     c->state = PX_S_CLOSING;
     px_req_cancel(c);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        px->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    moat_list_remove(&c->node);
     px->n_conns--;
     stats_conn_close(px_kind_stats(c->kind));
     free(c->addrs);
     c->addrs = NULL;
     px_dir_release(px, &c->d_up);
     px_dir_release(px, &c->d_down);
-    px_later_remove(c);
+    moat_list_remove(&c->later);
     /* Closing takes the sockets out of the epoll set; the memory stays
      * until the timer's close callback, so events already taken from the
      * set for this connection find it CLOSING. */
     px_close_fd(&c->cfd, c->reset);
     px_close_fd(&c->ufd, c->reset);
     uv_close((uv_handle_t *)&c->timer, px_conn_handle_closed_cb);
-    px_check_drained(px);
+    moat_service_busy_done(&px->svc);
 }
 
 void px_conn_abort(px_conn_t *c, const filter_decision_t *why)
@@ -323,11 +303,9 @@ static void px_later_cb(uv_idle_t *h);
 /* Work left after this turn's rounds: run again when the loop is idle. */
 static void px_later_add(px_conn_t *c)
 {
-    if (c->later || c->state == PX_S_CLOSING)
+    if (moat_list_linked(&c->later) || c->state == PX_S_CLOSING)
         return;
-    c->later = true;
-    c->later_next = c->px->later;
-    c->px->later = c;
+    moat_list_push(&c->px->later, &c->later);
     uv_idle_start(&c->px->later_idle, px_later_cb);
 }
 
@@ -968,13 +946,12 @@ void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_stor
     uv_timer_init(px->loop, &c->timer);
     c->timer.data = c;
     c->handles = 1;
-    px->open_handles++;
+    moat_service_handle_open(&px->svc);
+    moat_service_busy_add(&px->svc);
     stats_conn_open(px_kind_stats(kind));
     c->start_ms = uv_now(px->loop);
-    c->next = px->conns;
-    if (px->conns)
-        px->conns->prev = c;
-    px->conns = c;
+    moat_list_init(&c->later);
+    moat_list_push(&px->conns, &c->node);
     px->n_conns++;
     (void)filter_addr_from_sockaddr((const struct sockaddr *)peer, &c->client, &c->cport);
     if (kind == PX_TLS) {
@@ -987,6 +964,11 @@ void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_stor
         c->has_dest = c->has_orig = true;
     }
     px_conn_begin(c);
+}
+
+px_conn_t *px_conn_of(moat_list_t *node)
+{
+    return container_of(node, px_conn_t, node);
 }
 
 /* ---- events ------------------------------------------------------------------------------ */
@@ -1047,14 +1029,12 @@ static void px_ep_cb(uv_poll_t *h, int status, int events)
 static void px_later_cb(uv_idle_t *h)
 {
     px_t *px = h->data;
-    px_conn_t *list = px->later;
-    px->later = NULL;
+    moat_list_t round, *it;
+    moat_list_move(&px->later, &round);
     uv_idle_stop(h);
-    while (list) {
-        px_conn_t *c = list;
-        list = c->later_next;
-        c->later = false;
-        px_conn_run(c); /* may put c on px->later again */
+    while ((it = moat_list_first(&round))) {
+        moat_list_remove(it);
+        px_conn_run(container_of(it, px_conn_t, later)); /* may put it on px->later again */
     }
 }
 
@@ -1065,8 +1045,7 @@ static void px_conns_closed_cb(uv_handle_t *h)
         close(px->epfd);
         px->epfd = -1;
     }
-    px->open_handles--;
-    px_check_closed(px);
+    moat_service_handle_closed(&px->svc);
 }
 
 int px_conns_start(px_t *px)
@@ -1083,7 +1062,8 @@ int px_conns_start(px_t *px)
     px->ep_poll.data = px;
     uv_idle_init(px->loop, &px->later_idle);
     px->later_idle.data = px;
-    px->open_handles += 2;
+    moat_service_handle_open(&px->svc);
+    moat_service_handle_open(&px->svc);
     px->conns_started = true;
     return uv_poll_start(&px->ep_poll, UV_READABLE, px_ep_cb);
 }
@@ -1101,8 +1081,9 @@ void px_conns_stop(px_t *px)
 
 void px_conns_recheck(px_t *px, moat_gen_t *gen)
 {
-    for (px_conn_t *c = px->conns, *n; c; c = n) {
-        n = c->next;
+    moat_list_foreach_safe(it, nx, &px->conns)
+    {
+        px_conn_t *c = px_conn_of(it);
         if (!c->log_at_close || !c->gen)
             continue; /* peeking (decides with the new generation) or done */
         /* Re-decided from what was recorded: its name (when normalised),

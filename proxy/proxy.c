@@ -67,20 +67,6 @@ stats_listener_t px_kind_stats(px_kind_t k)
     return STATS_LISTENER_TRANSPARENT;
 }
 
-static bool px_sa_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-    return x->sin6_port == y->sin6_port &&
-           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0 &&
-           x->sin6_scope_id == y->sin6_scope_id;
-}
-
 void px_reset_fd(int fd)
 {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -111,7 +97,7 @@ void px_pipe_put(px_t *px, px_pipe_t *p)
 {
     if (p->rfd < 0)
         return;
-    if (px->n_pipes < PX_PIPE_POOL && !px->closing) {
+    if (px->n_pipes < PX_PIPE_POOL && !moat_service_closing(&px->svc)) {
         px->pipes[px->n_pipes++] = *p;
     } else {
         close(p->rfd);
@@ -133,16 +119,21 @@ static void px_pipes_free(px_t *px)
 
 static void px_listener_poll_cb(uv_poll_t *h, int status, int events);
 
+static px_listener_t *px_listener_of(moat_list_t *node)
+{
+    return container_of(container_of(node, moat_listener_t, node), px_listener_t, base);
+}
+
 static void px_listeners_resume(px_t *px)
 {
-    for (px_listener_t *l = px->listeners; l; l = l->next)
-        uv_poll_start(&l->poll, UV_READABLE, px_listener_poll_cb);
+    moat_list_foreach(it, &px->listeners)
+        uv_poll_start(&px_listener_of(it)->poll, UV_READABLE, px_listener_poll_cb);
 }
 
 static void px_backoff_cb(uv_timer_t *t)
 {
     px_t *px = t->data;
-    if (px->closing || px->draining)
+    if (moat_service_stopping(&px->svc))
         return;
     /* Try again; a failure doubles the delay, a success ends the burst. */
     px_listeners_resume(px);
@@ -159,8 +150,7 @@ static void px_backoff_start(px_t *px, int err)
         if (px->backoff_ms > PX_BACKOFF_MAX_MS)
             px->backoff_ms = PX_BACKOFF_MAX_MS;
     }
-    for (px_listener_t *l = px->listeners; l; l = l->next)
-        uv_poll_stop(&l->poll);
+    moat_list_foreach(it, &px->listeners) uv_poll_stop(&px_listener_of(it)->poll);
     uv_timer_start(&px->backoff, px_backoff_cb, px->backoff_ms, 0);
 }
 
@@ -212,7 +202,7 @@ static bool px_is_self(const px_listener_t *l, int fd, const struct sockaddr_sto
     memset(&local, 0, sizeof local);
     if (getsockname(fd, (struct sockaddr *)&local, &len) != 0)
         return false;
-    if (!px_sa_equal(&local, dest))
+    if (!filter_sockaddr_equal(&local, dest))
         return false;
     /* What §2.4 refuses anyway (loopback first) is left to conn.c, which
      * logs it with its destination. */
@@ -289,28 +279,23 @@ static void px_listener_closed_cb(uv_handle_t *h)
     px_t *px = l->px;
     close(l->fd);
     free(l);
-    px->n_listeners--;
-    px->open_handles--;
-    px_check_drained(px);
-    px_check_closed(px);
+    moat_service_release(&px->svc);
 }
 
 static void px_listener_close(px_listener_t *l)
 {
-    px_t *px = l->px;
     if (l->closing)
         return;
     l->closing = true;
-    px_listener_t **pp = &px->listeners;
-    while (*pp && *pp != l)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = l->next;
+    moat_list_remove(&l->base.node);
     uv_close((uv_handle_t *)&l->poll, px_listener_closed_cb);
 }
 
-static int px_listener_open(px_t *px, px_kind_t kind, const cfg_addr_t *a)
+/* Open a listener for a as kind: 0 with *out set (not on px->listeners
+ * yet), or a negative errno after logging. */
+static int px_listener_open(px_t *px, px_kind_t kind, const cfg_addr_t *a, px_listener_t **out)
 {
+    *out = NULL;
     const char *ks = px_kind_str(kind);
     int family = a->sa.ss_family, one = 1, rc;
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -354,11 +339,9 @@ static int px_listener_open(px_t *px, px_kind_t kind, const cfg_addr_t *a)
     l->addr = *a;
     l->fd = fd;
     l->poll.data = l;
-    l->keep = true;
-    px->open_handles++;
-    px->n_listeners++;
-    l->next = px->listeners;
-    px->listeners = l;
+    moat_list_init(&l->base.node);
+    moat_service_hold(&px->svc);
+    *out = l;
     if (px->backoff_ms == 0)
         uv_poll_start(&l->poll, UV_READABLE, px_listener_poll_cb);
     log_info("proxy listening on %s %s", ks, a->text);
@@ -370,43 +353,67 @@ fail:
     return rc;
 }
 
-/* Open what cfg lists and is not open, close the rest. A socket whose address
- * is still listed is kept, even when it moved to another kind (it would
- * otherwise be in use when the new one binds). */
-static int px_listeners_apply(px_t *px, const cfg_t *cfg)
+/* moat_listeners_apply over the transparent, tls and http lists, in that
+ * order (kind = px_kind_t). */
+static void px_lsn_wanted(void *ctx, size_t i, const cfg_addr_t **addr, int *kind)
 {
+    const cfg_t *cfg = ((px_t *)ctx)->gen->cfg;
     const cfg_addr_list_t *lists[3] = {&cfg->proxy.transparent, &cfg->proxy.tls, &cfg->proxy.http};
     const px_kind_t kinds[3] = {PX_TRANSPARENT, PX_TLS, PX_HTTP};
-    int rc = 0;
-    for (px_listener_t *l = px->listeners; l; l = l->next)
-        l->keep = false;
-    for (size_t k = 0; k < 3; k++) {
-        for (size_t i = 0; i < lists[k]->n; i++) {
-            const cfg_addr_t *a = &lists[k]->items[i];
-            px_listener_t *l = px->listeners;
-            while (l && !(px_sa_equal(&l->addr.sa, &a->sa) && !l->keep))
-                l = l->next;
-            if (l) {
-                if (l->kind != kinds[k])
-                    log_info("proxy: %s is now a %s listener (was %s)", a->text,
-                             px_kind_str(kinds[k]), px_kind_str(l->kind));
-                l->kind = kinds[k];
-                l->keep = true;
-                continue;
-            }
-            int r = px_listener_open(px, kinds[k], a);
-            if (r != 0 && rc == 0)
-                rc = r;
-        }
-    }
-    for (px_listener_t *l = px->listeners, *n; l; l = n) {
-        n = l->next;
-        if (!l->keep) {
-            log_info("proxy: no longer listening on %s %s", px_kind_str(l->kind), l->addr.text);
-            px_listener_close(l);
-        }
-    }
+    size_t k = 0;
+    while (i >= lists[k]->n)
+        i -= lists[k++]->n;
+    *addr = &lists[k]->items[i];
+    *kind = (int)kinds[k];
+}
+
+/* A socket whose address is still listed is kept, even when it moved to
+ * another kind (it would otherwise be in use when the new one binds). */
+static bool px_lsn_same(void *ctx, moat_listener_t *ml, const cfg_addr_t *a, int kind)
+{
+    (void)ctx;
+    px_listener_t *l = container_of(ml, px_listener_t, base);
+    if (ml->keep || !filter_sockaddr_equal(&l->addr.sa, &a->sa))
+        return false;
+    if (l->kind != (px_kind_t)kind)
+        log_info("proxy: %s is now a %s listener (was %s)", a->text, px_kind_str((px_kind_t)kind),
+                 px_kind_str(l->kind));
+    l->kind = (px_kind_t)kind;
+    return true;
+}
+
+static int px_lsn_open(void *ctx, const cfg_addr_t *a, int kind, moat_listener_t **out)
+{
+    px_listener_t *l = NULL;
+    int rc = px_listener_open(ctx, (px_kind_t)kind, a, &l);
+    *out = l ? &l->base : NULL;
     return rc;
+}
+
+static void px_lsn_close(void *ctx, moat_listener_t *ml)
+{
+    (void)ctx;
+    px_listener_t *l = container_of(ml, px_listener_t, base);
+    log_info("proxy: no longer listening on %s %s", px_kind_str(l->kind), l->addr.text);
+    px_listener_close(l);
+}
+
+static const moat_listeners_ops_t px_lsn_ops = {
+    .wanted = px_lsn_wanted, .same = px_lsn_same, .open = px_lsn_open, .close = px_lsn_close};
+
+/* Open what px->gen's config lists and is not open, close the rest. */
+static int px_listeners_apply(px_t *px)
+{
+    const cfg_t *cfg = px->gen->cfg;
+    size_t n = cfg->proxy.transparent.n + cfg->proxy.tls.n + cfg->proxy.http.n;
+    return moat_listeners_apply(&px->listeners, n, &px_lsn_ops, px);
+}
+
+static void px_listeners_close_all(px_t *px)
+{
+    moat_list_t *it;
+    while ((it = moat_list_first(&px->listeners)))
+        px_listener_close(px_listener_of(it));
 }
 
 /* ---- dial cache ------------------------------------------------------------------ */
@@ -449,63 +456,32 @@ static bool px_upstream_same(const cfg_t *a, const cfg_t *b)
     if (a->dns.upstream.n != b->dns.upstream.n)
         return false;
     for (size_t i = 0; i < a->dns.upstream.n; i++)
-        if (!px_sa_equal(&a->dns.upstream.items[i].sa, &b->dns.upstream.items[i].sa))
+        if (!filter_sockaddr_equal(&a->dns.upstream.items[i].sa, &b->dns.upstream.items[i].sa))
             return false;
     return true;
 }
 
 /* ---- lifecycle ------------------------------------------------------------------- */
 
-void px_check_drained(px_t *px)
-{
-    if (!px->draining || px->drain_called || px->closing)
-        return;
-    if (px->n_listeners || px->n_conns)
-        return;
-    px->drain_called = true;
-    if (px->drain_done)
-        px->drain_done(&px->svc);
-}
-
-void px_check_closed(px_t *px)
-{
-    if (!px->closing || px->close_called || px->open_handles)
-        return;
-    px->close_called = true;
-    if (px->close_done)
-        px->close_done(&px->svc);
-}
-
 static void px_handle_closed_cb(uv_handle_t *h)
 {
     px_t *px = h->data;
-    px->open_handles--;
-    px_check_closed(px);
+    moat_service_handle_closed(&px->svc);
 }
 
-static void px_set_gen(px_t *px, moat_gen_t *gen)
-{
-    moat_gen_t *old = px->gen;
-    px->gen = moat_gen_ref(gen);
-    if (old)
-        moat_gen_unref(old);
-}
-
+/* Close everything now (close, or a failed start); safe to call twice. */
 static void px_shutdown(px_t *px)
 {
-    if (px->closing)
-        return;
-    px->closing = true;
-    while (px->listeners)
-        px_listener_close(px->listeners);
-    while (px->conns)
-        px_conn_abort(px->conns, NULL);
+    px_listeners_close_all(px);
+    moat_list_t *it;
+    while ((it = moat_list_first(&px->conns)))
+        px_conn_abort(px_conn_of(it), NULL);
     /* Every waiter went with its connection; lookups in flight are cancelled.
      * May run from inside a dial cache callback (the last connection of a
      * drain): the cache then finishes freeing itself when it returns. */
     px_dialcache_free(px->dialcache);
     px->dialcache = NULL;
-    if (px->started) {
+    if (px->loop && !uv_is_closing((uv_handle_t *)&px->backoff)) {
         uv_timer_stop(&px->backoff);
         uv_close((uv_handle_t *)&px->backoff, px_handle_closed_cb);
     }
@@ -517,11 +493,10 @@ static int px_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
 {
     px_t *px = px_of(svc);
     px->loop = loop;
-    px_set_gen(px, gen);
+    moat_gen_swap(&px->gen, gen);
     uv_timer_init(loop, &px->backoff);
     px->backoff.data = px;
-    px->open_handles++;
-    px->started = true;
+    moat_service_handle_open(&px->svc);
     int rc = px_conns_start(px);
     if (rc != 0) {
         log_error("proxy: epoll: %s", strerror(-rc));
@@ -536,7 +511,7 @@ static int px_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
         px_shutdown(px);
         return rc;
     }
-    rc = px_listeners_apply(px, gen->cfg);
+    rc = px_listeners_apply(px);
     if (rc != 0) {
         px_shutdown(px);
         return rc;
@@ -547,37 +522,27 @@ static int px_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
 static int px_reload(moat_service_t *svc, moat_gen_t *gen)
 {
     px_t *px = px_of(svc);
-    if (px->closing)
-        return 0;
     /* Cached addresses hold no policy (each dial filters them under its own)
      * and survive a reload, unless they came from other servers. */
     if (px->gen && !px_upstream_same(px->gen->cfg, gen->cfg))
         px_dialcache_flush(px->dialcache);
-    px_set_gen(px, gen);
-    int rc = 0;
-    if (!px->draining)
-        rc = px_listeners_apply(px, gen->cfg);
+    moat_gen_swap(&px->gen, gen);
+    int rc = px_listeners_apply(px);
     px_conns_recheck(px, gen);
     return rc;
 }
 
-static void px_drain(moat_service_t *svc, moat_service_done_cb done)
+/* Connections finish by themselves; the last one releases busy. */
+static void px_drain(moat_service_t *svc)
 {
     px_t *px = px_of(svc);
-    px->draining = true;
-    px->drain_done = done;
     uv_timer_stop(&px->backoff);
-    while (px->listeners)
-        px_listener_close(px->listeners);
-    px_check_drained(px);
+    px_listeners_close_all(px);
 }
 
-static void px_close(moat_service_t *svc, moat_service_done_cb done)
+static void px_close(moat_service_t *svc)
 {
-    px_t *px = px_of(svc);
-    px->close_done = done;
-    px_shutdown(px);
-    px_check_closed(px);
+    px_shutdown(px_of(svc));
 }
 
 static void px_free(moat_service_t *svc)
@@ -590,19 +555,11 @@ static void px_free(moat_service_t *svc)
     if (px->epfd >= 0)
         close(px->epfd);
     free(px->peek_buf);
-    if (px->gen)
-        moat_gen_unref(px->gen);
+    moat_gen_unref(px->gen);
     free(px);
 }
 
-static const moat_service_ops_t px_ops = {
-    .name = "proxy",
-    .start = px_start,
-    .reload = px_reload,
-    .drain = px_drain,
-    .close = px_close,
-    .free = px_free,
-};
+static const moat_service_ops_t px_ops = MOAT_SERVICE_OPS(px, "proxy");
 
 int px_proxy_create(moat_service_t *dns, moat_service_t **out)
 {
@@ -612,10 +569,12 @@ int px_proxy_create(moat_service_t *dns, moat_service_t **out)
     px_t *px = calloc(1, sizeof *px);
     if (!px)
         return -ENOMEM;
+    moat_service_init(&px->svc, &px_ops, px);
     px->dns = dns;
     px->epfd = -1;
-    px->svc.ops = &px_ops;
-    px->svc.data = px;
+    moat_list_init(&px->listeners);
+    moat_list_init(&px->conns);
+    moat_list_init(&px->later);
     *out = &px->svc;
     return 0;
 }

@@ -2,7 +2,7 @@
  * tls and http listeners, and every connection they accept (peek, decide,
  * dial, splice; see proxy/conn.c).
  *
- * It is a moat_service_t named "proxy" (core/daemon.h). main registers it
+ * It is a moat_service_t named "proxy" (core/service.h). main registers it
  * after the DNS service and hands it that service: the proxy resolves names
  * with the DNS service's upstream client (SPEC §2.3 step 6) and reads its
  * name → address memory (step 3). Both are borrowed: the DNS service must
@@ -17,7 +17,7 @@
 #ifndef MOAT_PROXY_PROXY_H
 #define MOAT_PROXY_PROXY_H
 
-#include "core/daemon.h"
+#include "core/service.h"
 
 /* Create the service (not started: the daemon calls ops->start). dns is the
  * DNS service (resolver/server.h), borrowed. Returns 0 with *out set (owned

@@ -13,7 +13,8 @@
 #include "config/config.h"
 #include "filter/addr.h"
 #include "filter/policy.h"
-#include "core/daemon.h"
+#include "core/list.h"
+#include "core/service.h"
 #include "proxy/dialcache.h"
 #include "core/stats.h"
 #include "resolver/upstream.h"
@@ -39,13 +40,12 @@ typedef struct px px_t;
 typedef struct px_conn px_conn_t;
 
 typedef struct px_listener {
+    moat_listener_t base; /* on px->listeners while open */
     px_t *px;
-    struct px_listener *next; /* in px->listeners while open */
     px_kind_t kind;
     cfg_addr_t addr;
     uv_poll_t poll;
     int fd;
-    bool keep;    /* reload: still in the config */
     bool closing; /* uv_close called */
 } px_listener_t;
 
@@ -58,17 +58,13 @@ struct px {
     moat_service_t *dns;
     uv_loop_t *loop;
     moat_gen_t *gen;
-    px_listener_t *listeners;
-    size_t n_listeners; /* open or closing */
-    px_conn_t *conns;
+    moat_list_t listeners; /* px_listener_t, open (not closing) */
+    moat_list_t conns;     /* px_conn_t, not closing */
     size_t n_conns;
     /* Accept back-off (EMFILE and friends): listeners stop polling until the
      * timer fires. */
     uv_timer_t backoff;
     uint64_t backoff_ms; /* 0: not backing off */
-    bool started, draining, closing, drain_called, close_called;
-    moat_service_done_cb drain_done, close_done;
-    unsigned open_handles; /* listeners, connections, the back-off timer, the epoll handles */
     px_pipe_t pipes[PX_PIPE_POOL];
     size_t n_pipes;
     /* Allowed names → addresses, shared by every dial (proxy/dialcache.h):
@@ -80,7 +76,7 @@ struct px {
     int epfd;
     uv_poll_t ep_poll;
     uv_idle_t later_idle;
-    px_conn_t *later;
+    moat_list_t later; /* px_conn_t with work left */
     bool conns_started;
     uint8_t copy_buf[PX_COPY_BUF];
     /* Peeks (conn.c), grown to the largest max_hello / max_http_head. */
@@ -88,9 +84,10 @@ struct px {
     size_t peek_cap;
 };
 
-/* proxy.c */
-void px_check_drained(px_t *px);
-void px_check_closed(px_t *px);
+/* proxy.c. The service counts (core/service.h): busy, each listener until
+ * its handle is closed and each connection until it is closing; handles,
+ * each listener and connection until freed, the back-off timer and the
+ * connections' epoll handles. */
 /* Get a pipe (from the pool or new); 0 or -errno. */
 int px_pipe_get(px_t *px, px_pipe_t *out);
 /* Give back an empty pipe (pooled, or closed when the pool is full). */
@@ -100,8 +97,8 @@ const char *px_kind_str(px_kind_t k);
 stats_listener_t px_kind_stats(px_kind_t k);
 
 /* conn.c */
-/* Create the connections' epoll set and its handles (counted in
- * open_handles); 0 or -errno. */
+/* Create the connections' epoll set and its handles (counted as the
+ * service's handles); 0 or -errno. */
 int px_conns_start(px_t *px);
 /* Close them; every connection must be closing already. */
 void px_conns_stop(px_t *px);
@@ -111,10 +108,11 @@ void px_conns_stop(px_t *px);
  * socket is reset and the event logged. */
 void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_storage *peer,
                     const struct sockaddr_storage *dest, socklen_t dest_len);
+/* The connection on px->conns at node. */
+px_conn_t *px_conn_of(moat_list_t *node);
 /* Close a connection at once (logged as why, when not NULL, if it was
  * allowed). */
 void px_conn_abort(px_conn_t *c, const filter_decision_t *why);
-/* Draining: nothing to do beyond letting each connection finish. */
 /* Reload: re-decide open connections with gen; close those no longer
  * allowed (reason policy-reload). */
 void px_conns_recheck(px_t *px, moat_gen_t *gen);

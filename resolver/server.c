@@ -15,14 +15,10 @@
  * batches the receive side (and hands every datagram to a callback one at a
  * time), and it has no sendmmsg; answering with uv_udp_try_send costs one
  * sendmsg per answer. With batching both ways a burst of N queries costs
- * about 2N/64 system calls. Measured (2-core VM, moat pinned to core 0,
- * dnsperf -c 4 -q 500 pinned to core 1, log.level warn): 94k QPS for
- * blocked A and for cache hits, with moat 28% busy, i.e. ~3.0 us of CPU per
- * query; dnsperf, not moat, is the limit there (projected ~330k QPS for one
- * core). bench/ (issue 3) is where the real numbers belong. A UDP answer
- * that meets EAGAIN on send is dropped (the
- * client retries), as unbound and dnsmasq do: queueing copies for a full
- * socket buffer only adds latency to a flood.
+ * about 2N/64 system calls (bench/dns/README.md has the measurements). A UDP
+ * answer that meets EAGAIN on send is dropped (the client retries), as
+ * unbound and dnsmasq do: queueing copies for a full socket buffer only adds
+ * latency to a flood.
  *
  * TCP (RFC 7766): 2-octet length framing (RFC 1035 §4.2.2), pipelining: each
  * complete message is answered as soon as it is parsed (from the cache or
@@ -45,7 +41,9 @@
 #include "filter/addr.h"
 #include "filter/decide.h"
 #include "filter/policy.h"
+#include "core/list.h"
 #include "core/log.h"
+#include "core/service.h"
 #include "core/stats.h"
 #include "dns/answer.h"
 #include "dns/cache.h"
@@ -93,8 +91,8 @@ typedef struct srv_conn srv_conn_t;
 typedef struct srv_pending srv_pending_t;
 
 typedef struct srv_listener {
+    moat_listener_t base; /* on srv->listeners while active */
     dns_server_t *srv;
-    struct srv_listener *next; /* in srv->listeners while active */
     bool tcp;
     cfg_addr_t addr;
     union {
@@ -105,12 +103,11 @@ typedef struct srv_listener {
     unsigned refs; /* UDP: waiters that will answer through this socket */
     bool stopped;  /* removed or draining: reads no more */
     bool closing;  /* uv_close called */
-    bool keep;     /* reload: still in the config */
 } srv_listener_t;
 
 typedef struct srv_waiter {
-    struct srv_waiter *next;          /* in the pending entry */
-    struct srv_waiter *cprev, *cnext; /* in the TCP connection */
+    struct srv_waiter *next; /* in the pending entry */
+    moat_list_t cnode;       /* on its TCP connection's waiters */
     dns_query_t q;
     filter_decision_t dec;
     uint64_t start_ms;
@@ -123,7 +120,7 @@ typedef struct srv_waiter {
 } srv_waiter_t;
 
 struct srv_pending {
-    srv_pending_t *hnext; /* bucket chain */
+    moat_list_t hnode; /* on its bucket */
     dns_server_t *srv;
     dns_cache_key_t key;
     size_t bucket;
@@ -135,14 +132,14 @@ struct srv_pending {
 struct srv_conn {
     uv_tcp_t h;
     dns_server_t *srv;
-    srv_conn_t *prev, *next;
+    moat_list_t node; /* on srv->conns until closing */
     struct sockaddr_storage peer;
     socklen_t peer_len;
     uint8_t *rbuf;
     size_t rlen, rcap;
     uint64_t last_active;
-    size_t queued; /* bytes handed to uv_write and not yet written */
-    srv_waiter_t *waiters;
+    size_t queued;       /* bytes handed to uv_write and not yet written */
+    moat_list_t waiters; /* srv_waiter_t answering through this connection */
     size_t n_waiters;
     bool eof;     /* the client half-closed: answer what is pending, then close */
     bool closing; /* uv_close called */
@@ -164,16 +161,15 @@ struct dns_server {
     dns_cache_t *cache;
     uint32_t cache_size;
     dns_addrmem_t *addrmem;
-    srv_listener_t *listeners; /* active (reading) ones */
-    size_t n_listeners;        /* alive: active, stopped or closing */
-    srv_conn_t *conns;
+    /* The service counts (core/service.h): busy, each listener until its
+     * handle is closed, each connection until closed, each pending query;
+     * handles, listeners, connections, the sweep timer, the upstream. */
+    moat_list_t listeners; /* srv_listener_t, active (reading) ones */
+    moat_list_t conns;     /* srv_conn_t, not closing */
     size_t n_conns;
     uv_timer_t sweep;
-    bool started, draining, closing, drain_called, close_called;
-    moat_service_done_cb drain_done, close_done;
-    unsigned open_handles; /* listeners, connections, the sweep timer, the upstream */
-    srv_pending_t *buckets[SRV_PENDING_BUCKETS];
-    size_t n_pending, n_waiters;
+    moat_list_t buckets[SRV_PENDING_BUCKETS]; /* srv_pending_t */
+    size_t n_waiters;
     uint64_t hash_seed;
     /* UDP batches. */
     struct mmsghdr rx_msgs[SRV_UDP_BATCH], tx_msgs[SRV_UDP_BATCH];
@@ -186,8 +182,6 @@ struct dns_server {
 
 static const moat_service_ops_t srv_ops;
 
-static void srv_check_drained(dns_server_t *s);
-static void srv_check_closed(dns_server_t *s);
 static void srv_conn_close(srv_conn_t *c);
 static void srv_listener_stop(srv_listener_t *l);
 
@@ -266,20 +260,6 @@ static const char *srv_rcode_name(int rcode, char *buf, size_t n)
     }
 }
 
-static bool srv_sa_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-    return x->sin6_port == y->sin6_port &&
-           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0 &&
-           x->sin6_scope_id == y->sin6_scope_id;
-}
-
 /* SPEC §4: one line per decision. Formats only when the line will be written. */
 static void srv_log(dns_server_t *s, const dns_query_t *q, const filter_addr_t *caddr,
                     uint16_t cport, const filter_decision_t *dec, const uint8_t *ans, int ans_len,
@@ -336,9 +316,7 @@ static void srv_conn_closed_cb(uv_handle_t *h)
     dns_server_t *s = c->srv;
     free(c->rbuf);
     free(c);
-    s->open_handles--;
-    srv_check_drained(s);
-    srv_check_closed(s);
+    moat_service_release(&s->svc);
 }
 
 static void srv_conn_close(srv_conn_t *c)
@@ -348,16 +326,13 @@ static void srv_conn_close(srv_conn_t *c)
     dns_server_t *s = c->srv;
     c->closing = true;
     /* Waiters stay with their pending entry, answering nobody. */
-    for (srv_waiter_t *w = c->waiters; w; w = w->cnext)
-        w->conn = NULL;
-    c->waiters = NULL;
+    moat_list_t *it;
+    while ((it = moat_list_first(&c->waiters))) {
+        moat_list_remove(it);
+        container_of(it, srv_waiter_t, cnode)->conn = NULL;
+    }
     c->n_waiters = 0;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    moat_list_remove(&c->node);
     s->n_conns--;
     uv_close((uv_handle_t *)&c->h, srv_conn_closed_cb);
 }
@@ -367,7 +342,7 @@ static void srv_conn_maybe_finish(srv_conn_t *c)
 {
     if (c->closing)
         return;
-    if ((c->eof || c->srv->draining) && c->n_waiters == 0 && c->queued == 0)
+    if ((c->eof || moat_service_stopping(&c->srv->svc)) && c->n_waiters == 0 && c->queued == 0)
         srv_conn_close(c);
 }
 
@@ -443,12 +418,7 @@ static void srv_waiter_detach(dns_server_t *s, srv_waiter_t *w)
     }
     if (w->conn) {
         srv_conn_t *c = w->conn;
-        if (w->cprev)
-            w->cprev->cnext = w->cnext;
-        else
-            c->waiters = w->cnext;
-        if (w->cnext)
-            w->cnext->cprev = w->cprev;
+        moat_list_remove(&w->cnode);
         c->n_waiters--;
         w->conn = NULL;
     }
@@ -488,16 +458,8 @@ static void srv_answer_waiter(dns_server_t *s, srv_waiter_t *w, const dns_rewrit
     srv_log(s, &w->q, &w->caddr, w->cport, &w->dec, buf, n, w->start_ms);
 }
 
-static void srv_pending_unlink(dns_server_t *s, srv_pending_t *p)
-{
-    srv_pending_t **pp = &s->buckets[p->bucket];
-    while (*pp && *pp != p)
-        pp = &(*pp)->hnext;
-    if (*pp)
-        *pp = p->hnext;
-    s->n_pending--;
-}
-
+/* Free p, off its bucket already, and release it as busy work (last: it
+ * may end a drain). */
 static void srv_pending_free(dns_server_t *s, srv_pending_t *p)
 {
     for (srv_waiter_t *w = p->head, *n; w; w = n) {
@@ -507,6 +469,7 @@ static void srv_pending_free(dns_server_t *s, srv_pending_t *p)
     }
     moat_gen_unref(p->gen);
     free(p);
+    moat_service_busy_done(&s->svc);
 }
 
 static void srv_upstream_cb(void *arg, int status, const uint8_t *wire, size_t len)
@@ -514,7 +477,7 @@ static void srv_upstream_cb(void *arg, int status, const uint8_t *wire, size_t l
     srv_pending_t *p = arg;
     dns_server_t *s = p->srv;
     p->req = NULL;
-    srv_pending_unlink(s, p);
+    moat_list_remove(&p->hnode);
 
     dns_rewrite_result_t rr;
     bool ok = false;
@@ -538,7 +501,6 @@ static void srv_upstream_cb(void *arg, int status, const uint8_t *wire, size_t l
     if (ok)
         dns_rewrite_result_free(&rr);
     srv_pending_free(s, p);
-    srv_check_drained(s);
 }
 
 static size_t srv_bucket(const dns_server_t *s, const dns_cache_key_t *k)
@@ -570,15 +532,22 @@ static int srv_forward(dns_server_t *s, const dns_query_t *q, const dns_cache_ke
     if (s->n_waiters >= SRV_MAX_WAITERS || !s->up)
         return -EBUSY;
     size_t b = srv_bucket(s, k);
-    srv_pending_t *p = s->buckets[b];
-    while (p && !(p->gen == s->gen && p->key.qtype == k->qtype && p->key.qclass == k->qclass &&
-                  p->key.name_len == k->name_len && memcmp(p->key.name, k->name, k->name_len) == 0))
-        p = p->hnext;
+    srv_pending_t *p = NULL;
+    moat_list_foreach(it, &s->buckets[b])
+    {
+        srv_pending_t *e = container_of(it, srv_pending_t, hnode);
+        if (e->gen == s->gen && e->key.qtype == k->qtype && e->key.qclass == k->qclass &&
+            e->key.name_len == k->name_len && memcmp(e->key.name, k->name, k->name_len) == 0) {
+            p = e;
+            break;
+        }
+    }
 
     srv_waiter_t *w = malloc(sizeof *w);
     if (!w)
         return -ENOMEM;
-    w->next = w->cprev = w->cnext = NULL;
+    w->next = NULL;
+    moat_list_init(&w->cnode);
     w->q = *q;
     w->dec = *dec;
     w->start_ms = uv_now(s->loop);
@@ -605,9 +574,8 @@ static int srv_forward(dns_server_t *s, const dns_query_t *q, const dns_cache_ke
             return rc;
         }
         p->gen = moat_gen_ref(s->gen);
-        p->hnext = s->buckets[b];
-        s->buckets[b] = p;
-        s->n_pending++;
+        moat_list_push(&s->buckets[b], &p->hnode);
+        moat_service_busy_add(&s->svc);
     }
     if (p->tail)
         p->tail->next = w;
@@ -624,11 +592,7 @@ static int srv_forward(dns_server_t *s, const dns_query_t *q, const dns_cache_ke
     } else {
         srv_conn_t *c = cl->conn;
         w->conn = c;
-        w->cprev = NULL;
-        w->cnext = c->waiters;
-        if (c->waiters)
-            c->waiters->cprev = w;
-        c->waiters = w;
+        moat_list_push(&c->waiters, &w->cnode);
         c->n_waiters++;
     }
     return 0;
@@ -873,15 +837,13 @@ static void srv_tcp_accept_cb(uv_stream_t *server, int status)
     c->srv = s;
     uv_tcp_init(s->loop, &c->h);
     c->h.data = c;
-    s->open_handles++;
+    moat_list_init(&c->waiters);
+    moat_service_hold(&s->svc);
     /* Linked first so srv_conn_close can unlink it whatever happens next. */
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
+    moat_list_push(&s->conns, &c->node);
     s->n_conns++;
     if (uv_accept(server, (uv_stream_t *)&c->h) != 0 || s->n_conns > SRV_TCP_MAX_CLIENTS ||
-        s->draining || l->stopped) {
+        moat_service_stopping(&s->svc) || l->stopped) {
         srv_conn_close(c);
         return;
     }
@@ -901,8 +863,9 @@ static void srv_sweep_cb(uv_timer_t *t)
 {
     dns_server_t *s = t->data;
     uint64_t now = uv_now(s->loop);
-    for (srv_conn_t *c = s->conns, *n; c; c = n) {
-        n = c->next;
+    moat_list_foreach_safe(it, nx, &s->conns)
+    {
+        srv_conn_t *c = container_of(it, srv_conn_t, node);
         if (c->n_waiters == 0 && now - c->last_active >= SRV_TCP_IDLE_MS)
             srv_conn_close(c);
     }
@@ -917,24 +880,16 @@ static void srv_listener_closed_cb(uv_handle_t *h)
     if (!l->tcp && l->fd >= 0)
         close(l->fd);
     free(l);
-    s->n_listeners--;
-    s->open_handles--;
-    srv_check_drained(s);
-    srv_check_closed(s);
+    moat_service_release(&s->svc);
 }
 
 /* Stop reading; close once no waiter answers through it. Unlinks it from the
  * active list. */
 static void srv_listener_stop(srv_listener_t *l)
 {
-    dns_server_t *s = l->srv;
     if (!l->stopped) {
         l->stopped = true;
-        srv_listener_t **pp = &s->listeners;
-        while (*pp && *pp != l)
-            pp = &(*pp)->next;
-        if (*pp)
-            *pp = l->next;
+        moat_list_remove(&l->base.node);
         if (!l->tcp)
             uv_poll_stop(&l->h.poll);
     }
@@ -944,13 +899,17 @@ static void srv_listener_stop(srv_listener_t *l)
     uv_close((uv_handle_t *)&l->h, srv_listener_closed_cb);
 }
 
-static int srv_listener_open(dns_server_t *s, const cfg_addr_t *a, bool tcp)
+/* Open a listener for a: 0 with *out set (not on srv->listeners yet), or a
+ * negative errno after logging. */
+static int srv_listener_open(dns_server_t *s, const cfg_addr_t *a, bool tcp, srv_listener_t **out)
 {
+    *out = NULL;
     srv_listener_t *l = calloc(1, sizeof *l);
     if (!l) {
         log_error("dns: listen %s (%s): out of memory", a->text, tcp ? "tcp" : "udp");
         return -ENOMEM;
     }
+    moat_list_init(&l->base.node);
     l->srv = s;
     l->tcp = tcp;
     l->addr = *a;
@@ -961,8 +920,7 @@ static int srv_listener_open(dns_server_t *s, const cfg_addr_t *a, bool tcp)
     if (tcp) {
         uv_tcp_init_ex(s->loop, &l->h.tcp, (unsigned)family);
         l->h.tcp.data = l;
-        s->open_handles++;
-        s->n_listeners++;
+        moat_service_hold(&s->svc);
         /* libuv sets SO_REUSEADDR on bind. */
         rc = uv_tcp_bind(&l->h.tcp, (const struct sockaddr *)&a->sa,
                          family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
@@ -999,57 +957,68 @@ static int srv_listener_open(dns_server_t *s, const cfg_addr_t *a, bool tcp)
         }
         l->fd = fd;
         l->h.poll.data = l;
-        s->open_handles++;
-        s->n_listeners++;
+        moat_service_hold(&s->svc);
         uv_poll_start(&l->h.poll, UV_READABLE, srv_udp_poll_cb);
     }
-    l->next = s->listeners;
-    s->listeners = l;
+    *out = l;
     log_info("dns listening on %s %s", tcp ? "tcp" : "udp", a->text);
     return 0;
 }
 
-/* Open what cfg lists and is not open; with close_others, stop the rest. */
-static int srv_listeners_apply(dns_server_t *s, const cfg_t *cfg)
+/* moat_listeners_apply over dns.listen: each address over UDP (kind 0),
+ * then TCP (kind 1). */
+static void srv_lsn_wanted(void *ctx, size_t i, const cfg_addr_t **addr, int *kind)
 {
-    int rc = 0;
-    for (srv_listener_t *l = s->listeners; l; l = l->next)
-        l->keep = false;
-    for (size_t i = 0; i < cfg->dns.listen.n; i++) {
-        const cfg_addr_t *a = &cfg->dns.listen.items[i];
-        for (int tcp = 0; tcp < 2; tcp++) {
-            srv_listener_t *l = s->listeners;
-            while (l && !(l->tcp == (bool)tcp && srv_sa_equal(&l->addr.sa, &a->sa)))
-                l = l->next;
-            if (l) {
-                l->keep = true;
-                continue;
-            }
-            int r = srv_listener_open(s, a, tcp);
-            if (r != 0 && rc == 0)
-                rc = r;
-            else if (r == 0)
-                s->listeners->keep = true;
-        }
-    }
-    for (srv_listener_t *l = s->listeners, *n; l; l = n) {
-        n = l->next;
-        if (!l->keep) {
-            log_info("dns: no longer listening on %s %s", l->tcp ? "tcp" : "udp", l->addr.text);
-            srv_listener_stop(l);
-        }
-    }
+    const dns_server_t *s = ctx;
+    *addr = &s->gen->cfg->dns.listen.items[i / 2];
+    *kind = (int)(i % 2);
+}
+
+static bool srv_lsn_same(void *ctx, moat_listener_t *ml, const cfg_addr_t *a, int kind)
+{
+    (void)ctx;
+    const srv_listener_t *l = container_of(ml, srv_listener_t, base);
+    return l->tcp == (kind == 1) && filter_sockaddr_equal(&l->addr.sa, &a->sa);
+}
+
+static int srv_lsn_open(void *ctx, const cfg_addr_t *a, int kind, moat_listener_t **out)
+{
+    srv_listener_t *l = NULL;
+    int rc = srv_listener_open(ctx, a, kind == 1, &l);
+    *out = l ? &l->base : NULL;
     return rc;
+}
+
+static void srv_lsn_close(void *ctx, moat_listener_t *ml)
+{
+    (void)ctx;
+    srv_listener_t *l = container_of(ml, srv_listener_t, base);
+    log_info("dns: no longer listening on %s %s", l->tcp ? "tcp" : "udp", l->addr.text);
+    srv_listener_stop(l);
+}
+
+static const moat_listeners_ops_t srv_lsn_ops = {
+    .wanted = srv_lsn_wanted, .same = srv_lsn_same, .open = srv_lsn_open, .close = srv_lsn_close};
+
+/* Open what s->gen's dns.listen lists and is not open; stop the rest. */
+static int srv_listeners_apply(dns_server_t *s)
+{
+    return moat_listeners_apply(&s->listeners, 2 * s->gen->cfg->dns.listen.n, &srv_lsn_ops, s);
+}
+
+static void srv_listeners_stop_all(dns_server_t *s)
+{
+    moat_list_t *it;
+    while ((it = moat_list_first(&s->listeners)))
+        srv_listener_stop(
+            container_of(container_of(it, moat_listener_t, node), srv_listener_t, base));
 }
 
 /* ---- lifecycle -------------------------------------------------------------------- */
 
 static void srv_set_gen(dns_server_t *s, moat_gen_t *gen)
 {
-    moat_gen_t *old = s->gen;
-    s->gen = moat_gen_ref(gen);
-    if (old)
-        moat_gen_unref(old);
+    moat_gen_swap(&s->gen, gen);
     const cfg_t *cfg = gen->cfg;
     memcpy(s->sinkhole.ipv4, cfg->sinkhole.ipv4, 4);
     memcpy(s->sinkhole.ipv6, cfg->sinkhole.ipv6, 16);
@@ -1057,60 +1026,35 @@ static void srv_set_gen(dns_server_t *s, moat_gen_t *gen)
     s->sinkhole.nxdomain = cfg->sinkhole.mode == CFG_SINKHOLE_NXDOMAIN;
 }
 
-static void srv_check_drained(dns_server_t *s)
-{
-    if (!s->draining || s->drain_called || s->closing)
-        return;
-    if (s->n_listeners || s->n_conns || s->n_pending)
-        return;
-    s->drain_called = true;
-    if (s->drain_done)
-        s->drain_done(&s->svc);
-}
-
-static void srv_check_closed(dns_server_t *s)
-{
-    if (!s->closing || s->close_called || s->open_handles)
-        return;
-    s->close_called = true;
-    if (s->close_done)
-        s->close_done(&s->svc);
-}
-
 static void srv_upstream_done_cb(void *arg)
 {
     dns_server_t *s = arg;
-    s->open_handles--;
-    srv_check_closed(s);
+    moat_service_handle_closed(&s->svc);
 }
 
 static void srv_handle_closed_cb(uv_handle_t *h)
 {
     dns_server_t *s = h->data;
-    s->open_handles--;
-    srv_check_closed(s);
+    moat_service_handle_closed(&s->svc);
 }
 
-/* Close everything now (close, or a failed start). */
+/* Close everything now (close, or a failed start); safe to call twice. */
 static void srv_shutdown(dns_server_t *s)
 {
-    if (s->closing)
-        return;
-    s->closing = true;
     for (size_t b = 0; b < SRV_PENDING_BUCKETS; b++) {
-        for (srv_pending_t *p = s->buckets[b], *n; p; p = n) {
-            n = p->hnext;
+        moat_list_t *it;
+        while ((it = moat_list_first(&s->buckets[b]))) {
+            srv_pending_t *p = container_of(it, srv_pending_t, hnode);
+            moat_list_remove(it);
             dns_upstream_cancel(p->req);
             srv_pending_free(s, p);
         }
-        s->buckets[b] = NULL;
     }
-    s->n_pending = 0;
-    while (s->listeners)
-        srv_listener_stop(s->listeners);
-    while (s->conns)
-        srv_conn_close(s->conns);
-    if (s->started) {
+    srv_listeners_stop_all(s);
+    moat_list_t *it;
+    while ((it = moat_list_first(&s->conns)))
+        srv_conn_close(container_of(it, srv_conn_t, node));
+    if (s->loop && !uv_is_closing((uv_handle_t *)&s->sweep)) {
         uv_timer_stop(&s->sweep);
         uv_close((uv_handle_t *)&s->sweep, srv_handle_closed_cb);
     }
@@ -1142,14 +1086,13 @@ static int srv_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
                   cfg->dns.upstream.n ? "" : " (no dns.upstream: is /etc/resolv.conf usable?)");
         return rc;
     }
-    s->open_handles++; /* the upstream, until its done callback */
+    moat_service_handle_open(svc); /* the upstream, until its done callback */
     uv_timer_init(loop, &s->sweep);
     s->sweep.data = s;
-    s->open_handles++;
-    s->started = true;
+    moat_service_handle_open(svc);
     uv_timer_start(&s->sweep, srv_sweep_cb, 1000, 1000);
 
-    rc = srv_listeners_apply(s, cfg);
+    rc = srv_listeners_apply(s);
     if (rc != 0) {
         srv_shutdown(s); /* the daemon exits 2; our handles close as its loop ends */
         return rc;
@@ -1160,8 +1103,6 @@ static int srv_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
 static int srv_reload(moat_service_t *svc, moat_gen_t *gen)
 {
     dns_server_t *s = srv_of(svc);
-    if (s->closing)
-        return 0;
     srv_set_gen(s, gen);
     const cfg_t *cfg = gen->cfg;
     int rc = 0;
@@ -1187,34 +1128,26 @@ static int srv_reload(moat_service_t *svc, moat_gen_t *gen)
         log_error("dns: upstream servers: %s; keeping the old ones", strerror(-r));
         rc = rc ? rc : r;
     }
-    if (!s->draining) {
-        r = srv_listeners_apply(s, cfg);
-        rc = rc ? rc : r;
-    }
-    return rc;
+    r = srv_listeners_apply(s);
+    return rc ? rc : r;
 }
 
-static void srv_drain(moat_service_t *svc, moat_service_done_cb done)
+/* Stop reading; a connection closes once its answers are out. */
+static void srv_drain(moat_service_t *svc)
 {
     dns_server_t *s = srv_of(svc);
-    s->draining = true;
-    s->drain_done = done;
-    while (s->listeners)
-        srv_listener_stop(s->listeners);
-    for (srv_conn_t *c = s->conns, *n; c; c = n) {
-        n = c->next;
+    srv_listeners_stop_all(s);
+    moat_list_foreach_safe(it, nx, &s->conns)
+    {
+        srv_conn_t *c = container_of(it, srv_conn_t, node);
         uv_read_stop((uv_stream_t *)&c->h);
         srv_conn_maybe_finish(c);
     }
-    srv_check_drained(s);
 }
 
-static void srv_close(moat_service_t *svc, moat_service_done_cb done)
+static void srv_close(moat_service_t *svc)
 {
-    dns_server_t *s = srv_of(svc);
-    s->close_done = done;
-    srv_shutdown(s);
-    srv_check_closed(s);
+    srv_shutdown(srv_of(svc));
 }
 
 static void srv_free(moat_service_t *svc)
@@ -1224,19 +1157,11 @@ static void srv_free(moat_service_t *svc)
     dns_server_t *s = srv_of(svc);
     dns_cache_free(s->cache);
     dns_addrmem_free(s->addrmem);
-    if (s->gen)
-        moat_gen_unref(s->gen);
+    moat_gen_unref(s->gen);
     free(s);
 }
 
-static const moat_service_ops_t srv_ops = {
-    .name = "dns",
-    .start = srv_start,
-    .reload = srv_reload,
-    .drain = srv_drain,
-    .close = srv_close,
-    .free = srv_free,
-};
+static const moat_service_ops_t srv_ops = MOAT_SERVICE_OPS(srv, "dns");
 
 int dns_server_create(moat_service_t **out)
 {
@@ -1249,8 +1174,11 @@ int dns_server_create(moat_service_t **out)
         free(s);
         return rc;
     }
-    s->svc.ops = &srv_ops;
-    s->svc.data = s;
+    moat_service_init(&s->svc, &srv_ops, s);
+    moat_list_init(&s->listeners);
+    moat_list_init(&s->conns);
+    for (size_t b = 0; b < SRV_PENDING_BUCKETS; b++)
+        moat_list_init(&s->buckets[b]);
     *out = &s->svc;
     return 0;
 }

@@ -3,7 +3,7 @@
  * identical questions, forwarding through resolver/upstream.h, and the name
  * → address memory the proxy reads.
  *
- * It is a moat_service_t named "dns" (core/daemon.h): the daemon starts,
+ * It is a moat_service_t named "dns" (core/service.h): the daemon starts,
  * reloads, drains, closes and frees it. main registers it whatever dns.listen
  * holds: with no listen address it serves no query but still owns the
  * upstream client and the address memory the proxy uses, and a reload that
@@ -24,7 +24,7 @@
 #ifndef MOAT_RESOLVER_SERVER_H
 #define MOAT_RESOLVER_SERVER_H
 
-#include "core/daemon.h"
+#include "core/service.h"
 #include "dns/addrmem.h"
 #include "resolver/upstream.h"
 

@@ -1,10 +1,8 @@
-/* app/control.c: the control socket and `moat reload` (see control.h). */
+/* app/control_server.c: the control socket service (see control.h). */
 #include "app/control.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -12,18 +10,16 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "app/cli.h"
+#include "core/list.h"
 #include "core/log.h"
+#include "core/service.h"
 
 #define CTL_LINE_MAX    64   /* a request line, newline included */
 #define CTL_MAX_CLIENTS 8    /* past it a new connection is closed at once */
 #define CTL_IDLE_MS     5000 /* to send the request line */
 #define CTL_BACKLOG     16
-#define CTL_WAIT_MS     120000 /* `moat reload`: how long it waits for the answer */
-#define CTL_REPLY_MAX   (1 << 20)
 
 typedef struct ctl ctl_t;
 
@@ -31,16 +27,16 @@ typedef struct ctl_client {
     uv_pipe_t pipe;
     uv_timer_t timer;
     ctl_t *ctl;
-    struct ctl_client *prev, *next;
+    moat_list_t node; /* on ctl->clients until freed */
     moat_reload_req_t req;
     uv_write_t wr;
     char *reply;
     char line[CTL_LINE_MAX];
     size_t len;
     char rbuf[256];
-    int open_handles;
-    bool asked;    /* a reload request is with the daemon */
-    bool answered; /* the reply is on its way */
+    int open_handles; /* of the two below: freed at 0 */
+    bool asked;       /* a reload request is with the daemon */
+    bool answered;    /* the reply is on its way */
     bool closing;
 } ctl_client_t;
 
@@ -53,10 +49,10 @@ struct ctl {
     bool bound;     /* we created path: remove it on stop */
     dev_t dev;
     ino_t ino;
-    ctl_client_t *clients;
+    /* The service counts (core/service.h) the listener and each client as
+     * busy and as a handle alike, until its handles are closed. */
+    moat_list_t clients; /* ctl_client_t */
     size_t n_clients;
-    bool draining, closing, drain_called, close_called;
-    moat_service_done_cb drain_done, close_done;
 };
 
 static ctl_t *ctl_of(moat_service_t *svc)
@@ -65,16 +61,6 @@ static ctl_t *ctl_of(moat_service_t *svc)
 }
 
 /* ---- the socket file ------------------------------------------------------------ */
-
-static int ctl_sockaddr(const char *path, struct sockaddr_un *sun)
-{
-    memset(sun, 0, sizeof *sun);
-    sun->sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof sun->sun_path)
-        return -ENAMETOOLONG;
-    memcpy(sun->sun_path, path, strlen(path));
-    return 0;
-}
 
 /* 0: something accepted a connection at path; else -errno of connect. */
 static int ctl_probe(const char *path)
@@ -173,26 +159,11 @@ static void ctl_unlink(ctl_t *c)
 
 /* ---- lifecycle ---------------------------------------------------------------------- */
 
-static void ctl_check_done(ctl_t *c)
-{
-    if (c->listening || c->n_clients > 0)
-        return;
-    if (c->closing && !c->close_called) {
-        c->close_called = true;
-        if (c->close_done)
-            c->close_done(&c->svc);
-    } else if (c->draining && !c->closing && !c->drain_called) {
-        c->drain_called = true;
-        if (c->drain_done)
-            c->drain_done(&c->svc);
-    }
-}
-
 static void ctl_listener_closed_cb(uv_handle_t *h)
 {
     ctl_t *c = h->data;
     c->listening = false;
-    ctl_check_done(c);
+    moat_service_release(&c->svc);
 }
 
 static void ctl_stop_listening(ctl_t *c)
@@ -208,16 +179,11 @@ static void ctl_client_closed_cb(uv_handle_t *h)
     if (--cl->open_handles > 0)
         return;
     ctl_t *c = cl->ctl;
-    if (cl->prev)
-        cl->prev->next = cl->next;
-    else
-        c->clients = cl->next;
-    if (cl->next)
-        cl->next->prev = cl->prev;
+    moat_list_remove(&cl->node);
     c->n_clients--;
     free(cl->reply);
     free(cl);
-    ctl_check_done(c);
+    moat_service_release(&c->svc);
 }
 
 static void ctl_client_close(ctl_client_t *cl)
@@ -457,7 +423,7 @@ static void ctl_reject_closed_cb(uv_handle_t *h)
 static void ctl_connection_cb(uv_stream_t *server, int status)
 {
     ctl_t *c = server->data;
-    if (status != 0 || c->draining || c->closing)
+    if (status != 0 || moat_service_stopping(&c->svc))
         return;
     if (c->n_clients >= CTL_MAX_CLIENTS) {
         uv_pipe_t *p = malloc(sizeof *p);
@@ -477,11 +443,9 @@ static void ctl_connection_cb(uv_stream_t *server, int status)
     uv_timer_init(server->loop, &cl->timer);
     cl->pipe.data = cl->timer.data = cl;
     cl->open_handles = 2;
-    cl->next = c->clients;
-    if (c->clients)
-        c->clients->prev = cl;
-    c->clients = cl;
+    moat_list_push(&c->clients, &cl->node);
     c->n_clients++;
+    moat_service_hold(&c->svc);
     if (uv_accept(server, (uv_stream_t *)&cl->pipe) != 0 ||
         uv_read_start((uv_stream_t *)&cl->pipe, ctl_alloc_cb, ctl_read_cb) != 0) {
         ctl_client_close(cl);
@@ -514,6 +478,7 @@ static int ctl_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
     uv_pipe_init(loop, &c->listener, 0);
     c->listener.data = c;
     c->listening = true;
+    moat_service_hold(&c->svc);
     rc = uv_pipe_open(&c->listener, fd);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&c->listener, CTL_BACKLOG, ctl_connection_cb);
@@ -538,31 +503,24 @@ static int ctl_reload(moat_service_t *svc, moat_gen_t *gen)
 /* Stop accepting and remove the socket file at once; a client waiting for a
  * reload gets its answer (the reload ends, as "moat is stopping" if the
  * daemon stops first), idle ones are told moat is stopping. */
-static void ctl_drain(moat_service_t *svc, moat_service_done_cb done)
+static void ctl_drain(moat_service_t *svc)
 {
     ctl_t *c = ctl_of(svc);
-    c->draining = true;
-    c->drain_done = done;
     ctl_stop_listening(c);
-    for (ctl_client_t *cl = c->clients, *next; cl; cl = next) {
-        next = cl->next;
+    moat_list_foreach_safe(it, nx, &c->clients)
+    {
+        ctl_client_t *cl = container_of(it, ctl_client_t, node);
         if (!cl->asked && !cl->answered)
             ctl_send_failed(cl, "moat is stopping");
     }
-    ctl_check_done(c);
 }
 
-static void ctl_close(moat_service_t *svc, moat_service_done_cb done)
+static void ctl_close(moat_service_t *svc)
 {
     ctl_t *c = ctl_of(svc);
-    c->closing = true;
-    c->close_done = done;
     ctl_stop_listening(c);
-    for (ctl_client_t *cl = c->clients, *next; cl; cl = next) {
-        next = cl->next;
-        ctl_client_close(cl);
-    }
-    ctl_check_done(c);
+    moat_list_foreach_safe(it, nx, &c->clients)
+        ctl_client_close(container_of(it, ctl_client_t, node));
 }
 
 static void ctl_free(moat_service_t *svc)
@@ -575,16 +533,9 @@ static void ctl_free(moat_service_t *svc)
     free(c);
 }
 
-static const moat_service_ops_t ctl_ops = {
-    .name = "control",
-    .start = ctl_start,
-    .reload = ctl_reload,
-    .drain = ctl_drain,
-    .close = ctl_close,
-    .free = ctl_free,
-};
+static const moat_service_ops_t ctl_ops = MOAT_SERVICE_OPS(ctl, "control");
 
-int px_control_create(moat_daemon_t *d, const char *path, moat_service_t **out)
+int ctl_server_create(moat_daemon_t *d, const char *path, moat_service_t **out)
 {
     *out = NULL;
     int rc = ctl_check_path(path, false);
@@ -595,147 +546,9 @@ int px_control_create(moat_daemon_t *d, const char *path, moat_service_t **out)
         free(c);
         return -ENOMEM;
     }
+    moat_service_init(&c->svc, &ctl_ops, c);
     c->d = d;
-    c->svc.ops = &ctl_ops;
-    c->svc.data = c;
+    moat_list_init(&c->clients);
     *out = &c->svc;
     return 0;
-}
-
-/* ---- `moat reload` ------------------------------------------------------------------------------
- */
-
-static long ctl_ms_left(const struct timespec *deadline)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (deadline->tv_sec - now.tv_sec) * 1000L + (deadline->tv_nsec - now.tv_nsec) / 1000000L;
-}
-
-int px_control_reload(const char *path, FILE *out, FILE *err)
-{
-    struct sockaddr_un sun;
-    if (ctl_sockaddr(path, &sun) != 0) {
-        fprintf(err, "moat reload: control socket path %s is too long\n", path);
-        return MOAT_EXIT_CONFIG;
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        fprintf(err, "moat reload: socket: %s\n", strerror(errno));
-        return MOAT_EXIT_RUNTIME;
-    }
-    if (connect(fd, (const struct sockaddr *)&sun, sizeof sun) != 0) {
-        fprintf(err, "moat reload: no moat answers on %s: %s\n", path, strerror(errno));
-        close(fd);
-        return MOAT_EXIT_RUNTIME;
-    }
-    static const char req[] = "reload\n";
-    if (send(fd, req, sizeof req - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof req - 1)) {
-        if (errno == EPIPE || errno == ECONNRESET) /* e.g. over its client cap */
-            fprintf(err, "moat reload: moat on %s closed the connection without an answer\n", path);
-        else
-            fprintf(err, "moat reload: sending to %s: %s\n", path, strerror(errno));
-        close(fd);
-        return MOAT_EXIT_RUNTIME;
-    }
-
-    /* Read the whole answer (it ends when the daemon closes). */
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += CTL_WAIT_MS / 1000;
-    int status = MOAT_EXIT_RUNTIME;
-    for (;;) {
-        long left = ctl_ms_left(&deadline);
-        if (left <= 0) {
-            fprintf(err, "moat reload: no answer from %s within %d s\n", path, CTL_WAIT_MS / 1000);
-            goto done;
-        }
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int r = poll(&p, 1, (int)left);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            fprintf(err, "moat reload: poll: %s\n", strerror(errno));
-            goto done;
-        }
-        if (r == 0)
-            continue;
-        if (len + 4096 + 1 > cap) {
-            if (cap >= CTL_REPLY_MAX) {
-                fprintf(err, "moat reload: answer from %s too long\n", path);
-                goto done;
-            }
-            size_t ncap = cap ? cap * 2 : 8192;
-            char *n = realloc(buf, ncap);
-            if (!n) {
-                fprintf(err, "moat reload: out of memory\n");
-                goto done;
-            }
-            buf = n;
-            cap = ncap;
-        }
-        ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0 && errno == ECONNRESET && len == 0)
-            break; /* closed without an answer: said below */
-        if (k < 0) {
-            fprintf(err, "moat reload: reading from %s: %s\n", path, strerror(errno));
-            goto done;
-        }
-        if (k == 0)
-            break;
-        len += (size_t)k;
-    }
-    if (!buf || len == 0) {
-        fprintf(err, "moat reload: moat on %s closed the connection without an answer\n", path);
-        goto done;
-    }
-    buf[len] = '\0';
-
-    /* Lines: "error ..." then one final line. */
-    bool final = false;
-    for (char *line = buf, *nl; *line && !final; line = nl + 1) {
-        nl = strchr(line, '\n');
-        if (!nl)
-            break; /* a cut last line: no final verdict */
-        *nl = '\0';
-        unsigned long long gen;
-        size_t parts;
-        if (strncmp(line, "error ", 6) == 0) {
-            fprintf(err, "%s\n", line + 6);
-        } else if (sscanf(line, "ok %llu", &gen) == 1) {
-            fprintf(out, "reloaded: generation %llu\n", gen);
-            status = MOAT_EXIT_OK;
-            final = true;
-        } else if (sscanf(line, "partial %llu %zu", &gen, &parts) == 2) {
-            fprintf(out, "reloaded: generation %llu\n", gen);
-            fprintf(err,
-                    "moat reload: %zu service%s applied the new config only in part "
-                    "(e.g. a new listen address in use); see moat's log\n",
-                    parts, parts == 1 ? "" : "s");
-            status = MOAT_EXIT_RUNTIME;
-            final = true;
-        } else if (sscanf(line, "rejected %llu", &gen) == 1) {
-            fprintf(err, "moat reload: config rejected; generation %llu keeps serving\n", gen);
-            status = MOAT_EXIT_CONFIG;
-            final = true;
-        } else if (strncmp(line, "failed ", 7) == 0) {
-            fprintf(err, "moat reload: %s\n", line + 7);
-            status = MOAT_EXIT_RUNTIME;
-            final = true;
-        } else {
-            fprintf(err, "moat reload: unexpected answer from %s: %s\n", path, line);
-            status = MOAT_EXIT_RUNTIME;
-            final = true;
-        }
-    }
-    if (!final)
-        fprintf(err, "moat reload: the answer from %s ended early\n", path);
-done:
-    free(buf);
-    close(fd);
-    return status;
 }
