@@ -12,7 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "core/list.h"
+#include "filter/list.h"
 #include "core/log.h"
 #include "core/service.h"
 

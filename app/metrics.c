@@ -20,7 +20,7 @@
 #include "filter/cursor.h"
 #include "filter/http_head.h"
 #include "core/daemon.h"
-#include "core/list.h"
+#include "filter/list.h"
 #include "core/log.h"
 #include "core/service.h"
 #include "core/stats.h"

@@ -22,7 +22,7 @@
 
 #include "config/config.h"
 #include "core/gen.h"
-#include "core/list.h"
+#include "filter/list.h"
 #include "core/service.h"
 
 typedef struct moat_daemon moat_daemon_t;

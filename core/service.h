@@ -32,7 +32,7 @@
 
 #include "config/config.h"
 #include "core/gen.h"
-#include "core/list.h"
+#include "filter/list.h"
 
 typedef struct moat_service moat_service_t;
 typedef void (*moat_service_done_cb)(moat_service_t *svc);

@@ -13,7 +13,7 @@
 #include "config/config.h"
 #include "filter/addr.h"
 #include "filter/policy.h"
-#include "core/list.h"
+#include "filter/list.h"
 #include "core/service.h"
 #include "proxy/dialcache.h"
 #include "core/stats.h"

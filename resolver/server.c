@@ -41,7 +41,7 @@
 #include "filter/addr.h"
 #include "filter/decide.h"
 #include "filter/policy.h"
-#include "core/list.h"
+#include "filter/list.h"
 #include "core/log.h"
 #include "core/service.h"
 #include "core/stats.h"

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <uv.h>
 
-#include "core/list.h"
+#include "filter/list.h"
 #include "core/service.h"
 
 #define FAKE_MAX 8
@@ -372,7 +372,7 @@ Test(service, listeners_keep_open_and_close)
     cr_assert(moat_list_empty(&x.list));
 }
 
-/* ---- core/list.h ----------------------------------------------------------------------- */
+/* ---- filter/list.h ----------------------------------------------------------------------- */
 
 typedef struct item {
     int v;

@@ -1,6 +1,6 @@
-/* core/list.h: one intrusive doubly linked list for every list of the
- * daemon (listeners, connections, clients, waiters), after the Linux list and
- * libuv's uv__queue.
+/* filter/list.h: one intrusive doubly linked list for every list of moat
+ * (listeners, connections, clients, waiters, cache LRUs), after the Linux
+ * list and libuv's uv__queue. In the lowest room so every room can use it.
  *
  * An object embeds a moat_list_t node and is found again from it with
  * container_of. A list is a moat_list_t head whose next and prev point at
@@ -9,8 +9,8 @@
  * moat_list_linked() tells whether a node is on a list. Every node must be
  * initialised (moat_list_init) or inserted before it is removed.
  */
-#ifndef MOAT_CORE_LIST_H
-#define MOAT_CORE_LIST_H
+#ifndef MOAT_FILTER_LIST_H
+#define MOAT_FILTER_LIST_H
 
 #include <stdbool.h>
 #include <stddef.h>
