@@ -64,14 +64,9 @@ int cli_load_config(const char *path, moat_gen_t **gen, FILE *err)
 /* The summary lists this many rules at most, to stay on one screen. */
 #define CLI_RULES_SHOWN 20
 
-int cli_check(const char *path, FILE *out, FILE *err)
+/* The summary's mode and filtering lines. */
+static void cli_check_policy(const cfg_t *c, FILE *out)
 {
-    moat_gen_t *gen;
-    if (cli_load_config(path, &gen, err) != 0)
-        return MOAT_EXIT_CONFIG;
-    const cfg_t *c = gen->cfg;
-    char a[512], b[512], cbuf[512];
-
     size_t n_exact = 0, n_wild = 0, n_addr = 0;
     for (size_t i = 0; i < c->n_allow; i++) {
         if (c->allow[i].kind == FILTER_RULE_ADDR)
@@ -81,8 +76,6 @@ int cli_check(const char *path, FILE *out, FILE *err)
         else
             n_exact++;
     }
-
-    fprintf(out, "%s: OK\n", path);
     fprintf(out, "  mode       %s\n",
             c->mode == CFG_MODE_AUDIT ? "audit (decide and log, block nothing)" : "enforce");
     if (!c->filtering)
@@ -96,6 +89,12 @@ int cli_check(const char *path, FILE *out, FILE *err)
             "  filtering  on: %zu rule%s (%zu exact name%s, %zu wildcard%s, %zu address rule%s)\n",
             c->n_allow, c->n_allow == 1 ? "" : "s", n_exact, n_exact == 1 ? "" : "s", n_wild,
             n_wild == 1 ? "" : "s", n_addr, n_addr == 1 ? "" : "s");
+}
+
+/* The summary's settings: DNS, sinkhole, listeners, ports, limits, log. */
+static void cli_check_settings(const cfg_t *c, FILE *out)
+{
+    char a[512], b[512], cbuf[512];
     fprintf(out, "  dns        listen %s; upstream %s; timeout %llu ms; cache %u entries\n",
             cli_format_addrs(&c->dns.listen, a, sizeof a),
             c->dns.upstream.n ? cli_format_addrs(&c->dns.upstream, b, sizeof b)
@@ -129,7 +128,12 @@ int cli_check(const char *path, FILE *out, FILE *err)
             (const char *[]){"debug", "info", "warn", "error"}[c->log.level],
             c->log.file ? c->log.file : "stderr",
             c->metrics.enabled ? c->metrics.listen.text : "off");
+}
 
+/* The first CLI_RULES_SHOWN rules with their positions and ports. */
+static void cli_check_rules(const char *path, const cfg_t *c, FILE *out)
+{
+    char a[512];
     for (size_t i = 0; i < c->n_allow && i < CLI_RULES_SHOWN; i++) {
         const filter_rule_t *r = &c->allow[i];
         const char *ports;
@@ -143,6 +147,17 @@ int cli_check(const char *path, FILE *out, FILE *err)
     }
     if (c->n_allow > CLI_RULES_SHOWN)
         fprintf(out, "  ... and %zu more rules\n", c->n_allow - CLI_RULES_SHOWN);
+}
+
+int cli_check(const char *path, FILE *out, FILE *err)
+{
+    moat_gen_t *gen;
+    if (cli_load_config(path, &gen, err) != 0)
+        return MOAT_EXIT_CONFIG;
+    fprintf(out, "%s: OK\n", path);
+    cli_check_policy(gen->cfg, out);
+    cli_check_settings(gen->cfg, out);
+    cli_check_rules(path, gen->cfg, out);
     moat_gen_unref(gen);
     return MOAT_EXIT_OK;
 }
