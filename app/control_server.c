@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "filter/list.h"
+#include "filter/writer.h"
 #include "core/log.h"
 #include "core/service.h"
 
@@ -201,28 +202,23 @@ static void ctl_client_close(ctl_client_t *cl)
 
 /* ---- answering ------------------------------------------------------------------------ */
 
+/* An answer is built through the writer (filter/writer.h) over one buffer
+ * of CTL_REPLY_MAX bytes, shrunk to its length before it is sent: an answer
+ * that does not fit (or a buffer that could not be had) fails as a whole. */
 typedef struct ctl_buf {
-    char *p;
-    size_t len, cap;
-    bool failed;
+    uint8_t *p; /* CTL_REPLY_MAX bytes, or NULL when out of memory */
+    filter_wr_t w;
 } ctl_buf_t;
+
+static void ctl_buf_init(ctl_buf_t *b)
+{
+    b->p = malloc(CTL_REPLY_MAX);
+    b->w = filter_wr_make(b->p, b->p ? CTL_REPLY_MAX : 0);
+}
 
 static void ctl_buf_putc(ctl_buf_t *b, char ch)
 {
-    if (b->failed)
-        return;
-    if (b->len + 2 > b->cap) {
-        size_t ncap = b->cap ? b->cap * 2 : 256;
-        char *n = ncap <= CTL_REPLY_MAX ? realloc(b->p, ncap) : NULL;
-        if (!n) {
-            b->failed = true;
-            return;
-        }
-        b->p = n;
-        b->cap = ncap;
-    }
-    b->p[b->len++] = ch;
-    b->p[b->len] = '\0';
+    filter_wr_u8(&b->w, (uint8_t)ch);
 }
 
 /* Text from config files: control bytes would break the line protocol. */
@@ -282,7 +278,7 @@ static void ctl_send(ctl_client_t *cl, char *text, size_t len)
 
 static void ctl_send_buf(ctl_client_t *cl, ctl_buf_t *b)
 {
-    if (b->failed) {
+    if (!filter_wr_ok(&b->w)) {
         free(b->p);
         static const char oom[] = "failed out of memory\n";
         char *t = strdup(oom);
@@ -293,12 +289,15 @@ static void ctl_send_buf(ctl_client_t *cl, ctl_buf_t *b)
         ctl_send(cl, t, sizeof oom - 1);
         return;
     }
-    ctl_send(cl, b->p, b->len);
+    size_t len = filter_wr_pos(&b->w);
+    char *text = realloc(b->p, len ? len : 1); /* give back the rest */
+    ctl_send(cl, text ? text : (char *)b->p, len);
 }
 
 static void ctl_send_failed(ctl_client_t *cl, const char *msg)
 {
-    ctl_buf_t b = {0};
+    ctl_buf_t b;
+    ctl_buf_init(&b);
     ctl_buf_puts(&b, "failed ");
     ctl_buf_puts(&b, msg);
     ctl_buf_putc(&b, '\n');
@@ -309,7 +308,8 @@ static void ctl_reload_cb(moat_reload_req_t *req, const moat_reload_result_t *re
 {
     ctl_client_t *cl = req->data;
     cl->asked = false;
-    ctl_buf_t b = {0};
+    ctl_buf_t b;
+    ctl_buf_init(&b);
     if (res->rc == 0 && res->partial == 0) {
         ctl_buf_printf(&b, "ok %" PRIu64 "\n", res->generation);
     } else if (res->rc == 0) {
