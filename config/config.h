@@ -55,6 +55,48 @@ typedef enum cfg_log_level {
     CFG_LOG_ERROR
 } cfg_log_level_t;
 
+/* A named rule set under top-level `lists` (SPEC §2.7): compiled once and
+ * shared by every allow list that names it with {list: NAME}. */
+typedef struct cfg_list {
+    char *name;
+    filter_rule_t *rules; /* in file order; texts owned by the cfg */
+    size_t n_rules;
+    const char *file; /* where it is defined (owned by the cfg) */
+    unsigned line, col;
+} cfg_list_t;
+
+/* An allow list: its own rules and the named lists it refers to. */
+typedef struct cfg_allow {
+    filter_rule_t *rules; /* the entries of §2.1, in file order */
+    size_t n_rules;
+    size_t *lists; /* indices into cfg->lists, in the order named, no repeats */
+    size_t n_lists;
+} cfg_allow_t;
+
+/* A proxy user of a tenant (SPEC §2.6, §2.7). */
+typedef struct cfg_user {
+    char *name;
+    char *password;     /* the secret as written, or NULL when hashed */
+    uint8_t sha256[32]; /* `sha256:HEX`: the SHA-256 of the password */
+    bool hashed;
+    const char *file; /* owned by the cfg */
+    unsigned line, col;
+} cfg_user_t;
+
+/* One sandbox (SPEC §2.7). */
+typedef struct cfg_tenant {
+    char *name;               /* [a-z0-9][a-z0-9._-]{0,62}, unique */
+    filter_prefix_t *clients; /* addresses and prefixes of its guests */
+    size_t n_clients;
+    cfg_user_t *users;
+    size_t n_users;
+    bool has_mode; /* `mode` given; else the top-level mode applies */
+    cfg_mode_t mode;
+    cfg_allow_t allow; /* required (an empty one is an air gap) */
+    const char *file;  /* the file it was read from: the config or an include (owned by the cfg) */
+    unsigned line, col;
+} cfg_tenant_t;
+
 typedef struct cfg {
     char *path; /* file it came from; "<default>" for the embedded one */
     cfg_mode_t mode;
@@ -85,6 +127,16 @@ typedef struct cfg {
     bool filtering;       /* the `allow` key is present (even as []) */
     filter_rule_t *allow; /* rules in file order; texts owned by the cfg */
     size_t n_allow;
+    size_t *allow_lists; /* {list: NAME} entries of the top-level allow: indices into lists */
+    size_t n_allow_lists;
+
+    cfg_list_t *lists; /* top-level `lists`, in file order */
+    size_t n_lists;
+    cfg_tenant_t *tenants; /* `tenants` of the config, then of each included file
+                            * (glob matches in sorted order) */
+    size_t n_tenants;
+    char **files; /* every file read: the config, then the included ones (for reload watching) */
+    size_t n_files;
 
     struct {
         cfg_log_format_t format;
@@ -103,6 +155,7 @@ typedef struct cfg {
 
 /* One error, 1-based line and column. */
 typedef struct cfg_error {
+    char *file; /* the included file it is in, or NULL: the diag's file */
     unsigned line, col;
     char *msg;
 } cfg_error_t;
@@ -133,6 +186,9 @@ void cfg_diag_free(cfg_diag_t *diag);
 
 /* Print every error as "FILE:LINE:COL: message\n" (line 0: "FILE: message"). */
 void cfg_diag_print(const cfg_diag_t *diag, FILE *f);
+
+/* The file error e is in: its own (an included file) or the diag's. */
+const char *cfg_error_file(const cfg_diag_t *diag, const cfg_error_t *e);
 
 /* Parse helpers, shared with the CLI (`moat explain FILE TARGET PORT`). */
 /* Duration "250ms", "2s", "5m", "1h" (a bare number is an error). 0 or -EINVAL. */

@@ -48,6 +48,13 @@ typedef struct filter_policy_input {
      * them refused lists them (addr:port) as well. */
     const struct sockaddr_storage *own;
     size_t n_own;
+    /* Shared rule sets (SPEC §2.7 `lists`) this policy decides by besides
+     * its own rules, each compiled once with filter_policy_compile (their
+     * own `own` and `lists` are ignored). Borrowed: they must outlive this
+     * policy. A decision treats their rules as if they were listed after
+     * the policy's own, in this order. */
+    const filter_policy_t *const *lists;
+    size_t n_lists;
 } filter_policy_input_t;
 
 /* Compile. Returns 0 and sets *out, or -ENOMEM / -EINVAL (a rule that the
