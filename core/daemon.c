@@ -52,6 +52,7 @@ int moat_daemon_create(const char *config_path, moat_gen_t *gen, moat_daemon_t *
     moat_list_init(&d->reload_waiters);
     moat_list_init(&d->reload_next);
     gen->id = gen_next_id++;
+    moat_gen_publish(gen);
     d->gen = gen;
     *out = d;
     return 0;
@@ -251,6 +252,7 @@ static void reload_after_cb(uv_work_t *w, int status)
         stats_reload(true);
         moat_gen_t *gen = job->gen;
         gen->id = gen_next_id++;
+        moat_gen_publish(gen);
         int lrc = log_configure(gen->cfg);
         if (lrc != 0)
             log_warn("log.file %s: %s; logging stays where it was", gen->cfg->log.file,

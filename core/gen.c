@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/stats.h"
+#include "filter/siphash.h"
+
 /* moat's own listeners, refused as destinations (SPEC §2.4): every listen
  * address of the config. Returns 0 with *out (owned, calloc'd) and *n, or
  * -ENOMEM. */
@@ -32,22 +35,29 @@ static int gen_own_listeners(const cfg_t *cfg, struct sockaddr_storage **out, si
     return 0;
 }
 
-int moat_gen_from_cfg(cfg_t *cfg, moat_gen_t **out)
+/* A fingerprint of the address rules in rules[0..n) (their prefixes, any
+ * ports): a sum of hashes, so their order does not matter. The key is fixed:
+ * the rules come from the operator, not from a guest. */
+static uint64_t gen_view_add(uint64_t view, const filter_rule_t *rules, size_t n)
 {
-    *out = NULL;
-    struct sockaddr_storage *own = NULL;
-    size_t n_own = 0;
-    int rc = -ENOMEM;
-    moat_gen_t *gen = calloc(1, sizeof *gen);
-    if (!gen)
-        goto fail;
-    rc = gen_own_listeners(cfg, &own, &n_own);
-    if (rc != 0)
-        goto fail;
-    filter_policy_input_t in = {
-        .filtering = cfg->filtering,
-        .rules = cfg->allow,
-        .n_rules = cfg->n_allow,
+    static const uint8_t key[FILTER_SIPHASH_KEY_LEN] = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (rules[i].kind != FILTER_RULE_ADDR)
+            continue;
+        const filter_prefix_t *p = &rules[i].prefix;
+        uint8_t buf[18] = {p->addr.family, p->len};
+        memcpy(buf + 2, p->addr.bytes, sizeof p->addr.bytes);
+        view += filter_siphash(key, buf, sizeof buf);
+    }
+    return view;
+}
+
+/* What every policy of cfg is compiled with besides its rules. */
+static filter_policy_input_t gen_input(const cfg_t *cfg, const struct sockaddr_storage *own,
+                                       size_t n_own)
+{
+    return (filter_policy_input_t){
+        .filtering = true,
         .tls_ports = cfg->proxy.tls_ports.items,
         .n_tls_ports = cfg->proxy.tls_ports.n,
         .http_ports = cfg->proxy.http_ports.items,
@@ -55,19 +65,113 @@ int moat_gen_from_cfg(cfg_t *cfg, moat_gen_t **out)
         .own = own,
         .n_own = n_own,
     };
-    rc = filter_policy_compile(&in, &gen->policy);
-    if (rc != 0)
-        goto fail;
-    free(own);
+}
+
+/* Compile an allow list (its rules, and the lists it names, borrowed from
+ * gen->lists); *view gets the fingerprint of its address rules. */
+static int gen_compile_allow(moat_gen_t *gen, filter_policy_input_t in, const filter_rule_t *rules,
+                             size_t n_rules, const size_t *lists, size_t n_lists,
+                             filter_policy_t **out, uint64_t *view)
+{
+    const filter_policy_t **used = calloc(n_lists ? n_lists : 1, sizeof *used);
+    if (!used)
+        return -ENOMEM;
+    uint64_t v = gen_view_add(0, rules, n_rules);
+    for (size_t i = 0; i < n_lists; i++) {
+        const cfg_list_t *l = &gen->cfg->lists[lists[i]];
+        used[i] = gen->lists[lists[i]];
+        v = gen_view_add(v, l->rules, l->n_rules);
+    }
+    in.rules = rules;
+    in.n_rules = n_rules;
+    in.lists = used;
+    in.n_lists = n_lists;
+    *view = in.filtering ? v : 0;
+    int rc = filter_policy_compile(&in, out); /* copies what it keeps of used */
+    free(used);
+    return rc;
+}
+
+/* cfg->lists, each compiled once. */
+static int gen_compile_lists(moat_gen_t *gen)
+{
+    const cfg_t *cfg = gen->cfg;
+    if (cfg->n_lists == 0)
+        return 0;
+    gen->lists = calloc(cfg->n_lists, sizeof *gen->lists);
+    if (!gen->lists)
+        return -ENOMEM;
+    filter_policy_input_t in = gen_input(cfg, NULL, 0);
+    for (size_t i = 0; i < cfg->n_lists; i++) {
+        in.rules = cfg->lists[i].rules;
+        in.n_rules = cfg->lists[i].n_rules;
+        int rc = filter_policy_compile(&in, &gen->lists[i]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* cfg->tenants: each one's policy, and the client table. */
+static int gen_compile_tenants(moat_gen_t *gen, const struct sockaddr_storage *own, size_t n_own)
+{
+    const cfg_t *cfg = gen->cfg;
+    if (cfg->n_tenants == 0)
+        return 0;
+    gen->tenants = calloc(cfg->n_tenants, sizeof *gen->tenants);
+    filter_tenant_input_t *ti = calloc(cfg->n_tenants, sizeof *ti);
+    int rc = -ENOMEM;
+    if (!gen->tenants || !ti)
+        goto done;
+    filter_policy_input_t in = gen_input(cfg, own, n_own);
+    for (size_t i = 0; i < cfg->n_tenants; i++) {
+        const cfg_tenant_t *t = &cfg->tenants[i];
+        moat_tenant_t *mt = &gen->tenants[i];
+        gen->n_tenants++;
+        mt->name = t->name;
+        mt->audit = (t->has_mode ? t->mode : cfg->mode) == CFG_MODE_AUDIT;
+        rc = gen_compile_allow(gen, in, t->allow.rules, t->allow.n_rules, t->allow.lists,
+                               t->allow.n_lists, &mt->policy, &mt->view);
+        if (rc != 0)
+            goto done;
+        ti[i] = (filter_tenant_input_t){.clients = t->clients, .n_clients = t->n_clients};
+    }
+    rc = filter_tenants_compile(ti, cfg->n_tenants, &gen->clients);
+done:
+    free(ti);
+    return rc;
+}
+
+int moat_gen_from_cfg(cfg_t *cfg, moat_gen_t **out)
+{
+    *out = NULL;
+    struct sockaddr_storage *own = NULL;
+    size_t n_own = 0;
+    moat_gen_t *gen = calloc(1, sizeof *gen);
+    if (!gen) {
+        cfg_free(cfg);
+        return -ENOMEM;
+    }
     gen->refs = 1;
     gen->cfg = cfg;
+    int rc = gen_own_listeners(cfg, &own, &n_own);
+    if (rc == 0)
+        rc = gen_compile_lists(gen);
+    if (rc == 0) {
+        filter_policy_input_t in = gen_input(cfg, own, n_own);
+        in.filtering = cfg->filtering;
+        rc = gen_compile_allow(gen, in, cfg->allow, cfg->n_allow, cfg->allow_lists,
+                               cfg->n_allow_lists, &gen->policy, &gen->view);
+    }
+    if (rc == 0)
+        rc = gen_compile_tenants(gen, own, n_own);
+    free(own);
+    if (rc != 0) {
+        moat_gen_unref(gen);
+        return rc;
+    }
     *out = gen;
     return 0;
-fail:
-    free(own);
-    free(gen);
-    cfg_free(cfg);
-    return rc;
 }
 
 int moat_gen_load(const char *path, moat_gen_t **out, cfg_diag_t *diag)
@@ -99,9 +203,46 @@ void moat_gen_unref(moat_gen_t *gen)
     assert(gen->refs > 0);
     if (--gen->refs > 0)
         return;
+    filter_tenants_free(gen->clients);
+    for (size_t i = 0; i < gen->n_tenants; i++)
+        filter_policy_free(gen->tenants[i].policy);
+    free(gen->tenants);
     filter_policy_free(gen->policy);
+    /* The lists last: the policies above borrowed them. */
+    for (size_t i = 0; gen->lists && i < gen->cfg->n_lists; i++)
+        filter_policy_free(gen->lists[i]);
+    free(gen->lists);
     cfg_free(gen->cfg);
     free(gen);
+}
+
+moat_scope_t moat_gen_scope_at(const moat_gen_t *gen, long i)
+{
+    if (i < 0 || (size_t)i >= gen->n_tenants)
+        return (moat_scope_t){
+            .policy = gen->policy, .audit = gen->cfg->mode == CFG_MODE_AUDIT, .view = gen->view};
+    const moat_tenant_t *t = &gen->tenants[i];
+    return (moat_scope_t){
+        .tenant = t->name, .policy = t->policy, .audit = t->audit, .view = t->view};
+}
+
+moat_scope_t moat_gen_scope(const moat_gen_t *gen, const filter_addr_t *client)
+{
+    return moat_gen_scope_at(gen, gen->clients ? filter_tenants_lookup(gen->clients, client) : -1);
+}
+
+void moat_gen_publish(moat_gen_t *gen)
+{
+    for (size_t i = 0; i < gen->n_tenants; i++)
+        gen->tenants[i].stats_id = stats_tenant(gen->tenants[i].name);
+}
+
+long moat_gen_tenant_find(const moat_gen_t *gen, const char *name)
+{
+    for (size_t i = 0; i < gen->n_tenants; i++)
+        if (strcmp(gen->tenants[i].name, name) == 0)
+            return (long)i;
+    return -1;
 }
 
 void moat_gen_swap(moat_gen_t **slot, moat_gen_t *gen)

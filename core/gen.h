@@ -7,17 +7,61 @@
 #ifndef MOAT_CORE_GEN_H
 #define MOAT_CORE_GEN_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config/config.h"
+#include "filter/addr.h"
 #include "filter/policy.h"
+#include "filter/tenant.h"
+
+/* One tenant compiled (SPEC §2.7). */
+typedef struct moat_tenant {
+    const char *name;        /* the cfg's */
+    filter_policy_t *policy; /* owned: its own rules, deciding by the shared lists too */
+    bool audit;              /* its mode, or the top-level one */
+    uint64_t view;           /* fingerprint of its address rules (see moat_scope_t) */
+    unsigned stats_id;       /* its counters (stats_tenant), set by moat_gen_publish */
+} moat_tenant_t;
 
 typedef struct moat_gen {
     unsigned refs;
     uint64_t id;             /* set by the daemon: 1 for the first, +1 per successful reload */
     cfg_t *cfg;              /* owned */
-    filter_policy_t *policy; /* owned */
+    filter_policy_t *policy; /* owned: the top-level allow, for clients of no tenant */
+    uint64_t view;           /* the top-level policy's view (see moat_scope_t) */
+    filter_policy_t **lists; /* owned: cfg->lists compiled, each once */
+    moat_tenant_t *tenants;  /* owned: cfg->tenants compiled, same order */
+    size_t n_tenants;
+    filter_tenants_t *clients; /* owned: client address -> tenant index */
 } moat_gen_t;
+
+/* Who is asking (SPEC §2.7): the policy and mode a query or a connection is
+ * decided by. view fingerprints the address rules the policy holds (its
+ * own and its lists'): two scopes with the same view filter DNS answers
+ * alike (§2.2's rebinding filter lets through what address rules cover),
+ * so cached answers are shared by view, across tenants and reloads. */
+typedef struct moat_scope {
+    const char *tenant; /* the tenant's name; NULL: no tenant (the top-level policy) */
+    const filter_policy_t *policy;
+    bool audit;
+    uint64_t view;
+    unsigned stats_id; /* the tenant's counters (core/stats.h), 0: no tenant */
+} moat_scope_t;
+
+/* On the loop thread, before services see gen: give its tenants their
+ * counter ids (core/stats.h keeps them across reloads by name). */
+void moat_gen_publish(moat_gen_t *gen);
+
+/* The scope of a client address: its tenant's by the longest `clients`
+ * prefix, or the top-level one. Borrowed from gen. */
+moat_scope_t moat_gen_scope(const moat_gen_t *gen, const filter_addr_t *client);
+
+/* The scope of tenant i (0 <= i < n_tenants), or the top-level one for -1. */
+moat_scope_t moat_gen_scope_at(const moat_gen_t *gen, long i);
+
+/* The index of the tenant named name, or -1. */
+long moat_gen_tenant_find(const moat_gen_t *gen, const char *name);
 
 /* Load path (NULL: the embedded default) and compile its policy. Returns 0
  * with *out holding one reference, -EINVAL with the errors in *diag (always

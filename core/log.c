@@ -668,6 +668,7 @@ void log_decision(const log_decision_t *d)
     line_field_s(&line, "kind", d->kind);
     line_field_s(&line, "listener", d->listener);
     line_field_s(&line, "client", d->client);
+    line_field_s(&line, "tenant", d->tenant ? d->tenant : "-");
     line_field_s(&line, "dest", d->dest);
     if (d->dest_port > 0)
         line_field_u(&line, "port", (uint64_t)d->dest_port);

@@ -85,6 +85,7 @@ typedef struct log_decision {
     const char *kind;     /* "dns" or "tcp" */
     const char *listener; /* "dns", "tls", "http", "transparent" */
     const char *client;   /* "198.18.0.2:40000" */
+    const char *tenant;   /* the client's tenant (SPEC §2.7), NULL: none (logged as "-") */
     const char *dest;     /* destination address, or NULL */
     int dest_port;        /* 0 when not known */
     const char *name;     /* SNI, Host or query name as seen (guest bytes) */

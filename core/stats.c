@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static const char *const stats_verdict_names[STATS_VERDICT_COUNT] = {"allow", "block", "audit",
                                                                      "none"};
 static const char *const stats_listener_names[STATS_LISTENER_COUNT] = {"tls", "http",
@@ -47,14 +46,35 @@ static const uint64_t stats_buckets_us[] = {500,    1000,   2500,   5000,    100
 enum { STATS_UP, STATS_DOWN };
 enum { STATS_OK, STATS_ERROR };
 
-static struct {
+/* The counters a tenant label splits (SPEC §2.7): one block per tenant that
+ * has counted anything, allocated at its first count (3.8 KB), so the
+ * memory follows the tenants in use, not the tenants configured. Block 0,
+ * static, is the clients of no tenant: their series carry no tenant label. */
+typedef struct stats_tenant {
     uint64_t dns_queries[STATS_VERDICT_COUNT][STATS_N_RCODES];
+    uint64_t conns[STATS_LISTENER_COUNT][STATS_VERDICT_COUNT][STATS_N_REASONS];
+    int64_t active[STATS_LISTENER_COUNT];
+} stats_tenant_t;
+
+/* Tenant names seen in any config so far, ids 1.. (never forgotten while
+ * the process runs, so a reload keeps a tenant's counters; the set is
+ * bounded by the configs the operator loads). An open-addressing hash
+ * name -> id. */
+static struct {
+    char **names;            /* [id], names[0] NULL */
+    stats_tenant_t **blocks; /* [id], NULL until the tenant counts */
+    size_t n, cap;           /* ids in use (with 0), slots of names and blocks */
+    unsigned *slots;         /* hash slots: an id, 0 empty */
+    size_t n_slots;          /* a power of two, at least twice n */
+} stats_t;
+
+static stats_tenant_t stats_none;
+
+static struct {
     uint64_t cache_hits, cache_misses;
     uint64_t upstream[2];
     uint64_t upstream_bucket[STATS_N_BUCKETS + 1]; /* per bucket, not cumulative; last: +Inf */
     uint64_t upstream_sum_us;
-    uint64_t conns[STATS_LISTENER_COUNT][STATS_VERDICT_COUNT][STATS_N_REASONS];
-    int64_t active[STATS_LISTENER_COUNT];
     uint64_t bytes[STATS_LISTENER_COUNT][2];
     uint64_t refused[STATS_LISTENER_COUNT][STATS_N_REASONS];
     uint64_t reloads[2];
@@ -95,11 +115,99 @@ static const char *stats_rcode_label(size_t i)
     return stats_rcode_names[i];
 }
 
-void stats_dns_query(stats_verdict_t verdict, int rcode)
+static uint64_t stats_name_hash(const char *name)
 {
-    if ((unsigned)verdict >= STATS_VERDICT_COUNT)
+    uint64_t h = 14695981039346656037ull;
+    for (; *name; name++)
+        h = (h ^ (uint8_t)*name) * 1099511628211ull;
+    return h;
+}
+
+/* Rehash into n_slots slots (a power of two). 0 or -ENOMEM. */
+static int stats_tenant_rehash(size_t n_slots)
+{
+    unsigned *slots = calloc(n_slots, sizeof *slots);
+    if (!slots)
+        return -ENOMEM;
+    for (size_t id = 1; id < stats_t.n; id++) {
+        size_t i = stats_name_hash(stats_t.names[id]) & (n_slots - 1);
+        while (slots[i])
+            i = (i + 1) & (n_slots - 1);
+        slots[i] = (unsigned)id;
+    }
+    free(stats_t.slots);
+    stats_t.slots = slots;
+    stats_t.n_slots = n_slots;
+    return 0;
+}
+
+/* Room for one more id. 0 or -ENOMEM. */
+static int stats_tenant_grow(void)
+{
+    if (stats_t.n + 1 > stats_t.cap) {
+        size_t cap = stats_t.cap ? stats_t.cap * 2 : 16;
+        char **names = realloc(stats_t.names, cap * sizeof *names);
+        if (!names)
+            return -ENOMEM;
+        stats_t.names = names;
+        stats_tenant_t **blocks = realloc(stats_t.blocks, cap * sizeof *blocks);
+        if (!blocks)
+            return -ENOMEM;
+        stats_t.blocks = blocks;
+        stats_t.cap = cap;
+    }
+    if (2 * (stats_t.n + 1) > stats_t.n_slots)
+        return stats_tenant_rehash(stats_t.n_slots ? stats_t.n_slots * 2 : 32);
+    return 0;
+}
+
+unsigned stats_tenant(const char *name)
+{
+    if (!name)
+        return 0;
+    if (stats_t.n == 0) {
+        if (stats_tenant_grow() != 0)
+            return 0;
+        stats_t.names[0] = NULL;
+        stats_t.blocks[0] = &stats_none;
+        stats_t.n = 1;
+    }
+    for (size_t i = stats_name_hash(name) & (stats_t.n_slots - 1); stats_t.slots[i];
+         i = (i + 1) & (stats_t.n_slots - 1))
+        if (strcmp(stats_t.names[stats_t.slots[i]], name) == 0)
+            return stats_t.slots[i];
+    char *copy = strdup(name);
+    if (!copy || stats_tenant_grow() != 0) {
+        free(copy);
+        return 0; /* counted as no tenant rather than not at all */
+    }
+    unsigned id = (unsigned)stats_t.n++;
+    stats_t.names[id] = copy;
+    stats_t.blocks[id] = NULL;
+    size_t i = stats_name_hash(copy) & (stats_t.n_slots - 1);
+    while (stats_t.slots[i])
+        i = (i + 1) & (stats_t.n_slots - 1);
+    stats_t.slots[i] = id;
+    return id;
+}
+
+/* The block of tenant id, allocated at its first count; NULL when it cannot
+ * be (the count is dropped). */
+static stats_tenant_t *stats_block(unsigned id)
+{
+    if (id == 0 || id >= stats_t.n)
+        return &stats_none;
+    if (!stats_t.blocks[id])
+        stats_t.blocks[id] = calloc(1, sizeof *stats_t.blocks[id]);
+    return stats_t.blocks[id];
+}
+
+void stats_dns_query(unsigned tenant, stats_verdict_t verdict, int rcode)
+{
+    stats_tenant_t *t = stats_block(tenant);
+    if ((unsigned)verdict >= STATS_VERDICT_COUNT || !t)
         return;
-    st.dns_queries[verdict][stats_rcode_index(rcode)]++;
+    t->dns_queries[verdict][stats_rcode_index(rcode)]++;
 }
 
 void stats_dns_cache(bool hit)
@@ -120,24 +228,28 @@ void stats_dns_upstream(bool ok, uint64_t elapsed_us)
     st.upstream_sum_us += elapsed_us;
 }
 
-void stats_conn_open(stats_listener_t listener)
+void stats_conn_open(unsigned tenant, stats_listener_t listener)
 {
-    if ((unsigned)listener < STATS_LISTENER_COUNT)
-        st.active[listener]++;
+    stats_tenant_t *t = stats_block(tenant);
+    if ((unsigned)listener < STATS_LISTENER_COUNT && t)
+        t->active[listener]++;
 }
 
-void stats_conn_close(stats_listener_t listener)
+void stats_conn_close(unsigned tenant, stats_listener_t listener)
 {
-    if ((unsigned)listener < STATS_LISTENER_COUNT)
-        st.active[listener]--;
+    stats_tenant_t *t = stats_block(tenant);
+    if ((unsigned)listener < STATS_LISTENER_COUNT && t)
+        t->active[listener]--;
 }
 
-void stats_conn_decision(stats_listener_t listener, stats_verdict_t verdict, filter_reason_t reason,
-                         uint64_t bytes_up, uint64_t bytes_down)
+void stats_conn_decision(unsigned tenant, stats_listener_t listener, stats_verdict_t verdict,
+                         filter_reason_t reason, uint64_t bytes_up, uint64_t bytes_down)
 {
     if ((unsigned)listener >= STATS_LISTENER_COUNT || (unsigned)verdict >= STATS_VERDICT_COUNT)
         return;
-    st.conns[listener][verdict][stats_reason_index(reason)]++;
+    stats_tenant_t *t = stats_block(tenant);
+    if (t)
+        t->conns[listener][verdict][stats_reason_index(reason)]++;
     st.bytes[listener][STATS_UP] += bytes_up;
     st.bytes[listener][STATS_DOWN] += bytes_down;
 }
@@ -167,6 +279,15 @@ void stats_dialcache_entries(int delta)
 void stats_reset(void)
 {
     memset(&st, 0, sizeof st);
+    memset(&stats_none, 0, sizeof stats_none);
+    for (size_t id = 1; id < stats_t.n; id++) {
+        free(stats_t.names[id]);
+        free(stats_t.blocks[id]);
+    }
+    free(stats_t.names);
+    free(stats_t.blocks);
+    free(stats_t.slots);
+    memset(&stats_t, 0, sizeof stats_t);
 }
 
 /* ---- rendering ----------------------------------------------------------------------- */
@@ -234,17 +355,40 @@ static const char *stats_label_escape(const char *in, char *out, size_t cap)
     return out;
 }
 
+/* The tenant label of block id ("" for no tenant: an empty label is no
+ * label) into buf. */
+static const char *stats_tenant_label(size_t id, char *buf, size_t cap)
+{
+    if (id == 0)
+        return "";
+    char esc[2 * 64 + 4];
+    snprintf(buf, cap, "tenant=\"%s\",", stats_label_escape(stats_t.names[id], esc, sizeof esc));
+    return buf;
+}
+
+/* Every block that has counted: t the block, tl its label text. */
+#define STATS_EACH_TENANT(t, tl)                                                                   \
+    for (char tl##_buf[2 * 64 + 16], *tl##_once = tl##_buf; tl##_once; tl##_once = NULL)           \
+        for (size_t tl##_id = 0; tl##_id < (stats_t.n ? stats_t.n : 1); tl##_id++)                 \
+            for (const stats_tenant_t *t = tl##_id ? stats_t.blocks[tl##_id] : &stats_none; t;     \
+                 t = NULL)                                                                         \
+                for (const char *tl = stats_tenant_label(tl##_id, tl##_buf, sizeof tl##_buf); tl;  \
+                     tl = NULL)
+
 static void stats_render_dns(stats_buf_t *b)
 {
     stats_family(b, "moat_dns_queries_total", "counter",
                  "DNS queries answered, by verdict and the answer's RCODE (rcode none: no "
                  "answer sent).");
-    for (size_t v = 0; v < STATS_VERDICT_COUNT; v++)
-        for (size_t r = 0; r < STATS_N_RCODES; r++)
-            if (st.dns_queries[v][r])
-                stats_put(b, "moat_dns_queries_total{verdict=\"%s\",rcode=\"%s\"} %llu\n",
-                          stats_verdict_names[v], stats_rcode_label(r),
-                          (unsigned long long)st.dns_queries[v][r]);
+    STATS_EACH_TENANT(t, tl)
+    {
+        for (size_t v = 0; v < STATS_VERDICT_COUNT; v++)
+            for (size_t r = 0; r < STATS_N_RCODES; r++)
+                if (t->dns_queries[v][r])
+                    stats_put(b, "moat_dns_queries_total{%sverdict=\"%s\",rcode=\"%s\"} %llu\n", tl,
+                              stats_verdict_names[v], stats_rcode_label(r),
+                              (unsigned long long)t->dns_queries[v][r]);
+    }
 
     stats_family(b, "moat_dns_cache_hits_total", "counter",
                  "DNS cache lookups for allowed names answered from the cache.");
@@ -293,20 +437,27 @@ static void stats_render_tcp(stats_buf_t *b)
 {
     stats_family(b, "moat_connections_total", "counter",
                  "TCP connections decided, by listener, verdict and reason.");
-    for (size_t l = 0; l < STATS_LISTENER_COUNT; l++)
-        for (size_t v = 0; v < STATS_VERDICT_COUNT; v++)
-            for (size_t r = 0; r < STATS_N_REASONS; r++)
-                if (st.conns[l][v][r])
-                    stats_put(b,
-                              "moat_connections_total{listener=\"%s\",verdict=\"%s\","
-                              "reason=\"%s\"} %llu\n",
-                              stats_listener_names[l], stats_verdict_names[v], stats_reason_name(r),
-                              (unsigned long long)st.conns[l][v][r]);
+    STATS_EACH_TENANT(t, tl)
+    {
+        for (size_t l = 0; l < STATS_LISTENER_COUNT; l++)
+            for (size_t v = 0; v < STATS_VERDICT_COUNT; v++)
+                for (size_t r = 0; r < STATS_N_REASONS; r++)
+                    if (t->conns[l][v][r])
+                        stats_put(b,
+                                  "moat_connections_total{%slistener=\"%s\",verdict=\"%s\","
+                                  "reason=\"%s\"} %llu\n",
+                                  tl, stats_listener_names[l], stats_verdict_names[v],
+                                  stats_reason_name(r), (unsigned long long)t->conns[l][v][r]);
+    }
 
-    stats_family(b, "moat_connections_active", "gauge", "TCP connections open now, by listener.");
-    for (size_t l = 0; l < STATS_LISTENER_COUNT; l++)
-        stats_put(b, "moat_connections_active{listener=\"%s\"} %lld\n", stats_listener_names[l],
-                  (long long)st.active[l]);
+    stats_family(b, "moat_connections_active", "gauge",
+                 "TCP connections open now, by tenant and listener.");
+    STATS_EACH_TENANT(t, tl)
+    {
+        for (size_t l = 0; l < STATS_LISTENER_COUNT; l++)
+            stats_put(b, "moat_connections_active{%slistener=\"%s\"} %lld\n", tl,
+                      stats_listener_names[l], (long long)t->active[l]);
+    }
 
     stats_family(b, "moat_bytes_total", "counter",
                  "Bytes spliced by closed TCP connections, by listener and direction (up: "

@@ -36,9 +36,15 @@ typedef enum stats_listener {
     STATS_LISTENER_COUNT,
 } stats_listener_t;
 
-/* A DNS query answered (or dropped: rcode < 0 when no answer went out).
- * rcode is the answer's RCODE (0..23; unassigned ones count as "other"). */
-void stats_dns_query(stats_verdict_t verdict, int rcode);
+/* The id counters use for tenant name (SPEC §2.7: the `tenant` label), 0
+ * for NULL (no tenant: no label). Ids are kept for the life of the process,
+ * so a tenant's counters carry over reloads. Loop thread. */
+unsigned stats_tenant(const char *name);
+
+/* A DNS query of tenant answered (or dropped: rcode < 0 when no answer went
+ * out). rcode is the answer's RCODE (0..23; unassigned ones count as
+ * "other"). */
+void stats_dns_query(unsigned tenant, stats_verdict_t verdict, int rcode);
 
 /* Cache lookups for allowed names. */
 void stats_dns_cache(bool hit);
@@ -48,15 +54,15 @@ void stats_dns_cache(bool hit);
 void stats_dns_upstream(bool ok, uint64_t elapsed_us);
 
 /* A TCP connection accepted on listener (active gauge +1). */
-void stats_conn_open(stats_listener_t listener);
+void stats_conn_open(unsigned tenant, stats_listener_t listener);
 
 /* That connection is gone (active gauge -1). */
-void stats_conn_close(stats_listener_t listener);
+void stats_conn_close(unsigned tenant, stats_listener_t listener);
 
 /* The decision for a connection, logged once per connection, with the bytes
  * it moved. */
-void stats_conn_decision(stats_listener_t listener, stats_verdict_t verdict, filter_reason_t reason,
-                         uint64_t bytes_up, uint64_t bytes_down);
+void stats_conn_decision(unsigned tenant, stats_listener_t listener, stats_verdict_t verdict,
+                         filter_reason_t reason, uint64_t bytes_up, uint64_t bytes_down);
 
 /* A connection refused before it had a decision (max_connections, accept
  * error back-off): counted under reason. */

@@ -119,6 +119,7 @@ struct px_conn {
     unsigned handles; /* initialised handles not yet closed (the timer) */
     px_kind_t kind;
     px_state_t state;
+    unsigned stats_tenant; /* the tenant its active gauge counts under (core/stats.h) */
     bool has_dest;         /* dest: the original destination or the address dialled */
     bool has_orig;         /* transparent: dest is the original destination */
     bool name_ok;          /* name is normalised (dialable) */
@@ -159,9 +160,12 @@ static void px_fmt_addr(const filter_addr_t *a, uint16_t port, char *buf, size_t
 
 static void px_log(px_conn_t *c, const filter_decision_t *dec)
 {
+    /* The tenant it was decided as: by the generation it holds, else (not
+     * yet admitted) the current one. */
+    moat_scope_t sc = moat_gen_scope(c->gen ? c->gen : c->px->gen, &c->client);
     /* px_log_refused's stand-in has no handles: counted as refused there. */
     if (c->handles)
-        stats_conn_decision(px_kind_stats(c->kind),
+        stats_conn_decision(sc.stats_id, px_kind_stats(c->kind),
                             dec->audit                     ? STATS_VERDICT_AUDIT
                             : dec->verdict == FILTER_BLOCK ? STATS_VERDICT_BLOCK
                                                            : STATS_VERDICT_ALLOW,
@@ -180,6 +184,7 @@ static void px_log(px_conn_t *c, const filter_decision_t *dec)
         .name = c->name,
         .name_len = c->name_len,
         .decision = *dec,
+        .tenant = sc.tenant,
         .bytes_up = c->d_up.bytes,
         .bytes_down = c->d_down.bytes,
         .duration_ms = now > c->start_ms ? now - c->start_ms : 0,
@@ -264,7 +269,7 @@ static void px_conn_close(px_conn_t *c)
     px_req_cancel(c);
     moat_list_remove(&c->node);
     px->n_conns--;
-    stats_conn_close(px_kind_stats(c->kind));
+    stats_conn_close(c->stats_tenant, px_kind_stats(c->kind));
     free(c->addrs);
     c->addrs = NULL;
     px_dir_release(px, &c->d_up);
@@ -492,8 +497,8 @@ static void px_resolve_cb(void *arg, int status, const dns_cache_addr_t *addrs, 
     for (size_t i = 0; i < n; i++)
         c->addrs[i] = addrs[i].addr;
     size_t kept = n;
-    filter_decision_t d = filter_decide_dial(c->gen->policy, c->gen->cfg->mode == CFG_MODE_AUDIT,
-                                             c->port, c->dec, c->addrs, &kept);
+    moat_scope_t sc = moat_gen_scope(c->gen, &c->client);
+    filter_decision_t d = filter_decide_dial(sc.policy, sc.audit, c->port, c->dec, c->addrs, &kept);
     if (kept == 0) {
         px_dial_fail(c, d.reason);
         return;
@@ -528,7 +533,8 @@ static void px_peek_end(px_conn_t *c)
 }
 
 /* What the connection knows, as filter_decide_conn wants it (with gen's
- * config); the stage's own facts are filled in by the caller. */
+ * config); the stage's own facts are filled in by the caller, and the
+ * client's scope (its tenant's mode and policy) by px_decide. */
 static void px_input(px_conn_t *c, const moat_gen_t *gen, filter_conn_stage_t stage,
                      filter_conn_input_t *in)
 {
@@ -538,7 +544,6 @@ static void px_input(px_conn_t *c, const moat_gen_t *gen, filter_conn_stage_t st
         .listener = c->kind == PX_TLS    ? FILTER_LISTENER_TLS
                     : c->kind == PX_HTTP ? FILTER_LISTENER_HTTP
                                          : FILTER_LISTENER_TRANSPARENT,
-        .audit = cfg->mode == CFG_MODE_AUDIT,
         .port = c->port,
         .dest = c->has_orig ? &c->orig : NULL,
         .tls_ports = cfg->proxy.tls_ports.items,
@@ -594,11 +599,14 @@ static void px_act(px_conn_t *c, const filter_conn_out_t *o)
     }
 }
 
-/* Decide with the current generation and act on it. */
-static void px_decide(px_conn_t *c, const filter_conn_input_t *in)
+/* Decide with the current generation, as the client's tenant (SPEC §2.7),
+ * and act on it. */
+static void px_decide(px_conn_t *c, filter_conn_input_t *in)
 {
+    moat_scope_t sc = moat_gen_scope(c->px->gen, &c->client);
+    in->audit = sc.audit;
     filter_conn_out_t o;
-    filter_decide_conn(c->px->gen->policy, in, &o);
+    filter_decide_conn(sc.policy, in, &o);
     px_act(c, &o);
 }
 
@@ -948,12 +956,13 @@ void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_stor
     c->handles = 1;
     moat_service_handle_open(&px->svc);
     moat_service_busy_add(&px->svc);
-    stats_conn_open(px_kind_stats(kind));
     c->start_ms = uv_now(px->loop);
     moat_list_init(&c->later);
     moat_list_push(&px->conns, &c->node);
     px->n_conns++;
     (void)filter_addr_from_sockaddr((const struct sockaddr *)peer, &c->client, &c->cport);
+    c->stats_tenant = moat_gen_scope(px->gen, &c->client).stats_id;
+    stats_conn_open(c->stats_tenant, px_kind_stats(kind));
     if (kind == PX_TLS) {
         c->port = 443;
     } else if (kind == PX_HTTP) {
@@ -1094,8 +1103,12 @@ void px_conns_recheck(px_t *px, moat_gen_t *gen)
         in.name_len = c->name_len;
         in.by_name = c->by_name;
         in.addr = c->has_dest ? &c->dest : NULL;
+        /* As its tenant in the new generation: a tenant added, changed or
+         * removed may move the client to another policy. */
+        moat_scope_t sc = moat_gen_scope(gen, &c->client);
+        in.audit = sc.audit;
         filter_conn_out_t o;
-        filter_decide_conn(gen->policy, &in, &o);
+        filter_decide_conn(sc.policy, &in, &o);
         if (o.action == FILTER_ACT_REFUSE) {
             filter_decision_t why = {.verdict = FILTER_BLOCK,
                                      .reason = FILTER_REASON_POLICY_RELOAD,

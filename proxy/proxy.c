@@ -191,7 +191,8 @@ static uint16_t px_sa_port(const struct sockaddr_storage *a)
  * and again until its fds run out (SPEC §2.4: a wildcard listener, or an
  * address rule covering the listener's address, would let a guest start
  * that loop), so it is refused as own-listener. */
-static bool px_is_self(const px_listener_t *l, int fd, const struct sockaddr_storage *dest)
+static bool px_is_self(const px_listener_t *l, int fd, const struct sockaddr_storage *peer,
+                       const struct sockaddr_storage *dest)
 {
     /* The port first: a redirected connection's destination port is almost
      * never the listener's, and that saves the getsockname on the hot path. */
@@ -206,11 +207,13 @@ static bool px_is_self(const px_listener_t *l, int fd, const struct sockaddr_sto
         return false;
     /* What §2.4 refuses anyway (loopback first) is left to conn.c, which
      * logs it with its destination. */
-    filter_addr_t a;
+    filter_addr_t a, client;
     uint16_t port;
-    if (filter_addr_from_sockaddr((const struct sockaddr *)dest, &a, &port) != 0)
+    if (filter_addr_from_sockaddr((const struct sockaddr *)dest, &a, &port) != 0 ||
+        filter_addr_from_sockaddr((const struct sockaddr *)peer, &client, NULL) != 0)
         return true;
-    return filter_check_refused(l->px->gen->policy, &a, port).verdict != FILTER_BLOCK;
+    const filter_policy_t *p = moat_gen_scope(l->px->gen, &client).policy;
+    return filter_check_refused(p, &a, port).verdict != FILTER_BLOCK;
 }
 
 static void px_accept(px_listener_t *l)
@@ -249,7 +252,7 @@ static void px_accept(px_listener_t *l)
         socklen_t dlen = 0;
         if (l->kind == PX_TRANSPARENT) {
             dlen = px_original_dst(fd, peer.ss_family, &dest);
-            if (dlen && px_is_self(l, fd, &dest)) {
+            if (dlen && px_is_self(l, fd, &peer, &dest)) {
                 px_reset_fd(fd);
                 px_log_refused(px, l->kind, &peer, FILTER_REASON_OWN_LISTENER);
                 continue;

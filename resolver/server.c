@@ -110,6 +110,7 @@ typedef struct srv_waiter {
     moat_list_t cnode;       /* on its TCP connection's waiters */
     dns_query_t q;
     filter_decision_t dec;
+    moat_scope_t scope; /* the client's (pointers owned by the pending's gen) */
     uint64_t start_ms;
     filter_addr_t caddr;
     uint16_t cport;
@@ -125,6 +126,10 @@ struct srv_pending {
     dns_cache_key_t key;
     size_t bucket;
     moat_gen_t *gen; /* the generation its waiters were decided under */
+    /* The scope its waiters share (moat_scope_t): the answer is rewritten
+     * under this policy, and only clients of the same view join. */
+    const filter_policy_t *policy; /* gen's */
+    uint64_t view;
     dns_upstream_req_t *req;
     srv_waiter_t *head, *tail;
 };
@@ -262,10 +267,12 @@ static const char *srv_rcode_name(int rcode, char *buf, size_t n)
 
 /* SPEC §4: one line per decision. Formats only when the line will be written. */
 static void srv_log(dns_server_t *s, const dns_query_t *q, const filter_addr_t *caddr,
-                    uint16_t cport, const filter_decision_t *dec, const uint8_t *ans, int ans_len,
-                    uint64_t start_ms)
+                    uint16_t cport, const moat_scope_t *sc, const filter_decision_t *dec,
+                    const uint8_t *ans, int ans_len, uint64_t start_ms)
 {
-    stats_dns_query(dec->audit                     ? STATS_VERDICT_AUDIT
+    const char *tenant = sc->tenant;
+    stats_dns_query(sc->stats_id,
+                    dec->audit                     ? STATS_VERDICT_AUDIT
                     : dec->verdict == FILTER_BLOCK ? STATS_VERDICT_BLOCK
                                                    : STATS_VERDICT_ALLOW,
                     ans_len >= 4 ? (ans[3] & 0x0f) : -1);
@@ -281,6 +288,7 @@ static void srv_log(dns_server_t *s, const dns_query_t *q, const filter_addr_t *
         .kind = "dns",
         .listener = "dns",
         .client = client,
+        .tenant = tenant,
         .name = q->name,
         .name_len = q->name_len,
         .qtype = srv_qtype_name(q->qtype, tbuf, sizeof tbuf),
@@ -455,7 +463,7 @@ static void srv_answer_waiter(dns_server_t *s, srv_waiter_t *w, const dns_rewrit
             srv_conn_send(w->conn, s->scratch, (size_t)n + 2);
         }
     }
-    srv_log(s, &w->q, &w->caddr, w->cport, &w->dec, buf, n, w->start_ms);
+    srv_log(s, &w->q, &w->caddr, w->cport, &w->scope, &w->dec, buf, n, w->start_ms);
 }
 
 /* Free p, off its bucket already, and release it as busy work (last: it
@@ -483,7 +491,7 @@ static void srv_upstream_cb(void *arg, int status, const uint8_t *wire, size_t l
     bool ok = false;
     uint16_t ede = DNS_EDE_NETWORK_ERROR;
     if (status == 0) {
-        ok = dns_rewrite(p->gen->policy, wire, len, &rr) == 0;
+        ok = dns_rewrite(p->policy, wire, len, &rr) == 0;
         if (!ok)
             log_debug("dns: upstream answer for %s did not parse; SERVFAIL", p->head->q.name);
     } else {
@@ -527,7 +535,7 @@ typedef struct srv_client {
 /* Cache miss: join or start the upstream query. 0, or negative errno (the
  * caller answers SERVFAIL). */
 static int srv_forward(dns_server_t *s, const dns_query_t *q, const dns_cache_key_t *k,
-                       const filter_decision_t *dec, const srv_client_t *cl)
+                       const moat_scope_t *sc, const filter_decision_t *dec, const srv_client_t *cl)
 {
     if (s->n_waiters >= SRV_MAX_WAITERS || !s->up)
         return -EBUSY;
@@ -536,8 +544,9 @@ static int srv_forward(dns_server_t *s, const dns_query_t *q, const dns_cache_ke
     moat_list_foreach(it, &s->buckets[b])
     {
         srv_pending_t *e = container_of(it, srv_pending_t, hnode);
-        if (e->gen == s->gen && e->key.qtype == k->qtype && e->key.qclass == k->qclass &&
-            e->key.name_len == k->name_len && memcmp(e->key.name, k->name, k->name_len) == 0) {
+        if (e->gen == s->gen && e->view == sc->view && e->key.qtype == k->qtype &&
+            e->key.qclass == k->qclass && e->key.name_len == k->name_len &&
+            memcmp(e->key.name, k->name, k->name_len) == 0) {
             p = e;
             break;
         }
@@ -550,6 +559,7 @@ static int srv_forward(dns_server_t *s, const dns_query_t *q, const dns_cache_ke
     moat_list_init(&w->cnode);
     w->q = *q;
     w->dec = *dec;
+    w->scope = *sc;
     w->start_ms = uv_now(s->loop);
     w->caddr = cl->addr;
     w->cport = cl->port;
@@ -574,6 +584,8 @@ static int srv_forward(dns_server_t *s, const dns_query_t *q, const dns_cache_ke
             return rc;
         }
         p->gen = moat_gen_ref(s->gen);
+        p->policy = sc->policy;
+        p->view = sc->view;
         moat_list_push(&s->buckets[b], &p->hnode);
         moat_service_busy_add(&s->svc);
     }
@@ -605,13 +617,13 @@ static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_cli
 {
     dns_query_t q;
     if (dns_query_parse(msg, len, &q) != 0) {
-        stats_dns_query(STATS_VERDICT_NONE, -1);
+        stats_dns_query(0, STATS_VERDICT_NONE, -1);
         return 0; /* no header, or a response: drop */
     }
     int n;
     if (q.rcode_hint != DNS_RCODE_NOERROR) {
         n = dns_answer_error(&q, q.rcode_hint, out, cap);
-        stats_dns_query(STATS_VERDICT_NONE, n > 0 ? q.rcode_hint : -1);
+        stats_dns_query(0, STATS_VERDICT_NONE, n > 0 ? q.rcode_hint : -1);
         return n > 0 ? (size_t)n : 0;
     }
     size_t limit = cl->udp ? dns_udp_limit(&q) : DNS_TCP_MAX;
@@ -620,19 +632,21 @@ static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_cli
     if (filter_addr_from_sockaddr(cl->sa, &cl->addr, &cl->port) != 0)
         return 0;
 
+    /* SPEC §2.7: decided as the client's tenant. */
+    moat_scope_t sc = moat_gen_scope(gen, &cl->addr);
     filter_dns_input_t din = {
-        .audit = gen->cfg->mode == CFG_MODE_AUDIT,
+        .audit = sc.audit,
         .canary = dns_query_is_canary(&q),
         .not_host = q.not_host,
         .name = q.name,
         .name_len = q.name_len,
     };
-    filter_dns_out_t d = filter_decide_dns(gen->policy, &din);
+    filter_dns_out_t d = filter_decide_dns(sc.policy, &din);
     const filter_decision_t *dec = &d.decision;
     if (d.action != FILTER_DNS_RESOLVE) {
         n = d.action == FILTER_DNS_CANARY ? dns_answer_canary(&q, &s->sinkhole, out, cap, limit)
                                           : dns_answer_sinkhole(&q, &s->sinkhole, out, cap, limit);
-        srv_log(s, &q, &cl->addr, cl->port, dec, out, n, now);
+        srv_log(s, &q, &cl->addr, cl->port, &sc, dec, out, n, now);
         return n > 0 ? (size_t)n : 0;
     }
 
@@ -664,15 +678,15 @@ static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_cli
         }
         if (n < 0)
             n = dns_answer_error(&q, DNS_RCODE_SERVFAIL, out, cap);
-        srv_log(s, &q, &cl->addr, cl->port, dec, out, n, now);
+        srv_log(s, &q, &cl->addr, cl->port, &sc, dec, out, n, now);
         return n > 0 ? (size_t)n : 0;
     }
 
-    rc = srv_forward(s, &q, &k, dec, cl);
+    rc = srv_forward(s, &q, &k, &sc, dec, cl);
     if (rc == 0)
         return 0;
     n = dns_answer_error_ede(&q, DNS_RCODE_SERVFAIL, DNS_EDE_OTHER, "overloaded", out, cap);
-    srv_log(s, &q, &cl->addr, cl->port, dec, out, n, now);
+    srv_log(s, &q, &cl->addr, cl->port, &sc, dec, out, n, now);
     return n > 0 ? (size_t)n : 0;
 }
 

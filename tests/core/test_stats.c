@@ -209,17 +209,17 @@ Test(stats, empty_render_parses_and_has_fixed_families)
 Test(stats, dns_counters_move_by_verdict_and_rcode)
 {
     for (int i = 0; i < 3; i++)
-        stats_dns_query(STATS_VERDICT_ALLOW, 0);
-    stats_dns_query(STATS_VERDICT_ALLOW, 3);
-    stats_dns_query(STATS_VERDICT_BLOCK, 0);
-    stats_dns_query(STATS_VERDICT_BLOCK, 0);
-    stats_dns_query(STATS_VERDICT_AUDIT, 2);
-    stats_dns_query(STATS_VERDICT_NONE, 1);
-    stats_dns_query(STATS_VERDICT_NONE, -1);
-    stats_dns_query(STATS_VERDICT_ALLOW, 12);  /* unassigned */
-    stats_dns_query(STATS_VERDICT_ALLOW, 999); /* out of range */
-    stats_dns_query(STATS_VERDICT_ALLOW, 23);
-    stats_dns_query(STATS_VERDICT_COUNT, 0); /* not a verdict: ignored */
+        stats_dns_query(0, STATS_VERDICT_ALLOW, 0);
+    stats_dns_query(0, STATS_VERDICT_ALLOW, 3);
+    stats_dns_query(0, STATS_VERDICT_BLOCK, 0);
+    stats_dns_query(0, STATS_VERDICT_BLOCK, 0);
+    stats_dns_query(0, STATS_VERDICT_AUDIT, 2);
+    stats_dns_query(0, STATS_VERDICT_NONE, 1);
+    stats_dns_query(0, STATS_VERDICT_NONE, -1);
+    stats_dns_query(0, STATS_VERDICT_ALLOW, 12);  /* unassigned */
+    stats_dns_query(0, STATS_VERDICT_ALLOW, 999); /* out of range */
+    stats_dns_query(0, STATS_VERDICT_ALLOW, 23);
+    stats_dns_query(0, STATS_VERDICT_COUNT, 0); /* not a verdict: ignored */
     stats_dns_cache(true);
     stats_dns_cache(false);
     stats_dns_cache(false);
@@ -271,17 +271,19 @@ Test(stats, histogram_is_cumulative_and_inf_equals_count)
 
 Test(stats, connections_gauge_bytes_and_reasons)
 {
-    stats_conn_open(STATS_LISTENER_TLS);
-    stats_conn_open(STATS_LISTENER_TLS);
-    stats_conn_open(STATS_LISTENER_HTTP);
-    stats_conn_decision(STATS_LISTENER_TLS, STATS_VERDICT_ALLOW, reason_of("allowlist"), 100, 2000);
-    stats_conn_decision(STATS_LISTENER_TLS, STATS_VERDICT_BLOCK, reason_of("no-sni"), 0, 0);
-    stats_conn_decision(STATS_LISTENER_HTTP, STATS_VERDICT_AUDIT, reason_of("not-allowed"), 7, 9);
-    stats_conn_close(STATS_LISTENER_TLS);
+    stats_conn_open(0, STATS_LISTENER_TLS);
+    stats_conn_open(0, STATS_LISTENER_TLS);
+    stats_conn_open(0, STATS_LISTENER_HTTP);
+    stats_conn_decision(0, STATS_LISTENER_TLS, STATS_VERDICT_ALLOW, reason_of("allowlist"), 100,
+                        2000);
+    stats_conn_decision(0, STATS_LISTENER_TLS, STATS_VERDICT_BLOCK, reason_of("no-sni"), 0, 0);
+    stats_conn_decision(0, STATS_LISTENER_HTTP, STATS_VERDICT_AUDIT, reason_of("not-allowed"), 7,
+                        9);
+    stats_conn_close(0, STATS_LISTENER_TLS);
     stats_conn_refused(STATS_LISTENER_TRANSPARENT, reason_of("max-connections"));
     stats_conn_refused(STATS_LISTENER_TRANSPARENT, reason_of("max-connections"));
-    stats_conn_open(STATS_LISTENER_COUNT); /* not a listener: ignored */
-    stats_conn_decision(STATS_LISTENER_COUNT, STATS_VERDICT_ALLOW, reason_of("allowlist"), 1, 1);
+    stats_conn_open(0, STATS_LISTENER_COUNT); /* not a listener: ignored */
+    stats_conn_decision(0, STATS_LISTENER_COUNT, STATS_VERDICT_ALLOW, reason_of("allowlist"), 1, 1);
     char *t = render(NULL);
     check_format(t);
     static const expect_t want[] = {
@@ -315,7 +317,7 @@ Test(stats, every_logged_reason_is_its_own_label)
 Test(stats, guest_strings_never_reach_the_output)
 {
     const char *evil = "x\"} 1\nmoat_evil_total 99\n#";
-    stats_conn_decision(STATS_LISTENER_TLS, STATS_VERDICT_BLOCK, reason_of(evil), 0, 0);
+    stats_conn_decision(0, STATS_LISTENER_TLS, STATS_VERDICT_BLOCK, reason_of(evil), 0, 0);
     stats_conn_refused(STATS_LISTENER_HTTP, reason_of("secret-name.example"));
     char *t = render(NULL);
     check_format(t);
@@ -395,8 +397,8 @@ Test(stats, reloads_and_gauges_passed_in)
 
 Test(stats, reset_zeroes_everything)
 {
-    stats_dns_query(STATS_VERDICT_ALLOW, 0);
-    stats_conn_open(STATS_LISTENER_TLS);
+    stats_dns_query(0, STATS_VERDICT_ALLOW, 0);
+    stats_conn_open(0, STATS_LISTENER_TLS);
     stats_reload(true);
     stats_dns_upstream(true, 10);
     stats_reset();
