@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "filter/list.h"
 #include "filter/name.h"
 #include "filter/siphash.h"
 
@@ -17,11 +18,13 @@ typedef struct amem_addr {
     uint8_t bytes[16];
 } amem_addr_t;
 
+/* The hash chains stay hand-linked (hnext, hprev): a bucket head is one
+ * pointer where a moat_list_t head would double the bucket array, and
+ * hprev still unlinks in O(1). */
 typedef struct amem_entry {
     struct amem_entry *hnext;  /* hash chain */
     struct amem_entry **hprev; /* the pointer that points at us */
-    struct amem_entry *prev;   /* towards the most recently inserted */
-    struct amem_entry *next;   /* towards the least recently inserted: evicted first */
+    moat_list_t lru;           /* on dns_addrmem.lru */
     uint64_t hash;
     uint64_t expiry_ms;
     amem_addr_t client;
@@ -34,8 +37,7 @@ struct dns_addrmem {
     amem_entry_t **buckets;
     size_t mask;
     size_t max_entries;
-    amem_entry_t *head;
-    amem_entry_t *tail;
+    moat_list_t lru; /* most recently inserted first; the last is evicted first */
     uint8_t seed[FILTER_SIPHASH_KEY_LEN];
     dns_addrmem_stats_t st;
 };
@@ -69,36 +71,12 @@ static uint64_t amem_hash(const dns_addrmem_t *m, const amem_addr_t *client,
     return filter_siphash(m->seed, buf, sizeof buf);
 }
 
-static void amem_lru_unlink(dns_addrmem_t *m, amem_entry_t *e)
-{
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        m->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        m->tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void amem_lru_push_head(dns_addrmem_t *m, amem_entry_t *e)
-{
-    e->prev = NULL;
-    e->next = m->head;
-    if (m->head)
-        m->head->prev = e;
-    m->head = e;
-    if (m->tail == NULL)
-        m->tail = e;
-}
-
 static void amem_remove(dns_addrmem_t *m, amem_entry_t *e)
 {
     *e->hprev = e->hnext;
     if (e->hnext)
         e->hnext->hprev = e->hprev;
-    amem_lru_unlink(m, e);
+    moat_list_remove(&e->lru);
     m->st.entries--;
     free(e);
 }
@@ -124,6 +102,7 @@ int dns_addrmem_create(size_t max_entries, dns_addrmem_t **out)
     m->mask = max_entries ? n - 1 : 0;
     m->max_entries = max_entries;
     m->st.max_entries = max_entries;
+    moat_list_init(&m->lru);
     filter_siphash_key(m->seed, m);
     *out = m;
     return 0;
@@ -133,8 +112,7 @@ void dns_addrmem_clear(dns_addrmem_t *m)
 {
     if (m == NULL)
         return;
-    while (m->head)
-        amem_remove(m, m->head);
+    moat_list_foreach_safe(it, nx, &m->lru) amem_remove(m, container_of(it, amem_entry_t, lru));
 }
 
 void dns_addrmem_free(dns_addrmem_t *m)
@@ -182,8 +160,8 @@ int dns_addrmem_put(dns_addrmem_t *m, const filter_addr_t *client, const char *n
         if (e->name_len == nlen && memcmp(e->name, norm, nlen) == 0) {
             if (expiry > e->expiry_ms)
                 e->expiry_ms = expiry;
-            amem_lru_unlink(m, e);
-            amem_lru_push_head(m, e);
+            moat_list_remove(&e->lru);
+            moat_list_push(&m->lru, &e->lru);
             m->st.refreshes++;
             return 0;
         }
@@ -207,7 +185,7 @@ int dns_addrmem_put(dns_addrmem_t *m, const filter_addr_t *client, const char *n
         amem_remove(m, soonest);
         m->st.evictions++;
     } else if (m->st.entries >= m->max_entries) {
-        amem_entry_t *t = m->tail;
+        amem_entry_t *t = container_of(m->lru.prev, amem_entry_t, lru);
         if (t->expiry_ms <= now_ms)
             m->st.expired++;
         else
@@ -219,7 +197,7 @@ int dns_addrmem_put(dns_addrmem_t *m, const filter_addr_t *client, const char *n
         (*b)->hprev = &e->hnext;
     e->hprev = b;
     *b = e;
-    amem_lru_push_head(m, e);
+    moat_list_push(&m->lru, &e->lru);
     m->st.entries++;
     m->st.inserts++;
     return 0;

@@ -7,20 +7,23 @@
 #include <time.h>
 
 #include "filter/cursor.h"
-#include "filter/writer.h"
+#include "filter/list.h"
 #include "filter/siphash.h"
+#include "filter/writer.h"
 #include "dns/query.h"
 
 #define CACHE_FLAG_QR 0x8000u
 #define CACHE_FLAG_TC 0x0200u
 
 /* One stored answer. ttl_off[] (n_ttl offsets of the TTL fields to count
- * down) is followed by the wire bytes, then the addresses, in one block. */
+ * down) is followed by the wire bytes, then the addresses, in one block.
+ * The hash chains stay hand-linked (hnext, hprev): a bucket head is one
+ * pointer where a moat_list_t head would double the bucket array, and
+ * hprev still unlinks in O(1). */
 typedef struct cache_entry {
     struct cache_entry *hnext;  /* hash chain */
     struct cache_entry **hprev; /* the pointer that points at us */
-    struct cache_entry *prev;   /* LRU: towards the most recently used */
-    struct cache_entry *next;   /* LRU: towards the least recently used */
+    moat_list_t lru;            /* on dns_cache.lru */
     uint64_t hash;
     uint64_t stored_ms; /* now_ms at put */
     uint32_t ttl;       /* seconds the entry lives */
@@ -35,8 +38,7 @@ struct dns_cache {
     cache_entry_t **buckets;
     size_t mask; /* bucket count - 1 (a power of two) */
     size_t max_entries;
-    cache_entry_t *head; /* most recently used */
-    cache_entry_t *tail; /* least recently used: evicted first */
+    moat_list_t lru; /* most recently used first; the last is evicted first */
     uint8_t seed[FILTER_SIPHASH_KEY_LEN];
     dns_cache_stats_t st;
 };
@@ -311,36 +313,12 @@ static size_t cache_entry_size(size_t n_ttl, size_t len, size_t n_addrs)
     return off + n_addrs * sizeof(dns_cache_addr_t);
 }
 
-static void cache_lru_unlink(dns_cache_t *c, cache_entry_t *e)
-{
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        c->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        c->tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void cache_lru_push_head(dns_cache_t *c, cache_entry_t *e)
-{
-    e->prev = NULL;
-    e->next = c->head;
-    if (c->head)
-        c->head->prev = e;
-    c->head = e;
-    if (c->tail == NULL)
-        c->tail = e;
-}
-
 static void cache_remove(dns_cache_t *c, cache_entry_t *e)
 {
     *e->hprev = e->hnext;
     if (e->hnext)
         e->hnext->hprev = e->hprev;
-    cache_lru_unlink(c, e);
+    moat_list_remove(&e->lru);
     c->st.entries--;
     free(e);
 }
@@ -374,6 +352,7 @@ int dns_cache_create(size_t max_entries, dns_cache_t **out)
     c->mask = max_entries ? n - 1 : 0;
     c->max_entries = max_entries;
     c->st.max_entries = max_entries;
+    moat_list_init(&c->lru);
     filter_siphash_key(c->seed, c);
     *out = c;
     return 0;
@@ -383,8 +362,7 @@ void dns_cache_clear(dns_cache_t *c)
 {
     if (c == NULL)
         return;
-    while (c->head)
-        cache_remove(c, c->head);
+    moat_list_foreach_safe(it, nx, &c->lru) cache_remove(c, container_of(it, cache_entry_t, lru));
 }
 
 void dns_cache_free(dns_cache_t *c)
@@ -441,8 +419,8 @@ int dns_cache_put(dns_cache_t *c, const dns_cache_key_t *k, const uint8_t *wire,
     cache_entry_t *old = cache_find(c, k, e->hash);
     if (old != NULL) {
         cache_remove(c, old);
-    } else if (c->st.entries >= c->max_entries && c->tail != NULL) {
-        cache_remove(c, c->tail);
+    } else if (c->st.entries >= c->max_entries && !moat_list_empty(&c->lru)) {
+        cache_remove(c, container_of(c->lru.prev, cache_entry_t, lru));
         c->st.evictions++;
     }
     cache_entry_t **b = &c->buckets[e->hash & c->mask];
@@ -451,7 +429,7 @@ int dns_cache_put(dns_cache_t *c, const dns_cache_key_t *k, const uint8_t *wire,
         (*b)->hprev = &e->hnext;
     e->hprev = b;
     *b = e;
-    cache_lru_push_head(c, e);
+    moat_list_push(&c->lru, &e->lru);
     c->st.entries++;
     c->st.inserts++;
 done:
@@ -494,8 +472,8 @@ int dns_cache_get(dns_cache_t *c, const dns_cache_key_t *k, uint64_t now_ms, uin
         filter_wr_patch_u32(&w, e->ttl_off[i], v > elapsed ? v - elapsed : 0);
     }
     *len = e->len;
-    cache_lru_unlink(c, e);
-    cache_lru_push_head(c, e);
+    moat_list_remove(&e->lru);
+    moat_list_push(&c->lru, &e->lru);
     c->st.hits++;
     if (cb != NULL) {
         const dns_cache_addr_t *a = cache_addrs(e);

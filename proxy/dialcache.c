@@ -7,6 +7,10 @@
  *   - the detached list: flushed while its lookup was in flight or while it
  *     was calling its waiters back; it is freed once that is over (or at once
  *     when its last waiter leaves before the answer).
+ * The LRU and the waiters are filter/list.h lists. The hash chains and the
+ * detached list share the hand-linked hnext/hprev: a bucket head is one
+ * pointer where a moat_list_t head would double the bucket array, and hprev
+ * still unlinks in O(1).
  * An entry has a lookup in flight (req set) or a result (status, addrs,
  * expiry), never both.
  */
@@ -24,9 +28,8 @@ struct px_dialcache_entry {
     px_dialcache_t *dc;
     px_dialcache_entry_t *hnext;  /* hash chain, or the detached list */
     px_dialcache_entry_t **hprev; /* the pointer that points at us */
-    px_dialcache_entry_t *lprev;  /* LRU: towards the most recently used */
-    px_dialcache_entry_t *lnext;  /* LRU: towards the least recently used */
-    px_dialcache_waiter_t *whead, *wtail;
+    moat_list_t lru;              /* on dc->lru when nothing pins it */
+    moat_list_t waiters;          /* px_dialcache_waiter_t.node, in arrival order */
     size_t n_waiters;
     void *req; /* the lookup in flight */
     uint64_t hash;
@@ -36,7 +39,6 @@ struct px_dialcache_entry {
     dns_cache_addr_t *own;         /* the stored addresses (malloc'd) */
     const dns_cache_addr_t *addrs; /* own, or the answer's while calling back */
     bool in_hash;
-    bool in_lru;
     bool busy; /* calling its waiters back */
     size_t name_len;
     char name[]; /* folded, not NUL-terminated */
@@ -49,8 +51,7 @@ struct px_dialcache {
     size_t max_entries;
     size_t n_entries; /* in the hash */
     size_t n_flight;
-    px_dialcache_entry_t *head; /* most recently used */
-    px_dialcache_entry_t *tail; /* least recently used: evicted first */
+    moat_list_t lru; /* most recently used first; the last is evicted first */
     px_dialcache_entry_t *detached;
     unsigned depth; /* waiter callbacks running (nested) */
     bool dead;      /* freed from inside a callback: finish when depth is 0 */
@@ -77,45 +78,15 @@ static size_t dc_key(const char *name, size_t len, char out[FILTER_NAME_MAX])
 
 /* ---- lists ---------------------------------------------------------------------- */
 
-static void dc_lru_remove(px_dialcache_entry_t *e)
-{
-    px_dialcache_t *dc = e->dc;
-    if (!e->in_lru)
-        return;
-    if (e->lprev)
-        e->lprev->lnext = e->lnext;
-    else
-        dc->head = e->lnext;
-    if (e->lnext)
-        e->lnext->lprev = e->lprev;
-    else
-        dc->tail = e->lprev;
-    e->lprev = e->lnext = NULL;
-    e->in_lru = false;
-}
-
-static void dc_lru_push(px_dialcache_entry_t *e)
-{
-    px_dialcache_t *dc = e->dc;
-    e->lprev = NULL;
-    e->lnext = dc->head;
-    if (dc->head)
-        dc->head->lprev = e;
-    else
-        dc->tail = e;
-    dc->head = e;
-    e->in_lru = true;
-}
-
 /* Put e on the LRU list (at the front) when nothing pins it, else take it off. */
 static void dc_lru_sync(px_dialcache_entry_t *e)
 {
     bool want = e->in_hash && !e->busy && e->n_waiters == 0;
-    if (want && e->in_lru && e->dc->head == e)
+    if (want && e->dc->lru.next == &e->lru)
         return;
-    dc_lru_remove(e);
+    moat_list_remove(&e->lru);
     if (want)
-        dc_lru_push(e);
+        moat_list_push(&e->dc->lru, &e->lru);
 }
 
 static void dc_list_insert(px_dialcache_entry_t **head, px_dialcache_entry_t *e)
@@ -153,28 +124,14 @@ static void dc_waiter_append(px_dialcache_entry_t *e, px_dialcache_waiter_t *w, 
     w->entry = e;
     w->cb = cb;
     w->arg = arg;
-    w->next = NULL;
-    w->prev = e->wtail;
-    if (e->wtail)
-        e->wtail->next = w;
-    else
-        e->whead = w;
-    e->wtail = w;
+    moat_list_append(&e->waiters, &w->node);
     e->n_waiters++;
 }
 
 static void dc_waiter_unlink(px_dialcache_waiter_t *w)
 {
     px_dialcache_entry_t *e = w->entry;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        e->whead = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        e->wtail = w->prev;
-    w->prev = w->next = NULL;
+    moat_list_remove(&w->node);
     w->entry = NULL;
     e->n_waiters--;
 }
@@ -184,15 +141,15 @@ static void dc_waiter_unlink(px_dialcache_waiter_t *w)
 static void dc_drop(px_dialcache_entry_t *e)
 {
     px_dialcache_t *dc = e->dc;
-    while (e->whead)
-        dc_waiter_unlink(e->whead);
+    moat_list_foreach_safe(it, nx, &e->waiters)
+        dc_waiter_unlink(container_of(it, px_dialcache_waiter_t, node));
     if (e->req) {
         void *req = e->req;
         e->req = NULL;
         dc->n_flight--;
         dc->ops.cancel(dc->ops.ctx, req);
     }
-    dc_lru_remove(e);
+    moat_list_remove(&e->lru);
     dc_list_remove(e);
     if (e->in_hash) {
         e->in_hash = false;
@@ -207,10 +164,10 @@ static void dc_drop(px_dialcache_entry_t *e)
  * that many more). */
 static void dc_trim(px_dialcache_t *dc, size_t extra)
 {
-    while (dc->tail && dc->n_entries + extra > dc->max_entries) {
+    while (!moat_list_empty(&dc->lru) && dc->n_entries + extra > dc->max_entries) {
         dc->st.evictions++;
         stats_dialcache(STATS_DIALCACHE_EVICTION);
-        dc_drop(dc->tail);
+        dc_drop(container_of(dc->lru.prev, px_dialcache_entry_t, lru));
     }
 }
 
@@ -276,8 +233,8 @@ static void dc_done_cb(void *arg, int status, const dns_cache_addr_t *addrs, siz
      * for other names (evicting other entries: not this one, it is busy),
      * flush (this one goes to the detached list) or free the cache. */
     dc->depth++;
-    while (e->whead && !dc->dead) {
-        px_dialcache_waiter_t *w = e->whead;
+    while (!moat_list_empty(&e->waiters) && !dc->dead) {
+        px_dialcache_waiter_t *w = container_of(e->waiters.next, px_dialcache_waiter_t, node);
         px_dialcache_cb cb = w->cb;
         void *warg = w->arg;
         dc_waiter_unlink(w);
@@ -340,6 +297,7 @@ int px_dialcache_create(size_t max_entries, const px_dialcache_ops_t *ops, px_di
     dc->mask = nb - 1;
     dc->max_entries = max_entries;
     dc->ops = *ops;
+    moat_list_init(&dc->lru);
     filter_siphash_key(dc->seed, dc);
     *out = dc;
     return 0;
@@ -357,6 +315,7 @@ void px_dialcache_free(px_dialcache_t *dc)
 void px_dialcache_waiter_init(px_dialcache_waiter_t *w)
 {
     memset(w, 0, sizeof *w);
+    moat_list_init(&w->node);
 }
 
 bool px_dialcache_waiting(const px_dialcache_waiter_t *w)
@@ -417,6 +376,8 @@ int px_dialcache_get(px_dialcache_t *dc, const char *name, size_t len, px_dialca
     if (!e)
         return -ENOMEM;
     e->dc = dc;
+    moat_list_init(&e->lru);
+    moat_list_init(&e->waiters);
     e->hash = h;
     e->name_len = klen;
     memcpy(e->name, key, klen);
@@ -466,7 +427,7 @@ void px_dialcache_flush(px_dialcache_t *dc)
                 dc_drop(e); /* cancels the lookup */
                 continue;
             }
-            dc_lru_remove(e);
+            moat_list_remove(&e->lru);
             dc_list_remove(e);
             e->in_hash = false;
             dc->n_entries--;

@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "dns/cache.h"
+#include "filter/list.h"
 #include "resolver/upstream.h"
 
 /* Default size of the proxy's cache (names). */
@@ -67,7 +68,7 @@ typedef void (*px_dialcache_cb)(void *arg, int status, const dns_cache_addr_t *a
  * set up with px_dialcache_waiter_init before first use; the fields are the
  * cache's. */
 typedef struct px_dialcache_waiter {
-    struct px_dialcache_waiter *prev, *next;
+    moat_list_t node;            /* on its entry's waiters while entry is set */
     px_dialcache_entry_t *entry; /* NULL: not waiting */
     px_dialcache_cb cb;
     void *arg;

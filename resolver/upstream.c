@@ -29,6 +29,7 @@
 #include "core/stats.h"
 #include "dns/query.h"
 #include "dns/rewrite.h"
+#include "filter/list.h"
 
 enum { UP_KIND_QUERY, UP_KIND_RESOLVE };
 
@@ -38,7 +39,7 @@ typedef struct up_poll {
     uv_poll_t h;
     up_chan_t *chan;
     ares_socket_t fd;
-    struct up_poll *next;
+    moat_list_t node; /* on chan->polls */
 } up_poll_t;
 
 struct up_chan {
@@ -46,17 +47,17 @@ struct up_chan {
     ares_channel ch;
     uv_timer_t ares_timer;
     uv_timer_t deadline_timer;
-    up_poll_t *polls;
-    unsigned handles;                /* open handles; the channel is freed when it drops to 0 */
-    size_t outstanding;              /* ares_send calls not yet called back */
-    uint64_t timeout_ms;             /* dns.timeout */
-    dns_upstream_req_t *head, *tail; /* live requests, oldest first */
+    moat_list_t polls;   /* up_poll_t.node, one per socket c-ares watches */
+    unsigned handles;    /* open handles; the channel is freed when it drops to 0 */
+    size_t outstanding;  /* ares_send calls not yet called back */
+    uint64_t timeout_ms; /* dns.timeout */
+    moat_list_t reqs;    /* live requests (dns_upstream_req_t.node), oldest first */
     size_t live;
     struct sockaddr_storage *servers; /* as configured, to compare on reload */
     size_t n_servers;
-    bool retired;    /* a newer channel takes new requests */
-    bool destroying; /* ares_destroy running or done */
-    up_chan_t *next; /* in up->retired */
+    bool retired;     /* a newer channel takes new requests */
+    bool destroying;  /* ares_destroy running or done */
+    moat_list_t node; /* on up->retired once retired */
 };
 
 struct dns_upstream_req {
@@ -66,12 +67,12 @@ struct dns_upstream_req {
     dns_upstream_resolve_cb resolve_cb;
     void *arg;
     uint64_t deadline;
-    uint64_t start_ns;               /* uv_hrtime() at the start, for the latency metric */
-    dns_upstream_req_t *prev, *next; /* chan's live list */
-    unsigned ares_pending;           /* ares_send calls not yet called back */
-    bool live;                       /* the user still waits for the callback */
-    bool in_send;                    /* inside ares_send: a callback now is synchronous */
-    int sync_fail; /* ares_send called back synchronously with these many failures */
+    uint64_t start_ns;     /* uv_hrtime() at the start, for the latency metric */
+    moat_list_t node;      /* on chan->reqs while live */
+    unsigned ares_pending; /* ares_send calls not yet called back */
+    bool live;             /* the user still waits for the callback */
+    bool in_send;          /* inside ares_send: a callback now is synchronous */
+    int sync_fail;         /* ares_send called back synchronously with these many failures */
     /* resolve only */
     unsigned answered; /* sub-queries that gave an answer */
     int fail_status;   /* the first sub-query failure */
@@ -82,8 +83,8 @@ struct dns_upstream_req {
 struct dns_upstream {
     uv_loop_t *loop;
     up_chan_t *cur;
-    up_chan_t *retired;
-    unsigned chans; /* channels not yet freed */
+    moat_list_t retired; /* up_chan_t.node: retired channels still finishing */
+    unsigned chans;      /* channels not yet freed */
     bool destroyed;
     dns_upstream_done_cb done;
     void *done_arg;
@@ -115,19 +116,17 @@ static int up_errno(int ares_status)
 
 /* ---- requests --------------------------------------------------------------- */
 
+/* The oldest live request of c (the first deadline), or NULL. */
+static dns_upstream_req_t *up_req_first(const up_chan_t *c)
+{
+    moat_list_t *n = moat_list_first(&c->reqs);
+    return n ? container_of(n, dns_upstream_req_t, node) : NULL;
+}
+
 static void up_req_unlink(dns_upstream_req_t *r)
 {
-    up_chan_t *c = r->chan;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        c->head = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        c->tail = r->prev;
-    r->prev = r->next = NULL;
-    c->live--;
+    moat_list_remove(&r->node);
+    r->chan->live--;
 }
 
 /* The user is done with r: take it off the deadline list. */
@@ -247,13 +246,19 @@ static void up_poll_cb(uv_poll_t *h, int status, int events)
 static void up_sock_state_cb(void *data, ares_socket_t fd, int readable, int writable)
 {
     up_chan_t *c = data;
-    up_poll_t **pp = &c->polls, *p;
-    while ((p = *pp) && p->fd != fd)
-        pp = &p->next;
+    up_poll_t *p = NULL;
+    moat_list_foreach(it, &c->polls)
+    {
+        up_poll_t *q = container_of(it, up_poll_t, node);
+        if (q->fd == fd) {
+            p = q;
+            break;
+        }
+    }
 
     if (!readable && !writable) {
         if (p) {
-            *pp = p->next;
+            moat_list_remove(&p->node);
             uv_poll_stop(&p->h);
             uv_close((uv_handle_t *)&p->h, up_chan_handle_closed_cb);
         }
@@ -270,8 +275,7 @@ static void up_sock_state_cb(void *data, ares_socket_t fd, int readable, int wri
         p->h.data = c;
         p->chan = c;
         p->fd = fd;
-        p->next = c->polls;
-        c->polls = p;
+        moat_list_push(&c->polls, &p->node);
         c->handles++;
     }
     int ev = (readable ? UV_READABLE : 0) | (writable ? UV_WRITABLE : 0);
@@ -317,18 +321,18 @@ static void up_deadline_cb(uv_timer_t *t)
     uint64_t now = uv_now(c->up->loop);
     /* Callbacks may start requests on this channel (appended at the tail
      * with later deadlines) or cancel others; re-read the head each time. */
-    while (c->head && c->head->deadline <= now) {
+    dns_upstream_req_t *r;
+    while ((r = up_req_first(c)) && r->deadline <= now) {
         /* A live request still has a query with c-ares (else it would have
          * completed), so r outlives the callback and is freed when c-ares
          * calls back. */
-        dns_upstream_req_t *r = c->head;
         if (r->kind == UP_KIND_RESOLVE && r->answered)
             up_req_complete(r, 0, NULL, 0);
         else
             up_req_complete(r, -ETIMEDOUT, NULL, 0);
     }
-    if (c->head) {
-        uint64_t left = c->head->deadline > now ? c->head->deadline - now : 0;
+    if ((r = up_req_first(c))) {
+        uint64_t left = r->deadline > now ? r->deadline - now : 0;
         uv_timer_start(&c->deadline_timer, up_deadline_cb, left, 0);
     }
 }
@@ -340,29 +344,23 @@ static void up_chan_destroy(up_chan_t *c)
     if (c->destroying)
         return;
     c->destroying = true;
-    if (c->retired) {
-        up_chan_t **pp = &c->up->retired;
-        while (*pp && *pp != c)
-            pp = &(*pp)->next;
-        if (*pp)
-            *pp = c->next;
-    }
+    moat_list_remove(&c->node); /* off up->retired, if on it */
     /* Calls up_ares_cb with ARES_EDESTRUCTION for whatever is left (freeing
      * the requests without calling the user) and closes every socket through
      * up_sock_state_cb. */
     ares_destroy(c->ch);
     c->ch = NULL;
-    while (c->head) {
-        dns_upstream_req_t *r = c->head;
+    for (dns_upstream_req_t *r; (r = up_req_first(c));) {
         up_req_finish(r);
         up_req_maybe_free(r);
     }
-    for (up_poll_t *p = c->polls, *n; p; p = n) {
-        n = p->next;
+    moat_list_foreach_safe(it, nx, &c->polls)
+    {
+        up_poll_t *p = container_of(it, up_poll_t, node);
+        moat_list_remove(&p->node);
         uv_poll_stop(&p->h);
         uv_close((uv_handle_t *)&p->h, up_chan_handle_closed_cb);
     }
-    c->polls = NULL;
     uv_close((uv_handle_t *)&c->ares_timer, up_chan_handle_closed_cb);
     uv_close((uv_handle_t *)&c->deadline_timer, up_chan_handle_closed_cb);
 }
@@ -442,6 +440,9 @@ static int up_chan_create(dns_upstream_t *up, const cfg_t *cfg, up_chan_t **out)
     if (!c)
         return -ENOMEM;
     c->up = up;
+    moat_list_init(&c->polls);
+    moat_list_init(&c->reqs);
+    moat_list_init(&c->node);
     c->timeout_ms = cfg->dns.timeout_ms ? cfg->dns.timeout_ms : 1;
     int rc = up_chan_servers(c, cfg, &nodes);
     if (rc == 0)
@@ -486,8 +487,7 @@ static bool up_chan_same(const up_chan_t *c, const cfg_t *cfg)
 static void up_chan_retire(dns_upstream_t *up, up_chan_t *c)
 {
     c->retired = true;
-    c->next = up->retired;
-    up->retired = c;
+    moat_list_push(&up->retired, &c->node);
     up_chan_update_timer(c);
 }
 
@@ -504,6 +504,7 @@ int dns_upstream_create(uv_loop_t *loop, const cfg_t *cfg, dns_upstream_t **out)
         return -ENOMEM;
     }
     up->loop = loop;
+    moat_list_init(&up->retired);
     int rc = up_chan_create(up, cfg, &up->cur);
     if (rc != 0) {
         free(up);
@@ -585,14 +586,9 @@ static void up_req_start(dns_upstream_req_t *r)
     up_chan_t *c = r->chan;
     r->live = true;
     r->deadline = uv_now(c->up->loop) + c->timeout_ms;
-    r->prev = c->tail;
-    if (c->tail)
-        c->tail->next = r;
-    else
-        c->head = r;
-    c->tail = r;
+    moat_list_append(&c->reqs, &r->node);
     c->live++;
-    if (c->head == r)
+    if (c->reqs.next == &r->node)
         uv_timer_start(&c->deadline_timer, up_deadline_cb, c->timeout_ms, 0);
 }
 
@@ -670,8 +666,7 @@ size_t dns_upstream_pending(const dns_upstream_t *up)
     if (!up)
         return 0;
     size_t n = up->cur ? up->cur->live : 0;
-    for (const up_chan_t *c = up->retired; c; c = c->next)
-        n += c->live;
+    moat_list_foreach(it, &up->retired) n += container_of(it, const up_chan_t, node)->live;
     return n;
 }
 
@@ -686,8 +681,5 @@ void dns_upstream_destroy(dns_upstream_t *up, dns_upstream_done_cb done, void *a
     up->cur = NULL;
     if (c)
         up_chan_destroy(c);
-    for (up_chan_t *n; (c = up->retired); up->retired = n) {
-        n = c->next;
-        up_chan_destroy(c);
-    }
+    moat_list_foreach_safe(it, nx, &up->retired) up_chan_destroy(container_of(it, up_chan_t, node));
 }
