@@ -149,6 +149,53 @@ static void cli_check_rules(const char *path, const cfg_t *c, FILE *out)
         fprintf(out, "  ... and %zu more rules\n", c->n_allow - CLI_RULES_SHOWN);
 }
 
+/* The summary lists this many tenants at most. */
+#define CLI_TENANTS_SHOWN 20
+
+/* The shared lists (name, rules, how many allow lists use each) and the
+ * tenants (name, where, clients, own rules, lists used, mode). */
+static void cli_check_tenants(const char *path, const moat_gen_t *gen, FILE *out)
+{
+    const cfg_t *c = gen->cfg;
+    for (size_t i = 0; i < c->n_lists; i++) {
+        size_t users = 0;
+        for (size_t t = 0; t < c->n_tenants; t++)
+            for (size_t j = 0; j < c->tenants[t].allow.n_lists; j++)
+                users += c->tenants[t].allow.lists[j] == i;
+        for (size_t j = 0; j < c->n_allow_lists; j++)
+            users += c->allow_lists[j] == i;
+        fprintf(out, "  list       %s: %zu rule%s, compiled once, used by %zu allow list%s\n",
+                c->lists[i].name, c->lists[i].n_rules, c->lists[i].n_rules == 1 ? "" : "s", users,
+                users == 1 ? "" : "s");
+    }
+    if (c->n_tenants == 0)
+        return;
+    fprintf(out, "  tenants    %zu (a client of none gets the top-level allow%s)\n", c->n_tenants,
+            c->filtering ? "" : ": filtering off");
+    for (size_t i = 0; i < c->n_tenants && i < CLI_TENANTS_SHOWN; i++) {
+        const cfg_tenant_t *t = &c->tenants[i];
+        char clients[512], lists[512];
+        size_t o = 0;
+        clients[0] = lists[0] = '\0';
+        for (size_t j = 0; j < t->n_clients && o + FILTER_ADDR_STRLEN + 8 < sizeof clients; j++) {
+            char p[FILTER_ADDR_STRLEN];
+            o += (size_t)snprintf(clients + o, sizeof clients - o, "%s%s", j ? ", " : "",
+                                  filter_prefix_format(&t->clients[j], p, sizeof p));
+        }
+        o = 0;
+        for (size_t j = 0; j < t->allow.n_lists && o + 80 < sizeof lists; j++)
+            o += (size_t)snprintf(lists + o, sizeof lists - o, "%s%s", j ? ", " : "; lists ",
+                                  c->lists[t->allow.lists[j]].name);
+        fprintf(out, "  tenant     %s (%s:%u): clients %s; %zu rule%s%s%s%s%s\n", t->name,
+                t->file ? t->file : path, t->line, clients, t->allow.n_rules,
+                t->allow.n_rules == 1 ? "" : "s", lists, t->n_users ? "; proxy users" : "",
+                gen->tenants[i].audit ? "; mode audit" : "",
+                t->allow.n_rules == 0 && t->allow.n_lists == 0 ? " (air gap)" : "");
+    }
+    if (c->n_tenants > CLI_TENANTS_SHOWN)
+        fprintf(out, "  ... and %zu more tenants\n", c->n_tenants - CLI_TENANTS_SHOWN);
+}
+
 int cli_check(const char *path, FILE *out, FILE *err)
 {
     moat_gen_t *gen;
@@ -158,6 +205,7 @@ int cli_check(const char *path, FILE *out, FILE *err)
     cli_check_policy(gen->cfg, out);
     cli_check_settings(gen->cfg, out);
     cli_check_rules(path, gen->cfg, out);
+    cli_check_tenants(path, gen, out);
     moat_gen_unref(gen);
     return MOAT_EXIT_OK;
 }
@@ -173,10 +221,38 @@ static int cli_parse_port(const char *s, int *port)
     return 0;
 }
 
-static void cli_print_rule(FILE *out, const char *path, const filter_rule_info_t *r)
+/* What `moat explain` decides as: the generation, the scope (a tenant's
+ * or the top-level one) and which tenant (-1: none). */
+typedef struct cli_who {
+    const moat_gen_t *gen;
+    moat_scope_t sc;
+    long tenant;
+    const char *path; /* the config file as given */
+} cli_who_t;
+
+static bool cli_rule_in(const filter_rule_t *rules, size_t n, const filter_rule_info_t *r)
+{
+    for (size_t i = 0; i < n; i++)
+        if (rules[i].line == r->line && rules[i].col == r->col &&
+            strcmp(rules[i].text, r->text) == 0)
+            return true;
+    return false;
+}
+
+/* The file a compiled rule was written in: a tenant's own rules are in the
+ * tenant's file (an included one, maybe), everything else in the config. */
+static const char *cli_rule_file(const cli_who_t *w, const filter_rule_info_t *r)
+{
+    if (w->tenant < 0)
+        return w->path;
+    const cfg_tenant_t *t = &w->gen->cfg->tenants[w->tenant];
+    return cli_rule_in(t->allow.rules, t->allow.n_rules, r) && t->file ? t->file : w->path;
+}
+
+static void cli_print_rule(FILE *out, const cli_who_t *w, const filter_rule_info_t *r)
 {
     char ports[512];
-    fprintf(out, "  rule %s:%u:%u: %s (ports: %s)\n", path, r->line, r->col, r->text,
+    fprintf(out, "  rule %s:%u:%u: %s (ports: %s)\n", cli_rule_file(w, r), r->line, r->col, r->text,
             cli_format_ports(r->ports, r->n_ports, ports, sizeof ports));
 }
 
@@ -188,29 +264,29 @@ static bool cli_port_in(const cfg_port_list_t *l, int port)
     return false;
 }
 
-/* The proxy's decision for a connection with these facts (filter/decide.h). */
-static void cli_decide(const moat_gen_t *gen, filter_conn_input_t *in, filter_conn_out_t *out)
+/* The proxy's decision for a connection with these facts (filter/decide.h),
+ * as w's scope. */
+static void cli_decide(const cli_who_t *w, filter_conn_input_t *in, filter_conn_out_t *out)
 {
-    const cfg_t *c = gen->cfg;
+    const cfg_t *c = w->gen->cfg;
     in->listener = FILTER_LISTENER_TRANSPARENT;
-    in->audit = c->mode == CFG_MODE_AUDIT;
+    in->audit = w->sc.audit;
     in->tls_ports = c->proxy.tls_ports.items;
     in->n_tls_ports = c->proxy.tls_ports.n;
     in->http_ports = c->proxy.http_ports.items;
     in->n_http_ports = c->proxy.http_ports.n;
-    filter_decide_conn(gen->policy, in, out);
+    filter_decide_conn(w->sc.policy, in, out);
 }
 
 /* An address: as a transparent connection to it is decided before any
  * peek (§2.4, step 0; step 3 without the DNS memory of a running moat). */
-static int cli_explain_addr(const moat_gen_t *gen, const char *path, const filter_addr_t *addr,
-                            int port, FILE *out)
+static int cli_explain_addr(const cli_who_t *w, const filter_addr_t *addr, int port, FILE *out)
 {
     char text[FILTER_ADDR_STRLEN];
     filter_addr_format(addr, text, sizeof text);
     filter_conn_input_t in = {.stage = FILTER_STAGE_ACCEPT, .port = port, .dest = addr};
     filter_conn_out_t o;
-    cli_decide(gen, &in, &o);
+    cli_decide(w, &in, &o);
     filter_decision_t d = o.decision;
     if (d.verdict == FILTER_BLOCK && filter_reason_is_hard(d.reason)) {
         fprintf(out, "%s: blocked (%s): %s\n", text, filter_reason_str(d.reason),
@@ -228,7 +304,7 @@ static int cli_explain_addr(const moat_gen_t *gen, const char *path, const filte
         else
             fprintf(out, "%s port %d: allowed (allowlist)\n", text, port);
         if (d.rule)
-            cli_print_rule(out, path, d.rule);
+            cli_print_rule(out, w, d.rule);
         return MOAT_EXIT_OK;
     }
     if (port == FILTER_ANY_PORT)
@@ -239,7 +315,7 @@ static int cli_explain_addr(const moat_gen_t *gen, const char *path, const filte
                 d.rule ? ": the rule covering it allows other ports"
                        : ": no address rule covers it");
     if (d.rule)
-        cli_print_rule(out, path, d.rule);
+        cli_print_rule(out, w, d.rule);
     fprintf(out, "  (a connection through the tls or http listener is decided by the name it "
                  "carries, not its address)\n");
     return MOAT_EXIT_BLOCKED;
@@ -247,14 +323,13 @@ static int cli_explain_addr(const moat_gen_t *gen, const char *path, const filte
 
 #define CLI_MAX_MATCHES 16
 
-static int cli_explain_name(const moat_gen_t *gen, const char *path, const char *target, int port,
-                            FILE *out)
+static int cli_explain_name(const cli_who_t *w, const char *target, int port, FILE *out)
 {
-    const cfg_t *c = gen->cfg;
+    const cfg_t *c = w->gen->cfg;
     filter_conn_input_t in = {
         .stage = FILTER_STAGE_NAME, .port = port, .name = target, .name_len = strlen(target)};
     filter_conn_out_t o;
-    cli_decide(gen, &in, &o);
+    cli_decide(w, &in, &o);
     filter_decision_t d = o.decision;
     if (!o.name_ok) {
         char norm[FILTER_NAME_MAX + 1];
@@ -271,11 +346,11 @@ static int cli_explain_name(const moat_gen_t *gen, const char *path, const char 
     }
 
     const filter_rule_info_t *rules[CLI_MAX_MATCHES];
-    size_t n = filter_match_name_all(gen->policy, name, len, rules, CLI_MAX_MATCHES);
+    size_t n = filter_match_name_all(w->sc.policy, name, len, rules, CLI_MAX_MATCHES);
     size_t shown = n < CLI_MAX_MATCHES ? n : CLI_MAX_MATCHES;
     /* What moat's DNS does with the name in enforce mode. */
     filter_dns_input_t dq = {.name = name, .name_len = len};
-    bool resolves = filter_decide_dns(gen->policy, &dq).action == FILTER_DNS_RESOLVE;
+    bool resolves = filter_decide_dns(w->sc.policy, &dq).action == FILTER_DNS_RESOLVE;
     const char *dns = resolves ? "resolves through moat's DNS (upstream answer, rebinding-filtered)"
                                : (c->sinkhole.mode == CFG_SINKHOLE_NXDOMAIN
                                       ? "sinkholed (NXDOMAIN)"
@@ -290,14 +365,14 @@ static int cli_explain_name(const moat_gen_t *gen, const char *path, const char 
         fprintf(out, "%s: allowed (allowlist) on the ports of %zu matching rule%s\n", name, n,
                 n == 1 ? "" : "s");
         for (size_t i = 0; i < shown; i++)
-            cli_print_rule(out, path, rules[i]);
+            cli_print_rule(out, w, rules[i]);
         fprintf(out, "  DNS: %s\n", dns);
         return MOAT_EXIT_OK;
     }
 
     if (d.verdict == FILTER_ALLOW) {
         fprintf(out, "%s port %d: allowed (allowlist)\n", name, port);
-        cli_print_rule(out, path, d.rule);
+        cli_print_rule(out, w, d.rule);
         if (!cli_port_in(&c->proxy.tls_ports, port) && !cli_port_in(&c->proxy.http_ports, port))
             fprintf(out,
                     "  port %d is neither a tls nor an http port: a transparent connection "
@@ -311,12 +386,40 @@ static int cli_explain_name(const moat_gen_t *gen, const char *path, const char 
             d.reason == FILTER_REASON_PORT ? ": matching rules allow other ports"
                                            : ": no rule matches");
     for (size_t i = 0; i < shown; i++)
-        cli_print_rule(out, path, rules[i]);
+        cli_print_rule(out, w, rules[i]);
     fprintf(out, "  DNS: %s\n", dns);
     return MOAT_EXIT_BLOCKED;
 }
 
-int cli_explain(const char *path, const char *target, const char *port_text, FILE *out, FILE *err)
+/* Who `moat explain` decides as: the tenant of --client ADDR or --user
+ * NAME, else no tenant. 0, or 1 (usage, said on err). */
+static int cli_who(const moat_gen_t *gen, const char *client, const char *user, cli_who_t *w,
+                   FILE *err)
+{
+    w->tenant = -1;
+    if (client) {
+        filter_addr_t a;
+        if (filter_addr_parse(client, strlen(client), &a) != 0) {
+            fprintf(err, "moat explain: --client '%s' is not an IPv4 or IPv6 address\n", client);
+            return 1;
+        }
+        w->tenant = gen->clients ? filter_tenants_lookup(gen->clients, &a) : -1;
+    } else if (user) {
+        for (size_t i = 0; i < gen->cfg->n_tenants && w->tenant < 0; i++)
+            for (size_t j = 0; j < gen->cfg->tenants[i].n_users; j++)
+                if (strcmp(gen->cfg->tenants[i].users[j].name, user) == 0)
+                    w->tenant = (long)i;
+        if (w->tenant < 0) {
+            fprintf(err, "moat explain: no tenant has a user '%s'\n", user);
+            return 1;
+        }
+    }
+    w->sc = moat_gen_scope_at(gen, w->tenant);
+    return 0;
+}
+
+int cli_explain(const char *path, const char *target, const char *port_text, const char *client,
+                const char *user, FILE *out, FILE *err)
 {
     int port = FILTER_ANY_PORT;
     if (port_text && cli_parse_port(port_text, &port) != 0) {
@@ -344,9 +447,20 @@ int cli_explain(const char *path, const char *target, const char *port_text, FIL
     moat_gen_t *gen;
     if (cli_load_config(path, &gen, err) != 0)
         return MOAT_EXIT_CONFIG;
-    int rc = is_addr ? cli_explain_addr(gen, path, &addr, port, out)
-                     : cli_explain_name(gen, path, target, port, out);
-    if (rc == MOAT_EXIT_BLOCKED && gen->cfg->mode == CFG_MODE_AUDIT)
+    cli_who_t w = {.gen = gen, .path = path};
+    if (cli_who(gen, client, user, &w, err) != 0) {
+        moat_gen_unref(gen);
+        return MOAT_EXIT_CONFIG;
+    }
+    if (w.sc.tenant)
+        fprintf(out, "as tenant %s (%s:%u)\n", w.sc.tenant,
+                gen->cfg->tenants[w.tenant].file ? gen->cfg->tenants[w.tenant].file : path,
+                gen->cfg->tenants[w.tenant].line);
+    else if (client && gen->cfg->n_tenants)
+        fprintf(out, "as no tenant: %s is in no tenant's clients (the top-level allow)\n", client);
+    int rc =
+        is_addr ? cli_explain_addr(&w, &addr, port, out) : cli_explain_name(&w, target, port, out);
+    if (rc == MOAT_EXIT_BLOCKED && w.sc.audit)
         fprintf(out, "  mode: audit -- this would be blocked; audit logs it and lets it through\n");
     moat_gen_unref(gen);
     return rc;

@@ -27,9 +27,11 @@ int cli_load_config(const char *path, moat_gen_t **gen, FILE *err);
  * FILE:LINE:COL: message for every error on err. */
 int cli_check(const char *path, FILE *out, FILE *err);
 
-/* `moat explain FILE TARGET [PORT]` (port_text NULL when absent): the decision
- * and the rule that made it on out; 0 allowed, 3 blocked, 1 bad usage or
- * config. */
-int cli_explain(const char *path, const char *target, const char *port_text, FILE *out, FILE *err);
+/* `moat explain FILE TARGET [PORT] [--client ADDR | --user NAME]` (port_text,
+ * client, user NULL when absent; client or user: decide as that tenant,
+ * SPEC §2.7): the decision and the rule that made it on out; 0 allowed, 3
+ * blocked, 1 bad usage or config. */
+int cli_explain(const char *path, const char *target, const char *port_text, const char *client,
+                const char *user, FILE *out, FILE *err);
 
 #endif

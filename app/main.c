@@ -21,7 +21,9 @@ static void main_usage(FILE *f)
     fprintf(f,
             "usage: moat [-c FILE]                      run (default: embedded config)\n"
             "       moat check FILE                     validate FILE, print the compiled policy\n"
-            "       moat explain FILE TARGET [PORT]     the decision for a name or address\n"
+            "       moat explain FILE TARGET [PORT] [--client ADDR | --user NAME]\n"
+            "                                           the decision for a name or address\n"
+            "                                           (as the tenant of that client or user)\n"
             "       moat nft FILE --iface NAME          nftables ruleset for a guest behind NAME\n"
             "       moat reload --control PATH          reload the daemon listening on PATH and\n"
             "                                           print the outcome (or every config error)\n"
@@ -197,6 +199,33 @@ static int main_reload(int argc, char **argv)
     return ctl_client_reload(path, stdout, stderr);
 }
 
+/* `moat explain FILE TARGET [PORT] [--client ADDR | --user NAME]`. */
+static int main_explain(int argc, char **argv)
+{
+    const char *pos[3] = {NULL, NULL, NULL}, *client = NULL, *user = NULL;
+    size_t n = 0;
+    bool ok = true;
+    for (int i = 2; i < argc && ok; i++) {
+        if (strcmp(argv[i], "--client") == 0 && i + 1 < argc && !client)
+            client = argv[++i];
+        else if (strncmp(argv[i], "--client=", 9) == 0 && !client)
+            client = argv[i] + 9;
+        else if (strcmp(argv[i], "--user") == 0 && i + 1 < argc && !user)
+            user = argv[++i];
+        else if (strncmp(argv[i], "--user=", 7) == 0 && !user)
+            user = argv[i] + 7;
+        else if (argv[i][0] != '-' && n < 3)
+            pos[n++] = argv[i];
+        else
+            ok = false;
+    }
+    if (!ok || n < 2 || (client && user)) {
+        fprintf(stderr, "usage: moat explain FILE TARGET [PORT] [--client ADDR | --user NAME]\n");
+        return MOAT_EXIT_CONFIG;
+    }
+    return cli_explain(pos[0], pos[1], pos[2], client, user, stdout, stderr);
+}
+
 /* A subcommand (check, explain, nft, reload): its exit status in *status and
  * true, or false when argv names none. */
 static bool main_subcommand(int argc, char **argv, int *status)
@@ -210,12 +239,7 @@ static bool main_subcommand(int argc, char **argv, int *status)
             *status = cli_check(argv[2], stdout, stderr);
         }
     } else if (strcmp(cmd, "explain") == 0) {
-        if (argc != 4 && argc != 5) {
-            fprintf(stderr, "usage: moat explain FILE TARGET [PORT]\n");
-            *status = MOAT_EXIT_CONFIG;
-        } else {
-            *status = cli_explain(argv[2], argv[3], argc == 5 ? argv[4] : NULL, stdout, stderr);
-        }
+        *status = main_explain(argc, argv);
     } else if (strcmp(cmd, "nft") == 0) {
         *status = main_nft(argc, argv);
     } else if (strcmp(cmd, "reload") == 0) {

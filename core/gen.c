@@ -231,6 +231,17 @@ moat_scope_t moat_gen_scope(const moat_gen_t *gen, const filter_addr_t *client)
     return moat_gen_scope_at(gen, gen->clients ? filter_tenants_lookup(gen->clients, client) : -1);
 }
 
+bool moat_gen_same_upstream(const moat_gen_t *a, const moat_gen_t *b)
+{
+    const cfg_addr_list_t *x = &a->cfg->dns.upstream, *y = &b->cfg->dns.upstream;
+    if (x->n != y->n)
+        return false;
+    for (size_t i = 0; i < x->n; i++)
+        if (!filter_sockaddr_equal(&x->items[i].sa, &y->items[i].sa))
+            return false;
+    return true;
+}
+
 void moat_gen_publish(moat_gen_t *gen)
 {
     for (size_t i = 0; i < gen->n_tenants; i++)

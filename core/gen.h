@@ -60,6 +60,10 @@ moat_scope_t moat_gen_scope(const moat_gen_t *gen, const filter_addr_t *client);
 /* The scope of tenant i (0 <= i < n_tenants), or the top-level one for -1. */
 moat_scope_t moat_gen_scope_at(const moat_gen_t *gen, long i);
 
+/* Whether a and b resolve through the same upstream servers (dns.upstream,
+ * in order): answers and resolutions from one hold for the other. */
+bool moat_gen_same_upstream(const moat_gen_t *a, const moat_gen_t *b);
+
 /* The index of the tenant named name, or -1. */
 long moat_gen_tenant_find(const moat_gen_t *gen, const char *name);
 

@@ -55,19 +55,20 @@ typedef struct cache_scan {
 
 static uint64_t cache_key_hash(const dns_cache_t *c, const dns_cache_key_t *k)
 {
-    uint8_t buf[4 + sizeof k->name];
+    uint8_t buf[12 + sizeof k->name];
     buf[0] = (uint8_t)(k->qtype >> 8);
     buf[1] = (uint8_t)k->qtype;
     buf[2] = (uint8_t)(k->qclass >> 8);
     buf[3] = (uint8_t)k->qclass;
-    memcpy(buf + 4, k->name, k->name_len);
-    return filter_siphash(c->seed, buf, 4 + (size_t)k->name_len);
+    memcpy(buf + 4, &k->view, 8);
+    memcpy(buf + 12, k->name, k->name_len);
+    return filter_siphash(c->seed, buf, 12 + (size_t)k->name_len);
 }
 
 static bool cache_key_eq(const dns_cache_key_t *a, const dns_cache_key_t *b)
 {
-    return a->qtype == b->qtype && a->qclass == b->qclass && a->name_len == b->name_len &&
-           memcmp(a->name, b->name, a->name_len) == 0;
+    return a->view == b->view && a->qtype == b->qtype && a->qclass == b->qclass &&
+           a->name_len == b->name_len && memcmp(a->name, b->name, a->name_len) == 0;
 }
 
 static uint8_t cache_lower(uint8_t ch)
@@ -205,6 +206,7 @@ static int cache_scan_question(filter_cur_t *cur, const dns_cache_key_t *k, uint
     if (!filter_cur_ok(cur) || !(*flags & CACHE_FLAG_QR) || ((*flags >> 11) & 0xF) != 0 || qd != 1)
         return -EINVAL;
     dns_cache_key_t q;
+    q.view = k->view; /* not on the wire */
     if (cache_read_name(cur, &q) != 0)
         return -EINVAL;
     q.qtype = filter_cur_u16(cur);

@@ -36,8 +36,10 @@
  * the upstream's OPT: dns_answer_patch() fits it to the client's query.
  *
  * Time is a parameter (monotonic milliseconds) so tests control it. Not
- * thread-safe: one cache per event loop. Clear it when the policy changes
- * (reload): stored answers were rewritten under the old policy's address rules.
+ * thread-safe: one cache per event loop. Stored answers were rewritten under
+ * some policy's address rules: the key's view names which, so a cache
+ * outlives policy changes (reload) and is shared by every policy with the
+ * same view.
  */
 #ifndef MOAT_DNS_CACHE_H
 #define MOAT_DNS_CACHE_H
@@ -67,6 +69,10 @@ typedef struct dns_cache dns_cache_t;
  * lowercase (so 0x20-randomised queries share entries), QTYPE and QCLASS.
  * Build it with one of the dns_cache_key_* functions. */
 typedef struct dns_cache_key {
+    /* Which filtering the stored answer went through (the caller's; 0 from
+     * the dns_cache_key_* functions): answers are kept apart by view, so
+     * clients whose policies filter answers differently never share one. */
+    uint64_t view;
     uint16_t qtype;
     uint16_t qclass;
     uint16_t name_len; /* 1..255, root octet included */

@@ -454,16 +454,6 @@ static uint64_t px_dc_now(void *ctx)
 }
 
 /* Whether a and b name the same upstream servers (dns.upstream). */
-static bool px_upstream_same(const cfg_t *a, const cfg_t *b)
-{
-    if (a->dns.upstream.n != b->dns.upstream.n)
-        return false;
-    for (size_t i = 0; i < a->dns.upstream.n; i++)
-        if (!filter_sockaddr_equal(&a->dns.upstream.items[i].sa, &b->dns.upstream.items[i].sa))
-            return false;
-    return true;
-}
-
 /* ---- lifecycle ------------------------------------------------------------------- */
 
 static void px_handle_closed_cb(uv_handle_t *h)
@@ -527,7 +517,7 @@ static int px_reload(moat_service_t *svc, moat_gen_t *gen)
     px_t *px = px_of(svc);
     /* Cached addresses hold no policy (each dial filters them under its own)
      * and survive a reload, unless they came from other servers. */
-    if (px->gen && !px_upstream_same(px->gen->cfg, gen->cfg))
+    if (px->gen && !moat_gen_same_upstream(px->gen, gen))
         px_dialcache_flush(px->dialcache);
     moat_gen_swap(&px->gen, gen);
     int rc = px_listeners_apply(px);

@@ -130,6 +130,7 @@ struct srv_pending {
      * under this policy, and only clients of the same view join. */
     const filter_policy_t *policy; /* gen's */
     uint64_t view;
+    unsigned epoch; /* s->cache_epoch when it was sent */
     dns_upstream_req_t *req;
     srv_waiter_t *head, *tail;
 };
@@ -165,6 +166,7 @@ struct dns_server {
     dns_upstream_t *up;
     dns_cache_t *cache;
     uint32_t cache_size;
+    unsigned cache_epoch; /* +1 each time the cache is emptied */
     dns_addrmem_t *addrmem;
     /* The service counts (core/service.h): busy, each listener until its
      * handle is closed, each connection until closed, each pending query;
@@ -501,7 +503,8 @@ static void srv_upstream_cb(void *arg, int status, const uint8_t *wire, size_t l
     }
     /* Answers rewritten under an older policy are not cached (the cache was
      * cleared when the policy changed). */
-    if (ok && p->gen == s->gen)
+    /* Not into a cache cleared since the question left (other servers). */
+    if (ok && p->epoch == s->cache_epoch)
         (void)dns_cache_put(s->cache, &p->key, rr.wire, rr.len, rr.addrs, rr.n_addrs,
                             uv_now(s->loop));
     for (srv_waiter_t *w = p->head; w; w = w->next)
@@ -586,6 +589,7 @@ static int srv_forward(dns_server_t *s, const dns_query_t *q, const dns_cache_ke
         p->gen = moat_gen_ref(s->gen);
         p->policy = sc->policy;
         p->view = sc->view;
+        p->epoch = s->cache_epoch;
         moat_list_push(&s->buckets[b], &p->hnode);
         moat_service_busy_add(&s->svc);
     }
@@ -655,6 +659,7 @@ static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_cli
         n = dns_answer_error(&q, DNS_RCODE_SERVFAIL, out, cap);
         return n > 0 ? (size_t)n : 0;
     }
+    k.view = sc.view;
     srv_addr_ctx_t x = {s, &cl->addr, q.name, q.name_len, now};
     size_t alen;
     uint8_t *abuf = out;
@@ -1117,11 +1122,16 @@ static int srv_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
 static int srv_reload(moat_service_t *svc, moat_gen_t *gen)
 {
     dns_server_t *s = srv_of(svc);
+    bool same_upstream = moat_gen_same_upstream(s->gen, gen);
     srv_set_gen(s, gen);
     const cfg_t *cfg = gen->cfg;
     int rc = 0;
-    /* Cached answers were rewritten under the old policy (cache.h). */
+    /* Cached answers are kept apart by the view they were filtered under
+     * (dns/cache.h), so they outlive a policy change: a tenant whose address
+     * rules did not change keeps its answers. Answers from other servers
+     * do not. */
     if (cfg->dns.cache_size != s->cache_size) {
+        s->cache_epoch++;
         dns_cache_t *c;
         int r = dns_cache_create(cfg->dns.cache_size, &c);
         if (r == 0) {
@@ -1134,7 +1144,8 @@ static int srv_reload(moat_service_t *svc, moat_gen_t *gen)
             dns_cache_clear(s->cache);
             rc = r;
         }
-    } else {
+    } else if (!same_upstream) {
+        s->cache_epoch++;
         dns_cache_clear(s->cache);
     }
     int r = dns_upstream_configure(s->up, cfg);
