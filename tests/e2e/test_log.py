@@ -23,8 +23,8 @@ from dnsfixture import Response, build_query, udp_query  # noqa: E402
 from moatlib import Moat, MoatTestCase, free_port, loopback_config, write_config  # noqa: E402
 
 DNSMASQ_ARGS = ["--host-record=allowed.test,198.18.0.10,300"]
-DECISION_FIELDS = ("time", "level", "msg", "kind", "listener", "client", "name", "verdict",
-                   "reason", "bytes_up", "bytes_down", "duration_ms")
+DECISION_FIELDS = ("time", "level", "msg", "kind", "listener", "client", "tenant", "name",
+                   "verdict", "reason", "bytes_up", "bytes_down", "duration_ms")
 
 
 def config(dns_port, up_port, http_port, extra="", allow="[allowed.test]"):
