@@ -1133,19 +1133,6 @@ static const pol_addr_ent_t *pol_addr_walk(const filter_policy_t *p, const filte
     return NULL;
 }
 
-/* The longest prefix length in the bit set shorter than from; -1 when none
- * is left. */
-static int pol_next_len(const uint64_t *set, int from)
-{
-    for (int len = from - 1; len >= 0;) {
-        uint64_t word = set[len / 64] & (~0ULL >> (63 - len % 64));
-        if (word)
-            return (len / 64) * 64 + 63 - __builtin_clzll(word);
-        len = (len / 64) * 64 - 1;
-    }
-    return -1;
-}
-
 /* pol_addr_walk over a policy and its lists: lengths in use by any of them,
  * longest first, and at each the policy before its lists. Returns the rule
  * that allows port, else NULL with *first the first rule of the most
@@ -1163,7 +1150,8 @@ static const filter_rule_info_t *pol_addr_walk_lists(const filter_policy_t *p,
         return NULL;
     uint64_t w0, w1;
     filter_pkey_words(a, &w0, &w1);
-    for (int len = pol_next_len(set, bits); len >= 0; len = pol_next_len(set, len)) {
+    for (int len = filter_pkey_next_len(set, bits); len >= 0;
+         len = filter_pkey_next_len(set, len)) {
         filter_pkey_t key = filter_pkey_make(a->family, w0, w1, (unsigned)len);
         for (size_t k = 0; k <= p->n_lists; k++) {
             const filter_policy_t *q = pol_nth(p, k);

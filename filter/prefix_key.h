@@ -7,6 +7,7 @@
 #ifndef MOAT_FILTER_PREFIX_KEY_H
 #define MOAT_FILTER_PREFIX_KEY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "filter/addr.h"
@@ -61,6 +62,19 @@ static inline uint64_t filter_pkey_hash(const filter_pkey_t *k)
 static inline bool filter_pkey_eq(const filter_pkey_t *a, const filter_pkey_t *b)
 {
     return a->w0 == b->w0 && a->w1 == b->w1 && a->len == b->len && a->family == b->family;
+}
+
+/* The longest prefix length in a bit set (bit n: length n, up to 3 words)
+ * shorter than from; -1 when none is left. Walks lengths longest first. */
+static inline int filter_pkey_next_len(const uint64_t *set, int from)
+{
+    for (int len = from - 1; len >= 0;) {
+        uint64_t word = set[len / 64] & (~0ULL >> (63 - len % 64));
+        if (word)
+            return (len / 64) * 64 + 63 - __builtin_clzll(word);
+        len = (len / 64) * 64 - 1;
+    }
+    return -1;
 }
 
 #endif
