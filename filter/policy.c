@@ -21,8 +21,10 @@
  */
 #include "filter/policy.h"
 #include "filter/policy_internal.h"
+#include "filter/prefix_key.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,15 +54,9 @@ typedef struct pol_name_ent {
     pol_group_t wild;  /* rules `*.name` */
 } pol_name_ent_t;
 
-/* A masked address as two big-endian words (IPv4 in the top of w0). */
-typedef struct pol_akey {
-    uint64_t w0, w1;
-    uint8_t family, len;
-} pol_akey_t;
-
 typedef struct pol_addr_ent {
     uint64_t hash;
-    pol_akey_t key; /* host bits zero */
+    filter_pkey_t key; /* host bits zero */
     pol_group_t group;
 } pol_addr_ent_t;
 
@@ -103,7 +99,6 @@ struct filter_policy {
     /* Lengths of the names that have exact / wildcard rules (bit n: length
      * n): a suffix of any other length is not probed at all. */
     uint64_t exact_lens[4], wild_lens[4];
-    uint64_t kpow[FILTER_NAME_MAX]; /* POL_HASH_K^i */
     pol_table_t name_tab;
 
     pol_addr_ent_t *addrs;
@@ -111,35 +106,45 @@ struct filter_policy {
     pol_table_t addr_tab;
     uint8_t lens4[33], lens6[129]; /* prefix lengths in use, longest first */
     size_t n_lens4, n_lens6;
+    /* The same lengths as bit sets (bit n: length n), and their union over
+     * this policy and its lists: the walk over shared rules goes through
+     * the union, longest first, and probes each policy holding a length. */
+    uint64_t set4, set6[3];
+    uint64_t all4, all6[3];
 
     pol_own_t *own;
     size_t n_own;
 
-    size_t bytes; /* for filter_policy_stats */
+    const filter_policy_t **lists; /* borrowed (filter_policy_input_t.lists) */
+    size_t n_lists;
+
+    size_t bytes; /* for filter_policy_stats: the one allocation's size */
 };
 
-/* ---- small helpers ------------------------------------------------------ */
+/* POL_HASH_K^i: the same for every policy, so a name's suffix hashes are
+ * comparable across a policy and its lists. Filled once (pthread_once: the
+ * daemon compiles on its thread pool). */
+static uint64_t pol_kpow[FILTER_NAME_MAX];
+static pthread_once_t pol_kpow_once = PTHREAD_ONCE_INIT;
 
-/* The slot hash must spread every bit: finish with MurmurHash3's fmix64. */
-static inline uint64_t pol_mix(uint64_t h)
+static void pol_kpow_init(void)
 {
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
+    pol_kpow[0] = 1;
+    for (size_t i = 1; i < FILTER_NAME_MAX; i++)
+        pol_kpow[i] = pol_kpow[i - 1] * POL_HASH_K;
 }
+
+/* ---- small helpers ------------------------------------------------------ */
 
 /* A name's hash is the polynomial sum of byte * K^(distance from the end),
  * so walking a name right to left gives every suffix's hash on the way, and
  * each byte costs one independent multiply (FNV chains every multiply on
  * the one before, which long guest names pay for). */
-static uint64_t pol_name_hash(const filter_policy_t *p, const char *s, size_t len)
+static uint64_t pol_name_hash(const char *s, size_t len)
 {
     uint64_t h = 0;
     for (size_t j = 0; j < len; j++)
-        h += (unsigned char)s[len - 1 - j] * p->kpow[j];
+        h += (unsigned char)s[len - 1 - j] * pol_kpow[j];
     return h;
 }
 
@@ -151,34 +156,6 @@ static inline bool pol_len_in(const uint64_t set[4], size_t len)
 static inline void pol_len_add(uint64_t set[4], size_t len)
 {
     set[len / 64] |= 1ULL << (len % 64);
-}
-
-/* Address as two big-endian words, so masking is two shifts. */
-static void pol_addr_words(const filter_addr_t *a, uint64_t *w0, uint64_t *w1)
-{
-    uint64_t x = 0, y = 0;
-    for (size_t i = 0; i < 8; i++) {
-        x = x << 8 | a->bytes[i];
-        y = y << 8 | a->bytes[8 + i];
-    }
-    *w0 = x;
-    *w1 = y;
-}
-
-static pol_akey_t pol_akey(uint8_t family, uint64_t w0, uint64_t w1, unsigned len)
-{
-    uint64_t m0 = len >= 64 ? ~0ULL : len == 0 ? 0 : ~0ULL << (64 - len);
-    uint64_t m1 = len <= 64 ? 0 : len >= 128 ? ~0ULL : ~0ULL << (128 - len);
-    pol_akey_t k = {w0 & m0, w1 & m1, family, (uint8_t)len};
-    return k;
-}
-
-static uint64_t pol_addr_hash(const pol_akey_t *k)
-{
-    uint64_t h = k->w0 * 0xff51afd7ed558ccdULL;
-    h ^= (k->w1 * 0xc4ceb9fe1a85ec53ULL) >> 7 | (k->w1 * 0xc4ceb9fe1a85ec53ULL) << 57;
-    h ^= ((uint64_t)k->family << 8 | k->len) * POL_HASH_K;
-    return h;
 }
 
 static bool pol_addr_eq(const filter_addr_t *a, const filter_addr_t *b)
@@ -200,22 +177,37 @@ static bool pol_is_unspecified(const filter_addr_t *a)
     return memcmp(a->bytes, zero, a->family == AF_INET ? 4 : 16) == 0;
 }
 
+/* Open-addressing slots for n keys at load at most 1/2 (1 for none). */
 static size_t pol_table_size(size_t n)
 {
-    size_t cap = 8;
-    while (cap < 2 * n) /* load factor at most 1/2 */
+    size_t cap = 1;
+    while (cap < 2 * n)
         cap *= 2;
     return cap;
 }
 
-static void *pol_alloc(filter_policy_t *p, size_t n, size_t size)
+/* Bloom filter bits for n keys: 16 per key, at least one word. */
+static size_t pol_bloom_bits(size_t n)
 {
-    if (n == 0)
-        n = 1;
-    if (n > SIZE_MAX / size)
+    size_t bits = 64;
+    while (bits < 16 * n)
+        bits *= 2;
+    return bits;
+}
+
+/* A policy is one allocation: the struct, then every array, each 16-byte
+ * aligned at *off. With base NULL this only counts; SIZE_MAX on overflow. */
+static void *pol_carve(char *base, size_t *off, size_t n, size_t size)
+{
+    if (*off == SIZE_MAX)
         return NULL;
-    p->bytes += n * size;
-    return calloc(n, size);
+    size_t at = (*off + 15) & ~(size_t)15;
+    if (at < *off || n > (SIZE_MAX - at) / size) {
+        *off = SIZE_MAX;
+        return NULL;
+    }
+    *off = at + n * size;
+    return base ? base + at : NULL;
 }
 
 /* ---- ports -------------------------------------------------------------- */
@@ -329,24 +321,14 @@ static uint32_t pol_group_allows(const filter_policy_t *p, const pol_group_t *g,
 
 /* ---- hash tables -------------------------------------------------------- */
 
-static int pol_table_init(filter_policy_t *p, pol_table_t *t, size_t n)
+/* Lay out t's slots and filter for n keys (see pol_carve). */
+static void pol_table_carve(pol_table_t *t, char *base, size_t *off, size_t n)
 {
-    size_t cap = pol_table_size(n), bits = 64;
-    while (bits < 16 * n)
-        bits *= 2;
-    t->slots = pol_alloc(p, cap, sizeof *t->slots);
-    t->bloom = pol_alloc(p, bits / 64, sizeof *t->bloom);
-    if (!t->slots || !t->bloom)
-        return -ENOMEM;
+    size_t cap = pol_table_size(n), bits = pol_bloom_bits(n);
+    t->slots = pol_carve(base, off, cap, sizeof *t->slots);
+    t->bloom = pol_carve(base, off, bits / 64, sizeof *t->bloom);
     t->mask = cap - 1;
     t->bloom_mask = bits - 1;
-    return 0;
-}
-
-static void pol_table_free(pol_table_t *t)
-{
-    free(t->slots);
-    free(t->bloom);
 }
 
 /* The slot index takes the mixed hash's low bits, the filter its high ones. */
@@ -358,7 +340,7 @@ static inline bool pol_bloom_has(const pol_table_t *t, uint64_t mix)
 
 static void pol_table_insert(pol_table_t *t, uint64_t hash, uint32_t idx)
 {
-    uint64_t mix = pol_mix(hash);
+    uint64_t mix = filter_pkey_mix(hash);
     size_t bit = (size_t)(mix >> 32) & t->bloom_mask;
     t->bloom[bit / 64] |= 1ULL << (bit % 64);
     size_t i = mix & t->mask;
@@ -372,7 +354,7 @@ static const pol_name_ent_t *pol_name_find(const filter_policy_t *p, uint64_t ha
                                            size_t len)
 {
     const pol_table_t *t = &p->name_tab;
-    uint64_t mix = pol_mix(hash);
+    uint64_t mix = filter_pkey_mix(hash);
     if (!pol_bloom_has(t, mix))
         return NULL;
     for (size_t i = mix & t->mask;; i = (i + 1) & t->mask) {
@@ -387,10 +369,10 @@ static const pol_name_ent_t *pol_name_find(const filter_policy_t *p, uint64_t ha
     }
 }
 
-static const pol_addr_ent_t *pol_addr_find(const filter_policy_t *p, const pol_akey_t *k)
+static const pol_addr_ent_t *pol_addr_find(const filter_policy_t *p, const filter_pkey_t *k)
 {
     const pol_table_t *t = &p->addr_tab;
-    uint64_t hash = pol_addr_hash(k), mix = pol_mix(hash);
+    uint64_t hash = filter_pkey_hash(k), mix = filter_pkey_mix(hash);
     if (!pol_bloom_has(t, mix))
         return NULL;
     for (size_t i = mix & t->mask;; i = (i + 1) & t->mask) {
@@ -472,8 +454,8 @@ static bool pol_rule_valid(const filter_rule_t *r)
         if (bits == 0 || px->len > bits)
             return false;
         uint64_t w0, w1;
-        pol_addr_words(&px->addr, &w0, &w1);
-        pol_akey_t k = pol_akey(px->addr.family, w0, w1, px->len);
+        filter_pkey_words(&px->addr, &w0, &w1);
+        filter_pkey_t k = filter_pkey_make(px->addr.family, w0, w1, px->len);
         return k.w0 == w0 && k.w1 == w1; /* no host bits (nor bytes past an IPv4 address) */
     }
     return false;
@@ -498,11 +480,8 @@ static size_t pol_rule_text(const filter_rule_t *r, char *buf, const char **text
     return strlen(buf);
 }
 
-static int pol_compile_own(filter_policy_t *p, const filter_policy_input_t *in)
+static void pol_compile_own(filter_policy_t *p, const filter_policy_input_t *in)
 {
-    p->own = pol_alloc(p, in->n_own, sizeof *p->own);
-    if (!p->own)
-        return -ENOMEM;
     for (size_t i = 0; i < in->n_own; i++) {
         pol_own_t o;
         /* Only IP listeners can be a TCP destination; skip anything else. */
@@ -511,7 +490,6 @@ static int pol_compile_own(filter_policy_t *p, const filter_policy_input_t *in)
         o.any_addr = pol_is_unspecified(&o.addr);
         p->own[p->n_own++] = o;
     }
-    return 0;
 }
 
 static int pol_compile_names(filter_policy_t *p, const filter_policy_input_t *in,
@@ -531,17 +509,6 @@ static int pol_compile_names(filter_policy_t *p, const filter_policy_input_t *in
     }
     qsort(keys, n_name, sizeof *keys, pol_name_key_cmp);
 
-    size_t n_ent = 0;
-    for (size_t i = 0; i < n_name; i++)
-        if (i == 0 || keys[i].len != keys[i - 1].len ||
-            memcmp(keys[i].name, keys[i - 1].name, keys[i].len) != 0)
-            n_ent++;
-    p->names = pol_alloc(p, n_ent, sizeof *p->names);
-    if (!p->names || pol_table_init(p, &p->name_tab, n_ent) != 0) {
-        free(keys);
-        return -ENOMEM;
-    }
-
     pol_name_ent_t *e = NULL;
     for (size_t i = 0; i < n_name; i++) {
         if (i == 0 || keys[i].len != keys[i - 1].len ||
@@ -549,7 +516,7 @@ static int pol_compile_names(filter_policy_t *p, const filter_policy_input_t *in
             e = &p->names[p->n_names++];
             e->name = keys[i].name;
             e->len = keys[i].len;
-            e->hash = pol_name_hash(p, e->name, e->len);
+            e->hash = pol_name_hash(e->name, e->len);
         }
         pol_group_t *g = keys[i].wild ? &e->wild : &e->exact;
         pol_len_add(keys[i].wild ? p->wild_lens : p->exact_lens, e->len);
@@ -588,17 +555,6 @@ static int pol_compile_addrs(filter_policy_t *p, const filter_policy_input_t *in
     }
     qsort(keys, n_addr, sizeof *keys, pol_addr_key_cmp);
 
-    size_t n_ent = 0;
-    for (size_t i = 0; i < n_addr; i++)
-        if (i == 0 || pol_addr_key_cmp(&(pol_addr_key_t){keys[i].prefix, 0},
-                                       &(pol_addr_key_t){keys[i - 1].prefix, 0}) != 0)
-            n_ent++;
-    p->addrs = pol_alloc(p, n_ent, sizeof *p->addrs);
-    if (!p->addrs || pol_table_init(p, &p->addr_tab, n_ent) != 0) {
-        free(keys);
-        return -ENOMEM;
-    }
-
     bool seen4[33] = {false}, seen6[129] = {false};
     pol_addr_ent_t *e = NULL;
     for (size_t i = 0; i < n_addr; i++) {
@@ -606,16 +562,18 @@ static int pol_compile_addrs(filter_policy_t *p, const filter_policy_input_t *in
                                        &(pol_addr_key_t){keys[i - 1].prefix, 0}) != 0) {
             e = &p->addrs[p->n_addrs++];
             uint64_t w0, w1;
-            pol_addr_words(&keys[i].prefix.addr, &w0, &w1);
-            e->key = pol_akey(keys[i].prefix.addr.family, w0, w1, keys[i].prefix.len);
-            e->hash = pol_addr_hash(&e->key);
+            filter_pkey_words(&keys[i].prefix.addr, &w0, &w1);
+            e->key = filter_pkey_make(keys[i].prefix.addr.family, w0, w1, keys[i].prefix.len);
+            e->hash = filter_pkey_hash(&e->key);
             e->group.rule = (uint32_t)*n_rules_used;
             if (e->key.family == AF_INET && !seen4[e->key.len]) {
                 seen4[e->key.len] = true;
                 p->lens4[p->n_lens4++] = e->key.len;
+                p->set4 |= 1ULL << e->key.len;
             } else if (e->key.family == AF_INET6 && !seen6[e->key.len]) {
                 seen6[e->key.len] = true;
                 p->lens6[p->n_lens6++] = e->key.len;
+                p->set6[e->key.len / 64] |= 1ULL << (e->key.len % 64);
             }
         }
         p->rules[(*n_rules_used)++] = keys[i].rule;
@@ -632,31 +590,35 @@ static int pol_compile_addrs(filter_policy_t *p, const filter_policy_input_t *in
     return 0;
 }
 
+static bool pol_lists_valid(const filter_policy_input_t *in)
+{
+    if (in->n_lists && !in->lists)
+        return false;
+    for (size_t i = 0; i < in->n_lists; i++)
+        if (!in->lists[i])
+            return false;
+    return true;
+}
+
 static bool pol_input_valid(const filter_policy_input_t *in)
 {
     return in && (!in->n_rules || in->rules) && (!in->n_own || in->own) &&
            (!in->n_tls_ports || in->tls_ports) && (!in->n_http_ports || in->http_ports) &&
            pol_ports_valid(in->tls_ports, in->n_tls_ports) &&
-           pol_ports_valid(in->http_ports, in->n_http_ports);
+           pol_ports_valid(in->http_ports, in->n_http_ports) && pol_lists_valid(in);
 }
 
-/* An empty policy with its hash powers set up; NULL when out of memory. */
-static filter_policy_t *pol_new(bool filtering)
+/* A name rule's normalised name is kept once: as the tail of its text when
+ * the text ends with it (the usual case), else after the text. */
+static bool pol_name_in_text(const filter_rule_t *r, const char *text, size_t tl)
 {
-    filter_policy_t *p = calloc(1, sizeof *p);
-    if (!p)
-        return NULL;
-    p->bytes = sizeof *p;
-    p->filtering = filtering;
-    p->kpow[0] = 1;
-    for (size_t i = 1; i < FILTER_NAME_MAX; i++)
-        p->kpow[i] = p->kpow[i - 1] * POL_HASH_K;
-    return p;
+    size_t n = r->pattern.len;
+    return tl >= n && memcmp(text + tl - n, r->pattern.name, n) == 0;
 }
 
-/* How big the rule arrays must be, counted by pol_size_rules. */
+/* How big the arrays must be, counted by pol_size_rules. */
 typedef struct pol_sizes {
-    size_t n_rules, n_name, n_addr, n_chars, n_ports;
+    size_t n_rules, n_name, n_addr, n_chars, n_ports, n_own, n_lists;
 } pol_sizes_t;
 
 /* Pass 1: validate every rule and size the arrays. 0 or -EINVAL. */
@@ -665,6 +627,8 @@ static int pol_size_rules(const filter_policy_input_t *in, pol_sizes_t *sz)
     memset(sz, 0, sizeof *sz);
     /* Without `allow` there are no rules, so nothing lifts §2.4's refusals. */
     sz->n_rules = in->filtering ? in->n_rules : 0;
+    sz->n_lists = in->filtering ? in->n_lists : 0;
+    sz->n_own = in->n_own;
     if (sz->n_rules >= UINT32_MAX)
         return -EINVAL;
     size_t default_ports = in->n_tls_ports + in->n_http_ports;
@@ -674,10 +638,12 @@ static int pol_size_rules(const filter_policy_input_t *in, pol_sizes_t *sz)
             return -EINVAL;
         char buf[FILTER_NAME_MAX + 3];
         const char *text;
-        sz->n_chars += pol_rule_text(r, buf, &text) + 1;
+        size_t tl = pol_rule_text(r, buf, &text);
+        sz->n_chars += tl + 1;
         if (r->kind == FILTER_RULE_NAME) {
             sz->n_name++;
-            sz->n_chars += r->pattern.len + 1;
+            if (!pol_name_in_text(r, text, tl))
+                sz->n_chars += r->pattern.len + 1;
             sz->n_ports += r->n_ports ? r->n_ports : default_ports;
         } else {
             sz->n_addr++;
@@ -687,20 +653,45 @@ static int pol_size_rules(const filter_policy_input_t *in, pol_sizes_t *sz)
     return 0;
 }
 
-/* The arrays pass 2 fills, into p. 0 or -ENOMEM. */
-static int pol_alloc_rules(filter_policy_t *p, const pol_sizes_t *sz)
+/* Point p's arrays into the allocation at base (p itself comes first) and
+ * return its size; with base NULL only the size. Hash tables are sized to
+ * the rule counts (distinct keys can only be fewer), so a small policy is
+ * small. */
+static size_t pol_layout(filter_policy_t *p, char *base, const pol_sizes_t *sz)
 {
-    p->n_rules = sz->n_rules;
-    p->infos = pol_alloc(p, sz->n_rules, sizeof *p->infos);
-    p->chars = pol_alloc(p, sz->n_chars, 1);
-    p->ports = pol_alloc(p, sz->n_ports, sizeof *p->ports);
-    p->rules = pol_alloc(p, sz->n_rules, sizeof *p->rules);
+    size_t off = sizeof *p;
+    p->infos = pol_carve(base, &off, sz->n_rules, sizeof *p->infos);
+    p->rules = pol_carve(base, &off, sz->n_rules, sizeof *p->rules);
+    p->ports = pol_carve(base, &off, sz->n_ports, sizeof *p->ports);
     /* Segments never outnumber the ranges they come from (+1 per address
      * rule without ports). */
-    p->segs = pol_alloc(p, sz->n_ports + sz->n_addr, sizeof *p->segs);
-    if (!p->infos || !p->chars || !p->ports || !p->rules || !p->segs)
-        return -ENOMEM;
-    return 0;
+    p->segs = pol_carve(base, &off, sz->n_ports + sz->n_addr, sizeof *p->segs);
+    p->names = pol_carve(base, &off, sz->n_name, sizeof *p->names);
+    pol_table_carve(&p->name_tab, base, &off, sz->n_name);
+    p->addrs = pol_carve(base, &off, sz->n_addr, sizeof *p->addrs);
+    pol_table_carve(&p->addr_tab, base, &off, sz->n_addr);
+    p->own = pol_carve(base, &off, sz->n_own, sizeof *p->own);
+    p->lists = pol_carve(base, &off, sz->n_lists, sizeof *p->lists);
+    p->chars = pol_carve(base, &off, sz->n_chars, 1);
+    return off;
+}
+
+/* One zeroed allocation holding the policy and its arrays; NULL when out of
+ * memory. */
+static filter_policy_t *pol_new(const filter_policy_input_t *in, const pol_sizes_t *sz)
+{
+    filter_policy_t probe;
+    size_t total = pol_layout(&probe, NULL, sz);
+    if (total == SIZE_MAX)
+        return NULL;
+    filter_policy_t *p = calloc(1, total);
+    if (!p)
+        return NULL;
+    pol_layout(p, (char *)p, sz);
+    p->bytes = total;
+    p->filtering = in->filtering;
+    p->n_rules = sz->n_rules;
+    return p;
 }
 
 /* Copy r's effective ports to pr: its own, or for a name rule without ports
@@ -746,11 +737,27 @@ static void pol_fill_rules(filter_policy_t *p, const filter_policy_input_t *in,
         info->ports = info->n_ports ? pr : NULL;
         pr += np;
 
-        if (r->kind == FILTER_RULE_NAME) {
+        if (r->kind == FILTER_RULE_NAME && pol_name_in_text(r, text, tl)) {
+            name_copy[i] = info->text + tl - r->pattern.len;
+        } else if (r->kind == FILTER_RULE_NAME) {
             memcpy(c, r->pattern.name, r->pattern.len + 1);
             name_copy[i] = c;
             c += r->pattern.len + 1;
         }
+    }
+}
+
+/* Borrow the shared lists and merge their prefix lengths into all4/all6. */
+static void pol_compile_lists(filter_policy_t *p, const filter_policy_input_t *in, size_t n_lists)
+{
+    p->all4 = p->set4;
+    memcpy(p->all6, p->set6, sizeof p->all6);
+    for (size_t i = 0; i < n_lists; i++) {
+        const filter_policy_t *l = in->lists[i];
+        p->lists[p->n_lists++] = l;
+        p->all4 |= l->set4;
+        for (size_t w = 0; w < 3; w++)
+            p->all6[w] |= l->set6[w];
     }
 }
 
@@ -764,12 +771,13 @@ int filter_policy_compile(const filter_policy_input_t *in, filter_policy_t **out
     *out = NULL;
     if (!pol_input_valid(in))
         return -EINVAL;
-    filter_policy_t *p = pol_new(in->filtering);
+    pthread_once(&pol_kpow_once, pol_kpow_init);
+    if ((rc = pol_size_rules(in, &sz)) != 0)
+        return rc;
+    filter_policy_t *p = pol_new(in, &sz);
     if (!p)
         return -ENOMEM;
-    if ((rc = pol_compile_own(p, in)) != 0 || (rc = pol_size_rules(in, &sz)) != 0 ||
-        (rc = pol_alloc_rules(p, &sz)) != 0)
-        goto fail;
+    pol_compile_own(p, in);
     name_copy = calloc(sz.n_rules ? sz.n_rules : 1, sizeof *name_copy);
     tmp = malloc((sz.n_ports + sz.n_addr ? sz.n_ports + sz.n_addr : 1) * sizeof *tmp);
     if (!name_copy || !tmp) {
@@ -782,6 +790,7 @@ int filter_policy_compile(const filter_policy_input_t *in, filter_policy_t **out
     if ((rc = pol_compile_names(p, in, name_copy, sz.n_name, &n_rules_used, &n_segs, tmp)) != 0 ||
         (rc = pol_compile_addrs(p, in, sz.n_addr, &n_rules_used, &n_segs, tmp)) != 0)
         goto fail;
+    pol_compile_lists(p, in, sz.n_lists);
 
     free(name_copy);
     free(tmp);
@@ -798,17 +807,7 @@ void filter_policy_free(filter_policy_t *p)
 {
     if (!p)
         return;
-    free(p->infos);
-    free(p->ports);
-    free(p->chars);
-    free(p->segs);
-    free(p->rules);
-    free(p->names);
-    pol_table_free(&p->name_tab);
-    free(p->addrs);
-    pol_table_free(&p->addr_tab);
-    free(p->own);
-    free(p);
+    free(p); /* one allocation (pol_new) */
 }
 
 bool filter_policy_filtering(const filter_policy_t *p)
@@ -890,7 +889,7 @@ static size_t pol_name_walk(const filter_policy_t *p, const char *name, size_t l
     for (size_t i = len; i > 0; i--) {
         /* h: hash of name[i-1 ..], the suffix of length m */
         size_t m = len - (i - 1);
-        h += (unsigned char)name[i - 1] * p->kpow[m - 1];
+        h += (unsigned char)name[i - 1] * pol_kpow[m - 1];
         if (i - 1 == 0) {
             if (!pol_len_in(p->exact_lens, m))
                 continue;
@@ -908,6 +907,133 @@ static size_t pol_name_walk(const filter_policy_t *p, const char *name, size_t l
     return n_wild;
 }
 
+/* ---- names over a policy and its lists ---------------------------------- */
+
+/* The policies a decision looks at: the policy itself, then its lists. */
+static inline const filter_policy_t *pol_nth(const filter_policy_t *p, size_t k)
+{
+    return k == 0 ? p : p->lists[k - 1];
+}
+
+/* A normalised name's suffix hashes, computed once for the policy and all
+ * its lists (pol_kpow is the same for every policy): the whole name's, and
+ * at every label boundary the proper suffix's, least specific first. */
+typedef struct pol_suffixes {
+    uint64_t full;
+    size_t n;
+    struct {
+        uint64_t hash;
+        uint16_t off, len;
+    } s[POL_MAX_LABELS];
+} pol_suffixes_t;
+
+static void pol_suffixes(const char *name, size_t len, pol_suffixes_t *sx)
+{
+    uint64_t h = 0;
+    sx->n = 0;
+    for (size_t i = len; i > 0; i--) {
+        size_t m = len - (i - 1);
+        h += (unsigned char)name[i - 1] * pol_kpow[m - 1];
+        if (i - 1 > 0 && name[i - 2] == '.' && sx->n < POL_MAX_LABELS) {
+            sx->s[sx->n].hash = h;
+            sx->s[sx->n].off = (uint16_t)(i - 1);
+            sx->s[sx->n++].len = (uint16_t)m;
+        }
+    }
+    sx->full = h;
+}
+
+/* q's entry holding exact rules for the whole name, or NULL. */
+static const pol_name_ent_t *pol_exact_in(const filter_policy_t *q, const pol_suffixes_t *sx,
+                                          const char *name, size_t len)
+{
+    if (q->n_names == 0 || !pol_len_in(q->exact_lens, len))
+        return NULL;
+    const pol_name_ent_t *e = pol_name_find(q, sx->full, name, len);
+    return e && e->exact.n_rule ? e : NULL;
+}
+
+/* q's entry holding `*.suffix` rules for suffix j of the name, or NULL. */
+static const pol_name_ent_t *pol_wild_in(const filter_policy_t *q, const pol_suffixes_t *sx,
+                                         size_t j, const char *name)
+{
+    size_t m = sx->s[j].len;
+    if (q->n_names == 0 || !pol_len_in(q->wild_lens, m))
+        return NULL;
+    const pol_name_ent_t *e = pol_name_find(q, sx->s[j].hash, name + sx->s[j].off, m);
+    return e && e->wild.n_rule ? e : NULL;
+}
+
+/* filter_match_name for a policy with lists: the exact rules of the policy
+ * then of each list, then the wildcards most specific first, the policy's
+ * before the lists' at each level. */
+static filter_decision_t pol_match_name_lists(const filter_policy_t *p, const char *name,
+                                              size_t len, int port)
+{
+    pol_suffixes_t sx;
+    const filter_rule_info_t *matched = NULL; /* the first rule that matched */
+    uint32_t r;
+    pol_suffixes(name, len, &sx);
+    for (size_t k = 0; k <= p->n_lists; k++) {
+        const filter_policy_t *q = pol_nth(p, k);
+        const pol_name_ent_t *e = pol_exact_in(q, &sx, name, len);
+        if (!e)
+            continue;
+        if ((r = pol_group_allows(q, &e->exact, port)) != POL_NO_ENTRY)
+            return pol_decision(FILTER_ALLOW, FILTER_REASON_ALLOWLIST, &q->infos[r]);
+        if (!matched)
+            matched = &q->infos[q->rules[e->exact.rule]];
+    }
+    for (size_t j = sx.n; j > 0; j--) {
+        for (size_t k = 0; k <= p->n_lists; k++) {
+            const filter_policy_t *q = pol_nth(p, k);
+            const pol_name_ent_t *e = pol_wild_in(q, &sx, j - 1, name);
+            if (!e)
+                continue;
+            if ((r = pol_group_allows(q, &e->wild, port)) != POL_NO_ENTRY)
+                return pol_decision(FILTER_ALLOW, FILTER_REASON_ALLOWLIST, &q->infos[r]);
+            if (!matched)
+                matched = &q->infos[q->rules[e->wild.rule]];
+        }
+    }
+    if (matched)
+        return pol_decision(FILTER_BLOCK, FILTER_REASON_PORT, matched);
+    return pol_decision(FILTER_BLOCK, FILTER_REASON_NOT_ALLOWED, NULL);
+}
+
+/* Append group g of q's rules to out (up to max), counting them in *total. */
+static void pol_group_out(const filter_policy_t *q, const pol_group_t *g,
+                          const filter_rule_info_t **out, size_t max, size_t *total)
+{
+    for (uint32_t j = 0; j < g->n_rule; j++, (*total)++)
+        if (out && *total < max)
+            out[*total] = &q->infos[q->rules[g->rule + j]];
+}
+
+/* filter_match_name_all for a policy with lists, in pol_match_name_lists's
+ * order. */
+static size_t pol_match_all_lists(const filter_policy_t *p, const char *name, size_t len,
+                                  const filter_rule_info_t **out, size_t max)
+{
+    pol_suffixes_t sx;
+    size_t total = 0;
+    pol_suffixes(name, len, &sx);
+    for (size_t k = 0; k <= p->n_lists; k++) {
+        const filter_policy_t *q = pol_nth(p, k);
+        const pol_name_ent_t *e = pol_exact_in(q, &sx, name, len);
+        if (e)
+            pol_group_out(q, &e->exact, out, max, &total);
+    }
+    for (size_t j = sx.n; j > 0; j--)
+        for (size_t k = 0; k <= p->n_lists; k++) {
+            const filter_policy_t *q = pol_nth(p, k);
+            const pol_name_ent_t *e = pol_wild_in(q, &sx, j - 1, name);
+            if (e)
+                pol_group_out(q, &e->wild, out, max, &total);
+        }
+    return total;
+}
+
 filter_decision_t filter_match_name(const filter_policy_t *p, const char *name, size_t len,
                                     int port)
 {
@@ -919,6 +1045,8 @@ filter_decision_t filter_match_name(const filter_policy_t *p, const char *name, 
     size_t n;
     if (!name || filter_name_normalize(name, len, norm, &n) != FILTER_NAME_OK)
         return pol_decision(FILTER_BLOCK, FILTER_REASON_BAD_NAME, NULL);
+    if (p->n_lists)
+        return pol_match_name_lists(p, norm, n, port);
 
     const pol_name_ent_t *exact, *wild[POL_MAX_LABELS];
     size_t n_wild = pol_name_walk(p, norm, n, &exact, wild);
@@ -949,18 +1077,16 @@ size_t filter_match_name_all(const filter_policy_t *p, const char *name, size_t 
     size_t n;
     if (filter_name_normalize(name, len, norm, &n) != FILTER_NAME_OK)
         return 0;
+    if (p->n_lists)
+        return pol_match_all_lists(p, norm, n, out, max);
 
     const pol_name_ent_t *exact, *wild[POL_MAX_LABELS];
     size_t n_wild = pol_name_walk(p, norm, n, &exact, wild);
     size_t total = 0;
     if (exact)
-        for (uint32_t j = 0; j < exact->exact.n_rule; j++, total++)
-            if (out && total < max)
-                out[total] = &p->infos[p->rules[exact->exact.rule + j]];
+        pol_group_out(p, &exact->exact, out, max, &total);
     for (size_t i = n_wild; i > 0; i--)
-        for (uint32_t j = 0; j < wild[i - 1]->wild.n_rule; j++, total++)
-            if (out && total < max)
-                out[total] = &p->infos[p->rules[wild[i - 1]->wild.rule + j]];
+        pol_group_out(p, &wild[i - 1]->wild, out, max, &total);
     return total;
 }
 
@@ -988,9 +1114,9 @@ static const pol_addr_ent_t *pol_addr_walk(const filter_policy_t *p, const filte
         return NULL;
     }
     uint64_t w0, w1;
-    pol_addr_words(a, &w0, &w1);
+    filter_pkey_words(a, &w0, &w1);
     for (size_t i = 0; i < n_lens; i++) {
-        pol_akey_t k = pol_akey(a->family, w0, w1, lens[i]);
+        filter_pkey_t k = filter_pkey_make(a->family, w0, w1, lens[i]);
         const pol_addr_ent_t *e = pol_addr_find(p, &k);
         if (!e)
             continue;
@@ -1007,12 +1133,59 @@ static const pol_addr_ent_t *pol_addr_walk(const filter_policy_t *p, const filte
     return NULL;
 }
 
+/* pol_addr_walk over a policy and its lists: lengths in use by any of them,
+ * longest first, and at each the policy before its lists. Returns the rule
+ * that allows port, else NULL with *first the first rule of the most
+ * specific covering entry (NULL when none). */
+static const filter_rule_info_t *pol_addr_walk_lists(const filter_policy_t *p,
+                                                     const filter_addr_t *a, int port,
+                                                     bool stop_at_first,
+                                                     const filter_rule_info_t **first)
+{
+    uint64_t set4 = p->all4;
+    const uint64_t *set = a->family == AF_INET ? &set4 : p->all6;
+    int bits = a->family == AF_INET ? 33 : 129;
+    *first = NULL;
+    if (a->family != AF_INET && a->family != AF_INET6)
+        return NULL;
+    uint64_t w0, w1;
+    filter_pkey_words(a, &w0, &w1);
+    for (int len = filter_pkey_next_len(set, bits); len >= 0;
+         len = filter_pkey_next_len(set, len)) {
+        filter_pkey_t key = filter_pkey_make(a->family, w0, w1, (unsigned)len);
+        for (size_t k = 0; k <= p->n_lists; k++) {
+            const filter_policy_t *q = pol_nth(p, k);
+            const uint64_t *qs = a->family == AF_INET ? &q->set4 : q->set6;
+            if (!((qs[len / 64] >> (len % 64)) & 1))
+                continue;
+            const pol_addr_ent_t *e = pol_addr_find(q, &key);
+            if (!e)
+                continue;
+            if (!*first)
+                *first = &q->infos[q->rules[e->group.rule]];
+            if (stop_at_first)
+                return NULL;
+            uint32_t r = pol_group_allows(q, &e->group, port);
+            if (r != POL_NO_ENTRY)
+                return &q->infos[r];
+        }
+    }
+    return NULL;
+}
+
 filter_decision_t filter_match_addr(const filter_policy_t *p, const filter_addr_t *addr, int port)
 {
     if (!p || !addr)
         return pol_decision(FILTER_BLOCK, FILTER_REASON_NOT_ALLOWED, NULL);
     if (!p->filtering)
         return pol_decision(FILTER_ALLOW, FILTER_REASON_FILTER_OFF, NULL);
+    if (p->n_lists) {
+        const filter_rule_info_t *first, *allow;
+        if ((allow = pol_addr_walk_lists(p, addr, port, false, &first)))
+            return pol_decision(FILTER_ALLOW, FILTER_REASON_ALLOWLIST, allow);
+        return pol_decision(FILTER_BLOCK, first ? FILTER_REASON_PORT : FILTER_REASON_NOT_ALLOWED,
+                            first);
+    }
     uint32_t r;
     const pol_addr_ent_t *first;
     if (pol_addr_walk(p, addr, port, false, &r, &first))
@@ -1025,6 +1198,11 @@ filter_decision_t filter_match_addr(const filter_policy_t *p, const filter_addr_
 
 bool filter_addr_covered(const filter_policy_t *p, const filter_addr_t *addr)
 {
+    if (p && addr && p->n_lists) {
+        const filter_rule_info_t *first;
+        pol_addr_walk_lists(p, addr, FILTER_ANY_PORT, true, &first);
+        return first != NULL;
+    }
     if (!p || !addr || p->n_addrs == 0)
         return false;
     uint32_t r;
@@ -1090,7 +1268,8 @@ bool filter_check_private(const filter_policy_t *p, const filter_addr_t *addr)
 static size_t pol_probe_len(const pol_table_t *t, uint64_t hash, uint32_t idx)
 {
     size_t n = 1;
-    for (size_t i = pol_mix(hash) & t->mask; t->slots[i].idx1 != idx + 1; i = (i + 1) & t->mask)
+    for (size_t i = filter_pkey_mix(hash) & t->mask; t->slots[i].idx1 != idx + 1;
+         i = (i + 1) & t->mask)
         n++;
     return n;
 }

@@ -22,8 +22,9 @@ typedef struct filter_tenant_input {
 } filter_tenant_input_t;
 
 /* Compile n tenants; tenant i's index is i. Returns 0 with *out set, or
- * -ENOMEM, or -EEXIST when two tenants list the same prefix (the config
- * refuses that first), with *out NULL. */
+ * -ENOMEM, -EINVAL (a prefix the config should have refused), or -EEXIST
+ * when two tenants list the same prefix (the config refuses that first),
+ * with *out NULL. */
 int filter_tenants_compile(const filter_tenant_input_t *tenants, size_t n,
                            filter_tenants_t **out);
 

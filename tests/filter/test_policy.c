@@ -71,10 +71,13 @@ static size_t make_rules(const spec_t *specs, size_t n)
     return n;
 }
 
-static filter_policy_t *compile_own(const spec_t *specs, size_t n, bool filtering,
-                                    const struct sockaddr_storage *own, size_t n_own)
+static filter_policy_t *compile_with(const spec_t *specs, size_t n, bool filtering,
+                                     const struct sockaddr_storage *own, size_t n_own,
+                                     const filter_policy_t *const *lists, size_t n_lists)
 {
     filter_policy_input_t in = {
+        .lists = lists,
+        .n_lists = n_lists,
         .filtering = filtering,
         .rules = rules,
         .n_rules = make_rules(specs, n),
@@ -95,6 +98,12 @@ static filter_policy_t *compile_own(const spec_t *specs, size_t n, bool filterin
     }
     memset(rules, 0xab, sizeof rules);
     return p;
+}
+
+static filter_policy_t *compile_own(const spec_t *specs, size_t n, bool filtering,
+                                    const struct sockaddr_storage *own, size_t n_own)
+{
+    return compile_with(specs, n, filtering, own, n_own, NULL, 0);
 }
 
 static filter_policy_t *compile(const spec_t *specs, size_t n)
@@ -730,4 +739,183 @@ Test(policy_name, longest_rules)
     snprintf(q, sizeof q, "xy.%s", base); /* 254 octets */
     expect(name(p, q, 443), FILTER_BLOCK, FILTER_REASON_BAD_NAME, NULL, "254");
     filter_policy_free(p);
+}
+
+/* ---- shared lists (SPEC §2.7) -------------------------------------------- */
+
+#define SPECS(...)                                                                                 \
+    (const spec_t[]){__VA_ARGS__}, sizeof((const spec_t[]){__VA_ARGS__}) / sizeof(spec_t)
+
+/* One compiled list, borrowed by two policies that each add their own rules:
+ * each decides by its own rules plus the list's, not by the other's. */
+Test(policy_lists, one_list_two_users)
+{
+    filter_policy_t *list =
+        compile(SPECS({"pypi.org", NULL}, {"*.github.com", "443"}, {"203.0.113.0/24", NULL}));
+    const filter_policy_t *lists[] = {list};
+    filter_policy_t *a = compile_with(SPECS({"a.example", NULL}), true, NULL, 0, lists, 1);
+    filter_policy_t *b =
+        compile_with(SPECS({"b.example", NULL}, {"198.51.100.7", NULL}), true, NULL, 0, lists, 1);
+    ALLOWED(name(a, "a.example", 443), "a.example");
+    NOT_ALLOWED(name(a, "b.example", 443));
+    ALLOWED(name(b, "b.example", 80), "b.example");
+    NOT_ALLOWED(name(b, "a.example", 443));
+    ALLOWED(name(a, "PyPI.org", 443), "pypi.org");
+    ALLOWED(name(b, "pypi.org.", 8080), "pypi.org");
+    ALLOWED(name(a, "api.github.com", 443), "*.github.com");
+    PORT_BLOCKED(name(b, "api.github.com", 80), "*.github.com");
+    ALLOWED(addr(a, "203.0.113.9", 22), "203.0.113.0/24");
+    ALLOWED(addr(b, "203.0.113.9", 22), "203.0.113.0/24");
+    ALLOWED(addr(b, "198.51.100.7", 22), "198.51.100.7");
+    NOT_ALLOWED(addr(a, "198.51.100.7", 22));
+    /* The list's rule is the list's own: one compiled copy. */
+    cr_assert_eq(name(a, "pypi.org", 443).rule, name(b, "pypi.org", 443).rule);
+    cr_assert_eq(name(a, "pypi.org", 443).rule, filter_policy_rule_at(list, 0));
+    /* rule_count and rule_at are the policy's own rules only. */
+    cr_assert_eq(filter_policy_rule_count(a), 1);
+    cr_assert_eq(filter_policy_rule_count(b), 2);
+    cr_assert_null(filter_policy_rule_at(a, 1));
+    cr_assert(filter_policy_filtering(a));
+    filter_policy_free(a);
+    filter_policy_free(b);
+    /* The list outlives its users and is still whole. */
+    ALLOWED(name(list, "pypi.org", 443), "pypi.org");
+    filter_policy_free(list);
+}
+
+/* Exact before wildcard whoever holds it, the policy before its lists at the
+ * same specificity, and any rule that allows the port admits. */
+Test(policy_lists, precedence)
+{
+    filter_policy_t *l1 = compile(
+        SPECS({"x.example.com", "22"}, {"*.example.com", "443"}, {"*.y.example.com", "8443"}));
+    filter_policy_t *l2 = compile(SPECS({"x.example.com", "25"}, {"*.example.com", "80"}));
+    const filter_policy_t *lists[] = {l1, l2};
+    filter_policy_t *p = compile_with(SPECS({"*.example.com", "443"}, {"z.y.example.com", "9000"}),
+                                      true, NULL, 0, lists, 2);
+    /* Exact in a list beats the policy's own wildcard. */
+    ALLOWED(name(p, "x.example.com", 22), "x.example.com");
+    ALLOWED(name(p, "x.example.com", 25), "x.example.com");
+    cr_assert_eq(name(p, "x.example.com", 25).rule, filter_policy_rule_at(l2, 0));
+    /* Port 443: no exact rule allows it; the own wildcard is reported before
+     * l1's at the same level. */
+    ALLOWED(name(p, "x.example.com", 443), "*.example.com");
+    cr_assert_eq(name(p, "x.example.com", 443).rule, filter_policy_rule_at(p, 0));
+    /* Port 80 only in l2's wildcard. */
+    cr_assert_eq(name(p, "x.example.com", 80).rule, filter_policy_rule_at(l2, 1));
+    /* Port-not-allowed reports the first exact rule (the list's: the policy
+     * has none for this name). */
+    PORT_BLOCKED(name(p, "x.example.com", 1), "x.example.com");
+    cr_assert_eq(name(p, "x.example.com", 1).rule, filter_policy_rule_at(l1, 0));
+    /* A more specific wildcard in a list beats a less specific own one. */
+    cr_assert_eq(name(p, "w.y.example.com", 8443).rule, filter_policy_rule_at(l1, 2));
+    PORT_BLOCKED(name(p, "w.y.example.com", 1), "*.y.example.com");
+    /* Own exact is first. */
+    cr_assert_eq(name(p, "z.y.example.com", 9000).rule, filter_policy_rule_at(p, 1));
+    PORT_BLOCKED(name(p, "z.y.example.com", 1), "z.y.example.com");
+    cr_assert_eq(name(p, "z.y.example.com", 1).rule, filter_policy_rule_at(p, 1));
+    ALLOWED(name(p, "z.y.example.com", FILTER_ANY_PORT), "z.y.example.com");
+    NOT_ALLOWED(name(p, "example.com", 443));
+    NOT_ALLOWED(name(p, "other.org", 443));
+    expect(name(p, "bad..name", 443), FILTER_BLOCK, FILTER_REASON_BAD_NAME, NULL, "bad");
+
+    /* match_name_all: exact (own, then lists in order), then wildcards most
+     * specific first, the policy's before the lists' at each level. */
+    const filter_rule_info_t *out[8];
+    cr_assert_eq(filter_match_name_all(p, "x.example.com", 13, out, 8), 5);
+    cr_assert_eq(out[0], filter_policy_rule_at(l1, 0));
+    cr_assert_eq(out[1], filter_policy_rule_at(l2, 0));
+    cr_assert_eq(out[2], filter_policy_rule_at(p, 0));
+    cr_assert_eq(out[3], filter_policy_rule_at(l1, 1));
+    cr_assert_eq(out[4], filter_policy_rule_at(l2, 1));
+    cr_assert_eq(filter_match_name_all(p, "z.y.example.com", 15, out, 2), 5);
+    cr_assert_eq(out[0], filter_policy_rule_at(p, 1));
+    cr_assert_eq(out[1], filter_policy_rule_at(l1, 2));
+    filter_policy_free(p);
+    filter_policy_free(l1);
+    filter_policy_free(l2);
+}
+
+/* Address rules: the longest prefix over the policy and its lists, ports
+ * from every rule at that prefix. */
+Test(policy_lists, addresses)
+{
+    filter_policy_t *l = compile(SPECS({"10.1.0.0/16", "22"}, {"10.1.2.0/24", "443"},
+                                       {"2001:db8::/32", NULL}, {"192.0.2.0/24", "80"}));
+    const filter_policy_t *lists[] = {l};
+    filter_policy_t *p = compile_with(
+        SPECS({"10.0.0.0/8", "8080"}, {"10.1.2.0/24", "25"}, {"2001:db8:1::/48", "53"}), true, NULL,
+        0, lists, 1);
+    ALLOWED(addr(p, "10.9.9.9", 8080), "10.0.0.0/8");
+    ALLOWED(addr(p, "10.1.9.9", 22), "10.1.0.0/16");
+    ALLOWED(addr(p, "10.1.9.9", 8080), "10.0.0.0/8");
+    /* Both policies have 10.1.2.0/24: either's ports allow; own first. */
+    cr_assert_eq(addr(p, "10.1.2.3", 25).rule, filter_policy_rule_at(p, 1));
+    cr_assert_eq(addr(p, "10.1.2.3", 443).rule, filter_policy_rule_at(l, 1));
+    PORT_BLOCKED(addr(p, "10.1.2.3", 1), "10.1.2.0/24");
+    cr_assert_eq(addr(p, "10.1.2.3", 1).rule, filter_policy_rule_at(p, 1));
+    PORT_BLOCKED(addr(p, "192.0.2.1", 443), "192.0.2.0/24");
+    ALLOWED(addr(p, "2001:db8:1::1", 53), "2001:db8:1::/48");
+    ALLOWED(addr(p, "2001:db8:1::1", 443), "2001:db8::/32");
+    NOT_ALLOWED(addr(p, "11.0.0.1", 443));
+    cr_assert(filter_addr_covered(p, &(filter_addr_t){0}) == false);
+    filter_addr_t a = A("192.0.2.1");
+    cr_assert(filter_addr_covered(p, &a));
+    a = A("198.51.100.1");
+    cr_assert_not(filter_addr_covered(p, &a));
+    filter_policy_free(p);
+    filter_policy_free(l);
+}
+
+/* An address rule in a list lifts §2.4's refusals as an own one does; the
+ * policy's own listeners stay its own (a list's `own` is ignored). */
+Test(policy_lists, refusals)
+{
+    struct sockaddr_storage own[] = {sa("198.18.0.1", 8443)};
+    filter_policy_t *l = compile_own(SPECS({"127.0.0.0/8", "5353"}, {"10.0.0.0/8", NULL},
+                                           {"169.254.169.254", "80"}, {"198.18.0.0/15", "8443"}),
+                                     true, NULL, 0);
+    struct sockaddr_storage list_own[] = {sa("203.0.113.1", 443)};
+    filter_policy_t *l_own = compile_own(SPECS({"example.org", NULL}), true, list_own, 1);
+    const filter_policy_t *lists[] = {l, l_own};
+    filter_policy_t *p = compile_with(SPECS({"example.com", NULL}), true, own, 1, lists, 2);
+    filter_policy_t *bare = compile_with(SPECS({"example.com", NULL}), true, own, 1, NULL, 0);
+    filter_addr_t meta = A("169.254.169.254"), priv = A("10.2.3.4"), lo = A("127.0.0.1"),
+                  mine = A("198.18.0.1"), other = A("203.0.113.1");
+    REFUSED(filter_check_refused(bare, &meta, 80));
+    NOT_REF(filter_check_refused(p, &meta, 80));
+    REFUSED(filter_check_refused(bare, &lo, 5353));
+    NOT_REF(filter_check_refused(p, &lo, 5353));
+    cr_assert(filter_check_private(bare, &priv));
+    cr_assert_not(filter_check_private(p, &priv));
+    OWN(filter_check_refused(bare, &mine, 8443));
+    NOT_REF(filter_check_refused(p, &mine, 8443)); /* the list names it on that port */
+    NOT_REF(filter_check_refused(p, &other, 443)); /* a list's own listeners are not p's */
+    filter_policy_free(p);
+    filter_policy_free(bare);
+    filter_policy_free(l);
+    filter_policy_free(l_own);
+}
+
+/* Without `allow` the lists are ignored like the rules; a NULL list is
+ * refused. */
+Test(policy_lists, filtering_off_and_bad_input)
+{
+    filter_policy_t *l = compile(SPECS({"10.0.0.0/8", NULL}));
+    const filter_policy_t *lists[] = {l};
+    filter_policy_t *p = compile_with(NULL, 0, false, NULL, 0, lists, 1);
+    expect(name(p, "x.org", 443), FILTER_ALLOW, FILTER_REASON_FILTER_OFF, NULL, "off");
+    filter_addr_t priv = A("10.2.3.4"), lo = A("127.0.0.1");
+    cr_assert_not(filter_addr_covered(p, &priv));
+    REFUSED(filter_check_refused(p, &lo, 1));
+    filter_policy_free(p);
+
+    const filter_policy_t *none[] = {NULL};
+    filter_policy_input_t in = {.filtering = true, .lists = none, .n_lists = 1};
+    filter_policy_t *q = (filter_policy_t *)0x1;
+    cr_assert_eq(filter_policy_compile(&in, &q), -EINVAL);
+    cr_assert_null(q);
+    in.lists = NULL;
+    cr_assert_eq(filter_policy_compile(&in, &q), -EINVAL);
+    filter_policy_free(l);
 }
