@@ -317,9 +317,10 @@ static void ctl_reload_cb(moat_reload_req_t *req, const moat_reload_result_t *re
     } else if (res->rc == -ESHUTDOWN) {
         ctl_buf_puts(&b, "failed moat is stopping\n");
     } else if (res->diag && res->diag->n > 0) {
-        const char *file = res->diag->file ? res->diag->file : res->path;
         for (size_t i = 0; i < res->diag->n; i++) {
             const cfg_error_t *e = &res->diag->items[i];
+            const char *file =
+                cfg_error_file(res->diag, e) ? cfg_error_file(res->diag, e) : res->path;
             /* As cfg_diag_print (`moat check`) writes them. */
             ctl_buf_puts(&b, "error ");
             ctl_buf_puts(&b, file);

@@ -23,38 +23,28 @@
 #include "filter/addr.h"
 #include "filter/name.h"
 
-/* Every listener takes TCP (DNS takes UDP too), so no two may share an
- * address; these are the lists checked against each other. */
-enum { CFG_L_DNS, CFG_L_TRANSPARENT, CFG_L_TLS, CFG_L_HTTP, CFG_L_METRICS, CFG_L_N };
 static const char *const cfg_listen_key[CFG_L_N] = {"dns.listen", "proxy.transparent", "proxy.tls",
                                                     "proxy.http", "metrics.listen"};
 
-typedef struct cfg_pos {
-    unsigned line, col;
-} cfg_pos_t;
-
-typedef struct cfg_ctx {
-    cfg_t *cfg;
-    cfg_diag_t *diag;
-    int rc;    /* sticky -ENOMEM */
-    bool user; /* walking the operator's file, not the embedded default */
-    /* Positions of the items of the lists the operator's file set (NULL:
-     * still the default), so cross-key errors can point at them. */
-    cfg_pos_t *listen_pos[CFG_L_N];
-    cfg_pos_t *tls_ports_pos, *http_ports_pos;
-} cfg_ctx_t;
-
-#define CFG_AT(node) (node)->line, (node)->col
-
-static void cfg_err(cfg_ctx_t *c, unsigned line, unsigned col, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
 /* Add an error; an allocation failure becomes the sticky -ENOMEM. */
-static void cfg_err(cfg_ctx_t *c, unsigned line, unsigned col, const char *fmt, ...)
+void cfg_err(cfg_ctx_t *c, unsigned line, unsigned col, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int rc = cfg_diag_vadd(c->diag, line, col, fmt, ap);
+    int rc = cfg_diag_vadd_in(c->diag, c->file, line, col, fmt, ap);
+    va_end(ap);
+    if (rc < 0)
+        c->rc = rc;
+}
+
+void cfg_err_in(cfg_ctx_t *c, const char *file, unsigned line, unsigned col, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    /* The config itself is the diag's file: its errors carry none. */
+    if (c->cfg->n_files > 0 && file == c->cfg->files[0])
+        file = NULL;
+    int rc = cfg_diag_vadd_in(c->diag, file, line, col, fmt, ap);
     va_end(ap);
     if (rc < 0)
         c->rc = rc;
@@ -62,26 +52,26 @@ static void cfg_err(cfg_ctx_t *c, unsigned line, unsigned col, const char *fmt, 
 
 /* ---- scalar types ---- */
 
-static bool cfg_is(const cfg_node_t *n, const char *s)
+bool cfg_is(const cfg_node_t *n, const char *s)
 {
     return n->kind == CFG_NODE_SCALAR && n->len == strlen(s) && memcmp(n->str, s, n->len) == 0;
 }
 
 /* YAML null, only for plain scalars: "null" quoted (or !!str null) is a string. */
-static bool cfg_is_null(const cfg_node_t *n)
+bool cfg_is_null(const cfg_node_t *n)
 {
     return n->kind == CFG_NODE_SCALAR && n->plain &&
            (n->len == 0 || cfg_is(n, "~") || cfg_is(n, "null") || cfg_is(n, "Null") ||
             cfg_is(n, "NULL"));
 }
 
-static const char *cfg_kind_name(const cfg_node_t *n)
+const char *cfg_kind_name(const cfg_node_t *n)
 {
     return n->kind == CFG_NODE_SEQ ? "a list" : n->kind == CFG_NODE_MAP ? "a mapping" : "a value";
 }
 
 /* A non-null scalar where one is expected; reports "KEY: expected WHAT". */
-static bool cfg_value(cfg_ctx_t *c, const cfg_node_t *n, const char *key, const char *what)
+bool cfg_value(cfg_ctx_t *c, const cfg_node_t *n, const char *key, const char *what)
 {
     if (n->kind == CFG_NODE_BAD)
         return false; /* reported when parsed */
@@ -97,8 +87,8 @@ static bool cfg_value(cfg_ctx_t *c, const cfg_node_t *n, const char *key, const 
     return true;
 }
 
-static bool cfg_get_enum(cfg_ctx_t *c, const cfg_node_t *n, const char *key,
-                         const char *const *names, size_t count, const char *expect, int *out)
+bool cfg_get_enum(cfg_ctx_t *c, const cfg_node_t *n, const char *key, const char *const *names,
+                  size_t count, const char *expect, int *out)
 {
     if (!cfg_value(c, n, key, expect))
         return false;
@@ -337,7 +327,7 @@ static void cfg_set_port_list(cfg_ctx_t *c, const cfg_node_t *n, const char *key
 /* ---- mappings ---- */
 
 /* Edit distance, case-folded, for "did you mean"; keys are short. */
-static size_t cfg_distance(const char *a, size_t alen, const char *b)
+size_t cfg_distance(const char *a, size_t alen, const char *b)
 {
     size_t blen = strlen(b), row[33];
     if (alen > 32 || blen > 32)
@@ -361,7 +351,7 @@ static size_t cfg_distance(const char *a, size_t alen, const char *b)
 static void cfg_unknown_key(cfg_ctx_t *c, const cfg_node_t *key, const char *where,
                             const char *const *names, size_t count)
 {
-    char show[CFG_SHOW_MAX], in[64] = "";
+    char show[CFG_SHOW_MAX], in[96] = "";
     cfg_show(key->str, key->len, show);
     if (where)
         snprintf(in, sizeof in, " in %s", where);
@@ -392,8 +382,8 @@ static void cfg_unknown_key(cfg_ctx_t *c, const cfg_node_t *key, const char *whe
  * in vals (NULL when absent). Reports keys that are unknown, duplicated or not
  * strings. A null node is an empty mapping. Returns false when n is not a
  * mapping (reported). */
-static bool cfg_map(cfg_ctx_t *c, const cfg_node_t *n, const char *where, const char *const *names,
-                    size_t count, const cfg_node_t **vals)
+bool cfg_map_shown(cfg_ctx_t *c, const cfg_node_t *n, const char *where, const char *const *names,
+                   size_t count, size_t shown, const cfg_node_t **vals)
 {
     const cfg_node_t *keys[16] = {0};
     if (count > sizeof keys / sizeof keys[0])
@@ -425,7 +415,7 @@ static bool cfg_map(cfg_ctx_t *c, const cfg_node_t *n, const char *where, const 
         while (i < count && !cfg_is(key, names[i]))
             i++;
         if (i == count) {
-            cfg_unknown_key(c, key, where, names, count);
+            cfg_unknown_key(c, key, where, names, shown);
         } else if (keys[i]) {
             cfg_err(c, CFG_AT(key), "duplicate key \"%s\"%s%s (first at %u:%u)", names[i],
                     where ? " in " : "", where ? where : "", keys[i]->line, keys[i]->col);
@@ -435,6 +425,12 @@ static bool cfg_map(cfg_ctx_t *c, const cfg_node_t *n, const char *where, const 
         }
     }
     return true;
+}
+
+static bool cfg_map(cfg_ctx_t *c, const cfg_node_t *n, const char *where, const char *const *names,
+                    size_t count, const cfg_node_t **vals)
+{
+    return cfg_map_shown(c, n, where, names, count, count, vals);
 }
 
 /* ---- sections ---- */
@@ -604,7 +600,7 @@ static bool cfg_rule_target(cfg_ctx_t *c, const cfg_node_t *v, int want, filter_
     return true;
 }
 
-static bool cfg_rule(cfg_ctx_t *c, const cfg_node_t *e, filter_rule_t *r)
+bool cfg_rule(cfg_ctx_t *c, const cfg_node_t *e, filter_rule_t *r)
 {
     memset(r, 0, sizeof *r);
     r->line = e->line;
@@ -654,31 +650,26 @@ static bool cfg_rule(cfg_ctx_t *c, const cfg_node_t *e, filter_rule_t *r)
     return ok;
 }
 
+void cfg_rules_free(filter_rule_t *rules, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(rules[i].ports);
+        free((char *)rules[i].text);
+    }
+    free(rules);
+}
+
 static void cfg_walk_allow(cfg_ctx_t *c, const cfg_node_t *n)
 {
     cfg_t *cfg = c->cfg;
     /* SPEC §2: present, even empty or null, means filtering on (an air gap). */
     cfg->filtering = true;
-    if (n->kind == CFG_NODE_BAD || cfg_is_null(n))
-        return;
-    if (n->kind != CFG_NODE_SEQ) {
-        cfg_err(c, CFG_AT(n),
-                "allow: expected a list of names, addresses and {host: ...} / "
-                "{cidr: ...} entries (or [] for none)");
-        return;
-    }
-    if (n->n == 0)
-        return;
-    cfg->allow = calloc(n->n, sizeof *cfg->allow);
-    if (!cfg->allow) {
-        c->rc = -ENOMEM;
-        return;
-    }
-    for (size_t i = 0; i < n->n && c->rc == 0; i++) {
-        filter_rule_t r;
-        if (cfg_rule(c, n->kids[i], &r))
-            cfg->allow[cfg->n_allow++] = r;
-    }
+    cfg_allow_t a = {0};
+    cfg_walk_allow_list(c, n, "allow", false, &a);
+    cfg->allow = a.rules;
+    cfg->n_allow = a.n_rules;
+    cfg->allow_lists = a.lists;
+    cfg->n_allow_lists = a.n_lists;
 }
 
 static void cfg_walk_log(cfg_ctx_t *c, const cfg_node_t *n)
@@ -750,9 +741,23 @@ static void cfg_walk_metrics(cfg_ctx_t *c, const cfg_node_t *n)
 
 static void cfg_walk(cfg_ctx_t *c, const cfg_node_t *root)
 {
-    enum { K_MODE, K_DNS, K_SINKHOLE, K_PROXY, K_ALLOW, K_LOG, K_METRICS, K_GRACE, K_N };
-    static const char *const names[K_N] = {"mode",  "dns", "sinkhole", "proxy",
-                                           "allow", "log", "metrics",  "shutdown_grace"};
+    enum {
+        K_MODE,
+        K_DNS,
+        K_SINKHOLE,
+        K_PROXY,
+        K_ALLOW,
+        K_LOG,
+        K_METRICS,
+        K_GRACE,
+        K_LISTS,
+        K_TENANTS,
+        K_INCLUDE,
+        K_N
+    };
+    static const char *const names[K_N] = {"mode",  "dns",     "sinkhole", "proxy",
+                                           "allow", "log",     "metrics",  "shutdown_grace",
+                                           "lists", "tenants", "include"};
     static const char *const modes[] = {"enforce", "audit"};
     const cfg_node_t *v[K_N];
     cfg_t *cfg = c->cfg;
@@ -768,6 +773,9 @@ static void cfg_walk(cfg_ctx_t *c, const cfg_node_t *root)
         cfg_walk_sinkhole(c, v[K_SINKHOLE]);
     if (v[K_PROXY])
         cfg_walk_proxy(c, v[K_PROXY]);
+    /* Lists first: every allow list may name them. */
+    if (v[K_LISTS])
+        cfg_walk_lists(c, v[K_LISTS]);
     if (v[K_ALLOW])
         cfg_walk_allow(c, v[K_ALLOW]);
     if (v[K_LOG])
@@ -776,6 +784,11 @@ static void cfg_walk(cfg_ctx_t *c, const cfg_node_t *root)
         cfg_walk_metrics(c, v[K_METRICS]);
     if (v[K_GRACE])
         cfg_get_duration(c, v[K_GRACE], "shutdown_grace", 0, 3600000, &cfg->shutdown_grace_ms);
+    /* The config's tenants, then the included files' (SPEC §2.7). */
+    if (v[K_TENANTS])
+        cfg_walk_tenants(c, v[K_TENANTS]);
+    if (v[K_INCLUDE])
+        cfg_walk_include(c, v[K_INCLUDE]);
 }
 
 /* ---- checks across keys ---- */
@@ -885,18 +898,43 @@ static void cfg_check_ports(cfg_ctx_t *c)
 
 /* ---- API ---- */
 
-static void cfg_diag_sort(cfg_diag_t *d)
+/* Where a file comes in the read order: the config 0, included files after. */
+static size_t cfg_file_rank(const cfg_t *cfg, const char *file)
 {
+    if (!file || !cfg)
+        return 0;
+    for (size_t i = 1; i < cfg->n_files; i++)
+        if (strcmp(cfg->files[i], file) == 0)
+            return i;
+    return SIZE_MAX;
+}
+
+static bool cfg_error_after(const cfg_error_t *a, size_t ra, const cfg_error_t *b, size_t rb)
+{
+    if (ra != rb)
+        return ra > rb;
+    return a->line > b->line || (a->line == b->line && a->col > b->col);
+}
+
+/* Sort by file (in read order), then position. */
+static void cfg_diag_sort(cfg_diag_t *d, const cfg_t *cfg)
+{
+    size_t rank[CFG_MAX_ERRORS + 1];
+    if (d->n > CFG_MAX_ERRORS + 1)
+        return; /* cfg_diag_vadd keeps no more */
+    for (size_t i = 0; i < d->n; i++)
+        rank[i] = cfg_file_rank(cfg, d->items[i].file);
     /* Insertion sort: stable, and error lists are short (CFG_MAX_ERRORS). */
     for (size_t i = 1; i < d->n; i++) {
         cfg_error_t e = d->items[i];
-        size_t j = i;
-        while (j > 0 && (d->items[j - 1].line > e.line ||
-                         (d->items[j - 1].line == e.line && d->items[j - 1].col > e.col))) {
+        size_t r = rank[i], j = i;
+        while (j > 0 && cfg_error_after(&d->items[j - 1], rank[j - 1], &e, r)) {
             d->items[j] = d->items[j - 1];
+            rank[j] = rank[j - 1];
             j--;
         }
         d->items[j] = e;
+        rank[j] = r;
     }
 }
 
@@ -913,7 +951,7 @@ static int cfg_apply(cfg_ctx_t *c, const char *text, size_t len)
 }
 
 /* The body of both loaders; diag is initialised. */
-static int cfg_load_text(const char *name, const char *text, size_t len, cfg_t **out,
+static int cfg_load_text(const char *name, const char *text, size_t len, bool files_ok, cfg_t **out,
                          cfg_diag_t *diag)
 {
     cfg_diag_t ddiag = {0};
@@ -936,7 +974,18 @@ static int cfg_load_text(const char *name, const char *text, size_t len, cfg_t *
 
     c.diag = diag;
     c.user = true;
+    c.files_ok = files_ok;
+    /* files[0] is the config itself: the file tenants and lists point at. */
+    if (!(cfg->files = calloc(1, sizeof *cfg->files)) || !(cfg->files[0] = strdup(name))) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    cfg->n_files = c.cap_files = 1;
     rc = cfg_apply(&c, text, len);
+    if (rc == 0) {
+        cfg_check_tenants(&c);
+        rc = c.rc;
+    }
     if (rc == 0 && diag->n == 0) {
         cfg_check_listen(&c);
         cfg_check_ports(&c);
@@ -949,8 +998,9 @@ static int cfg_load_text(const char *name, const char *text, size_t len, cfg_t *
     *out = cfg;
     cfg = NULL;
 fail:
-    cfg_diag_sort(diag);
+    cfg_diag_sort(diag, cfg ? cfg : *out);
     cfg_diag_free(&ddiag);
+    cfg_ctx_tenants_free(&c);
     for (unsigned l = 0; l < CFG_L_N; l++)
         free(c.listen_pos[l]);
     free(c.tls_ports_pos);
@@ -972,11 +1022,11 @@ int cfg_load_string(const char *name, const char *text, size_t len, cfg_t **out,
         return -ENOMEM;
     if (!out || (!text && len > 0))
         return -EINVAL;
-    return cfg_load_text(name, text ? text : "", len, out, diag);
+    return cfg_load_text(name, text ? text : "", len, false, out, diag);
 }
 
 /* Read the whole file; a config is small and libyaml wants it in one piece. */
-static int cfg_read_file(const char *path, char **buf, size_t *len)
+int cfg_read_file(const char *path, char **buf, size_t *len)
 {
     *buf = NULL;
     *len = 0;
@@ -1057,7 +1107,7 @@ int cfg_load_file(const char *path, cfg_t **out, cfg_diag_t *diag)
             arc = cfg_diag_add(diag, 0, 0, "cannot read: %s", strerror(-rc));
         return arc < 0 ? arc : rc;
     }
-    rc = cfg_load_text(path, text, len, out, diag);
+    rc = cfg_load_text(path, text, len, true, out, diag);
     free(text);
     return rc;
 }
@@ -1082,11 +1132,9 @@ void cfg_free(cfg_t *cfg)
     free(cfg->proxy.http.items);
     free(cfg->proxy.tls_ports.items);
     free(cfg->proxy.http_ports.items);
-    for (size_t i = 0; i < cfg->n_allow; i++) {
-        free(cfg->allow[i].ports);
-        free((char *)cfg->allow[i].text);
-    }
-    free(cfg->allow);
+    cfg_rules_free(cfg->allow, cfg->n_allow);
+    free(cfg->allow_lists);
+    cfg_tenants_free(cfg);
     free(cfg->log.file);
     free(cfg);
 }
@@ -1095,18 +1143,27 @@ void cfg_diag_free(cfg_diag_t *diag)
 {
     if (!diag)
         return;
-    for (size_t i = 0; i < diag->n; i++)
+    for (size_t i = 0; i < diag->n; i++) {
         free(diag->items[i].msg);
+        free(diag->items[i].file);
+    }
     free(diag->items);
     free(diag->file);
     memset(diag, 0, sizeof *diag);
 }
 
+const char *cfg_error_file(const cfg_diag_t *diag, const cfg_error_t *e)
+{
+    return e->file ? e->file : diag->file;
+}
+
 void cfg_diag_print(const cfg_diag_t *diag, FILE *f)
 {
-    const char *file = diag->file ? diag->file : "<config>";
     for (size_t i = 0; i < diag->n; i++) {
         const cfg_error_t *e = &diag->items[i];
+        const char *file = cfg_error_file(diag, e);
+        if (!file)
+            file = "<config>";
         if (e->line == 0)
             fprintf(f, "%s: %s\n", file, e->msg);
         else

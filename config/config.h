@@ -172,7 +172,8 @@ typedef struct cfg_diag {
  * *diag. *diag is always initialised and must be freed with cfg_diag_free. */
 int cfg_load_file(const char *path, cfg_t **out, cfg_diag_t *diag);
 
-/* The same for YAML text in memory; name is what errors call the file. */
+/* The same for YAML text in memory; name is what errors call the file (and
+ * files[0]). It reads no file: `include` patterns are checked but match nothing. */
 int cfg_load_string(const char *name, const char *text, size_t len, cfg_t **out, cfg_diag_t *diag);
 
 /* The embedded default config (SPEC §3 without `allow`). */
@@ -187,7 +188,7 @@ void cfg_diag_free(cfg_diag_t *diag);
 /* Print every error as "FILE:LINE:COL: message\n" (line 0: "FILE: message"). */
 void cfg_diag_print(const cfg_diag_t *diag, FILE *f);
 
-/* The file error e is in: its own (an included file) or the diag's. */
+/* The file error e is in: its own (an included file) or the diag's (NULL if neither). */
 const char *cfg_error_file(const cfg_diag_t *diag, const cfg_error_t *e);
 
 /* Parse helpers, shared with the CLI (`moat explain FILE TARGET PORT`). */

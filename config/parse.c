@@ -18,7 +18,8 @@
 
 /* ---- errors ---- */
 
-int cfg_diag_vadd(cfg_diag_t *d, unsigned line, unsigned col, const char *fmt, va_list ap)
+int cfg_diag_vadd_in(cfg_diag_t *d, const char *file, unsigned line, unsigned col, const char *fmt,
+                     va_list ap)
 {
     if (d->n > CFG_MAX_ERRORS)
         return 0;
@@ -27,18 +28,48 @@ int cfg_diag_vadd(cfg_diag_t *d, unsigned line, unsigned col, const char *fmt, v
         snprintf(buf, sizeof buf, "too many errors; stopping after %d", CFG_MAX_ERRORS);
     else if (vsnprintf(buf, sizeof buf, fmt, ap) < 0)
         return -ENOMEM; /* glibc's printf only fails when it cannot allocate */
-    char *msg = strdup(buf);
-    if (!msg)
-        return -ENOMEM;
+    char *msg = strdup(buf), *fcopy = NULL;
+    if (!msg || (file && !(fcopy = strdup(file))))
+        goto fail;
     /* Grow one at a time: error lists are short and this path is cold. */
     cfg_error_t *items = realloc(d->items, (d->n + 1) * sizeof *items);
-    if (!items) {
-        free(msg);
-        return -ENOMEM;
-    }
+    if (!items)
+        goto fail;
     d->items = items;
-    d->items[d->n++] = (cfg_error_t){.line = line, .col = col, .msg = msg};
+    d->items[d->n++] = (cfg_error_t){.file = fcopy, .line = line, .col = col, .msg = msg};
     return 0;
+fail:
+    free(msg);
+    free(fcopy);
+    return -ENOMEM;
+}
+
+int cfg_diag_vadd(cfg_diag_t *d, unsigned line, unsigned col, const char *fmt, va_list ap)
+{
+    return cfg_diag_vadd_in(d, NULL, line, col, fmt, ap);
+}
+
+static int cfg_diag_add_in(cfg_diag_t *d, const char *file, unsigned line, unsigned col,
+                           const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static int cfg_diag_add_in(cfg_diag_t *d, const char *file, unsigned line, unsigned col,
+                           const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = cfg_diag_vadd_in(d, file, line, col, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int cfg_diag_move(cfg_diag_t *d, cfg_diag_t *src, const char *file)
+{
+    int rc = 0;
+    for (size_t i = 0; i < src->n && rc == 0; i++)
+        rc = cfg_diag_add_in(d, file, src->items[i].line, src->items[i].col, "%s",
+                             src->items[i].msg);
+    cfg_diag_free(src);
+    return rc;
 }
 
 int cfg_diag_add(cfg_diag_t *d, unsigned line, unsigned col, const char *fmt, ...)

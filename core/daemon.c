@@ -226,7 +226,7 @@ static void reload_log_errors(const cfg_diag_t *diag, int rc, const char *path)
         const cfg_error_t *e = &diag->items[i];
         char where[64];
         snprintf(where, sizeof where, "%u:%u", e->line, e->col);
-        const char *file = diag->file ? diag->file : path;
+        const char *file = cfg_error_file(diag, e) ? cfg_error_file(diag, e) : path;
         const char *kv[] = {"file", file, "at", where, NULL};
         /* FILE:LINE:COL in the message too, as `moat check` prints it. */
         log_msg(CFG_LOG_ERROR, kv, "config error: %s:%u:%u: %s", file, e->line, e->col, e->msg);
