@@ -470,11 +470,11 @@ Test(log, text_lines_keep_the_format_and_cannot_be_split, .init = mk_tmpdir, .fi
     cr_assert_eq(text[4], '-');
     cr_assert_eq(text[23], 'Z');
     cr_assert(strncmp(text + 24,
-                      " info decision kind=dns listener=dns client=127.0.0.1:5 "
+                      " info decision kind=dns listener=dns client=127.0.0.1:5 tenant=- "
                       "name=\"a b\\x0ac\" verdict=allow reason=allowlist "
                       "rule=*.example.com rule_line=7 bytes_up=0 bytes_down=0 "
                       "duration_ms=0\n",
-                      strlen(" info decision kind=dns listener=dns client=127.0.0.1:5 "
+                      strlen(" info decision kind=dns listener=dns client=127.0.0.1:5 tenant=- "
                              "name=\"a b\\x0ac\" verdict=allow reason=allowlist "
                              "rule=*.example.com rule_line=7 bytes_up=0 bytes_down=0 "
                              "duration_ms=0\n")) == 0,
