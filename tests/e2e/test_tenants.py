@@ -104,12 +104,14 @@ class TenantTest(pf.NetnsTestCase):
         self.socks.append(t)
         t.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % name.encode())
         _, body = pf.read_response(lambda: t.recv(65536))
+        t.close()  # an allowed connection is logged when it ends
         return body.decode()
 
     def http_status(self, src, name):
         s = self.connect(src, self.http_port)
         s.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % name.encode())
         head, _ = pf.read_response(lambda: s.recv(65536))
+        s.close()
         return head.split("\r\n")[0]
 
     # ---- tests -------------------------------------------------------------------------------
