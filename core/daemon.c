@@ -2,13 +2,20 @@
 #include "core/daemon.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/stats.h"
+
+/* The nice value of the thread pool's threads while they work for moat. */
+#define DAEMON_POOL_NICE 10
 
 struct moat_daemon {
     uv_loop_t loop;
@@ -193,6 +200,7 @@ typedef struct reload_job {
     moat_gen_t *gen;
     cfg_diag_t diag;
     int rc;
+    uint64_t queued_ns; /* uv_hrtime() when the job was queued */
 } reload_job_t;
 
 static void daemon_reload_start(moat_daemon_t *d);
@@ -209,9 +217,24 @@ static void daemon_reload_notify(moat_list_t *list, const moat_reload_result_t *
     }
 }
 
+/* The thread pool does moat's background work only (reading and
+ * compiling configs, freeing generations): on a busy machine it gives way
+ * to the loop, which answers queries and moves bytes. Linux's nice is per
+ * thread; a thread that cannot lower its nice value again just stays
+ * nicer, which suits every job it will run. */
+static void daemon_background_thread(void)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    errno = 0;
+    int nice_now = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (errno == 0 && nice_now < DAEMON_POOL_NICE)
+        (void)setpriority(PRIO_PROCESS, (id_t)tid, DAEMON_POOL_NICE);
+}
+
 /* Thread pool: parse and compile, touching nothing shared. */
 static void reload_work_cb(uv_work_t *w)
 {
+    daemon_background_thread();
     reload_job_t *job = w->data;
     job->rc = moat_gen_load(job->d->config_path, &job->gen, &job->diag);
 }
@@ -237,6 +260,7 @@ static void reload_log_errors(const cfg_diag_t *diag, int rc, const char *path)
 
 static void reload_after_cb(uv_work_t *w, int status)
 {
+    uint64_t after_ns = uv_hrtime();
     reload_job_t *job = w->data;
     moat_daemon_t *d = job->d;
     d->reload_running = false;
@@ -267,10 +291,15 @@ static void reload_after_cb(uv_work_t *w, int status)
                 res.partial++;
             }
         }
-        log_info("reloaded %s: generation %llu, filtering %s, %zu rule%s", d->config_path,
-                 (unsigned long long)gen->id, gen->cfg->filtering ? "on" : "off",
+        uint64_t now = uv_hrtime();
+        log_info("reloaded %s: generation %llu, filtering %s, %zu rule%s, %zu tenant%s; read "
+                 "and compiled in %llu ms, applied in %llu us",
+                 d->config_path, (unsigned long long)gen->id, gen->cfg->filtering ? "on" : "off",
                  filter_policy_rule_count(gen->policy),
-                 filter_policy_rule_count(gen->policy) == 1 ? "" : "s");
+                 filter_policy_rule_count(gen->policy) == 1 ? "" : "s", gen->n_tenants,
+                 gen->n_tenants == 1 ? "" : "s",
+                 (unsigned long long)((after_ns - job->queued_ns) / 1000000),
+                 (unsigned long long)((now - after_ns) / 1000));
         moat_gen_unref(old);
     }
     res.generation = d->gen->id;
@@ -309,6 +338,7 @@ static void daemon_reload_start(moat_daemon_t *d)
     }
     job->d = d;
     job->work.data = job;
+    job->queued_ns = uv_hrtime();
     int rc = uv_queue_work(&d->loop, &job->work, reload_work_cb, reload_after_cb);
     if (rc != 0) {
         log_error("reload: %s; keeping the running config", uv_strerror(rc));
@@ -374,8 +404,52 @@ static void daemon_signal_cb(uv_signal_t *s, int signum)
 
 /* ---- run ------------------------------------------------------------------ */
 
+/* ---- freeing generations off the loop ------------------------------------------ */
+
+typedef struct reap_job {
+    uv_work_t work;
+    moat_gen_t *gen;
+} reap_job_t;
+
+static void daemon_reap_work_cb(uv_work_t *w)
+{
+    daemon_background_thread();
+    reap_job_t *job = w->data;
+    moat_gen_free(job->gen);
+    job->gen = NULL;
+    /* Give what the generation held back to the system: freed on this
+     * thread, it would otherwise stay in this thread's arena. */
+    malloc_trim(0);
+}
+
+static void daemon_reap_after_cb(uv_work_t *w, int status)
+{
+    reap_job_t *job = w->data;
+    (void)status;
+    moat_gen_free(job->gen); /* NULL unless the work was cancelled */
+    free(job);
+}
+
+/* A generation's last reference went (moat_gen_set_reaper): free it on the
+ * thread pool. Freeing a generation of many tenants takes long enough that
+ * the loop's queries and connections would notice. */
+static void daemon_reap(moat_gen_t *gen, void *arg)
+{
+    moat_daemon_t *d = arg;
+    reap_job_t *job = malloc(sizeof *job);
+    if (job) {
+        job->gen = gen;
+        job->work.data = job;
+        if (uv_queue_work(&d->loop, &job->work, daemon_reap_work_cb, daemon_reap_after_cb) == 0)
+            return;
+        free(job);
+    }
+    moat_gen_free(gen); /* on the loop, then */
+}
+
 int moat_daemon_run(moat_daemon_t *d, moat_daemon_started_cb started, void *arg)
 {
+    moat_gen_set_reaper(daemon_reap, d);
     uv_signal_t *sigs[] = {&d->sig_hup, &d->sig_term, &d->sig_int, &d->sig_usr1};
     int nums[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
@@ -413,6 +487,8 @@ int moat_daemon_run(moat_daemon_t *d, moat_daemon_started_cb started, void *arg)
             started(d, arg);
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
+    /* The loop is over: whatever is freed from now on is freed at once. */
+    moat_gen_set_reaper(NULL, NULL);
     if (d->exit_status == 0)
         log_info("stopped");
     return d->exit_status;

@@ -190,6 +190,9 @@ int moat_gen_load(const char *path, moat_gen_t **out, cfg_diag_t *diag)
     return moat_gen_from_cfg(cfg, out);
 }
 
+static moat_gen_reap_fn gen_reaper;
+static void *gen_reaper_arg;
+
 moat_gen_t *moat_gen_ref(moat_gen_t *gen)
 {
     gen->refs++;
@@ -203,6 +206,23 @@ void moat_gen_unref(moat_gen_t *gen)
     assert(gen->refs > 0);
     if (--gen->refs > 0)
         return;
+    if (gen_reaper)
+        gen_reaper(gen, gen_reaper_arg);
+    else
+        moat_gen_free(gen);
+}
+
+void moat_gen_set_reaper(moat_gen_reap_fn reap, void *arg)
+{
+    gen_reaper = reap;
+    gen_reaper_arg = arg;
+}
+
+void moat_gen_free(moat_gen_t *gen)
+{
+    if (!gen)
+        return;
+    assert(gen->refs == 0);
     filter_tenants_free(gen->clients);
     for (size_t i = 0; i < gen->n_tenants; i++)
         filter_policy_free(gen->tenants[i].policy);

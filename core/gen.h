@@ -83,6 +83,18 @@ moat_gen_t *moat_gen_ref(moat_gen_t *gen);
 /* Drop a reference; the last one frees gen. NULL is a no-op. */
 void moat_gen_unref(moat_gen_t *gen);
 
+/* Who frees a generation whose last reference went: by default
+ * moat_gen_unref itself, at once. The daemon sets a reaper that frees it
+ * on libuv's thread pool instead, so a generation of many tenants is never
+ * freed on the loop (that would hold up every query and connection for as
+ * long). reap(gen, arg) must end with moat_gen_free(gen). NULL: back to
+ * freeing at once. Loop thread. */
+typedef void (*moat_gen_reap_fn)(moat_gen_t *gen, void *arg);
+void moat_gen_set_reaper(moat_gen_reap_fn reap, void *arg);
+
+/* Free a generation no one refers to any more (refs 0). Any thread. */
+void moat_gen_free(moat_gen_t *gen);
+
 /* Make *slot hold a reference on gen, dropping the one it held (if any). */
 void moat_gen_swap(moat_gen_t **slot, moat_gen_t *gen);
 
