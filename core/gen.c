@@ -35,6 +35,9 @@ static int gen_own_listeners(const cfg_t *cfg, struct sockaddr_storage **out, si
     return 0;
 }
 
+/* The view of filtering on with no address rules (any value but 0). */
+#define GEN_VIEW_FILTERING 0x9e3779b97f4a7c15ull
+
 /* A fingerprint of the address rules in rules[0..n) (their prefixes, any
  * ports): a sum of hashes, so their order does not matter. The key is fixed:
  * the rules come from the operator, not from a guest. */
@@ -86,7 +89,9 @@ static int gen_compile_allow(moat_gen_t *gen, filter_policy_input_t in, const fi
     in.n_rules = n_rules;
     in.lists = used;
     in.n_lists = n_lists;
-    *view = in.filtering ? v : 0;
+    /* Filtering off rewrites nothing (view 0); filtering on starts from a
+     * constant so that no address rules is a view of its own. */
+    *view = in.filtering ? v ^ GEN_VIEW_FILTERING : 0;
     int rc = filter_policy_compile(&in, out); /* copies what it keeps of used */
     free(used);
     return rc;
