@@ -1,8 +1,9 @@
-"""End-to-end: `moat nft FILE --iface NAME` (SPEC §5), the nftables ruleset
-for a guest behind one interface. The ruleset is checked by nft itself
-(`nft -c`, and applied twice in a throw-away network namespace), which needs
-root; the rest runs as any user. examples/tap (test_examples.py) uses it for
-real."""
+"""End-to-end: `moat nft FILE --iface NAME... [--host-port PORT[/udp]...]`
+(SPEC §5), the nftables ruleset for the guests behind one or more
+interfaces. The ruleset is checked by nft itself (`nft -c`, and applied twice
+in a throw-away network namespace), and applied for two guests in network
+namespaces the test builds (NftGuestsTest), which needs root; the rest runs
+as any user. examples/tap (test_examples.py) uses it for real."""
 import os
 import shutil
 import subprocess
@@ -90,7 +91,8 @@ class NftTest(unittest.TestCase):
 
     def test_usage_and_bad_config_exit_1(self):
         for args in [[], [self.good], ["--iface", "tap0"], [self.good, "--iface"],
-                     [self.good, "--iface", "a", "--iface", "b"], [self.good, "x", "--iface", "a"]]:
+                     [self.good, "--iface", "a", "--iface", "a"], [self.good, "x", "--iface", "a"],
+                     [self.good, "--host-port", "8080"], [self.good, "--iface", "a", "--host-port"]]:
             r = self.nft(*args)
             self.assertEqual(r.returncode, 1, args)
             self.assertIn("usage: moat nft FILE --iface NAME", r.stderr, args)
@@ -100,6 +102,100 @@ class NftTest(unittest.TestCase):
         self.assertIn("bad.yaml:1:", r.stderr)
         r = self.nft(os.path.join(self.dir, "missing.yaml"), "--iface", "tap0")
         self.assertEqual(r.returncode, 1)
+
+    def test_several_interfaces(self):
+        r = self.nft(self.good, "--iface", "tap0", "--iface=tap1", "--iface", "vm-2.tap")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr, "")
+        out = r.stdout
+        # one table for all of them, replaced as a whole; the names in a set
+        self.assertIn("table inet moat {}\ndelete table inet moat\n", out)
+        self.assertNotIn("moat_tap", out)
+        self.assertIn('set guests {\n\t\ttype ifname\n'
+                      '\t\telements = { "tap0", "tap1", "vm-2.tap" }\n\t}', out)
+        self.assertIn("iifname @guests udp dport 53 counter redirect to :5300", out)
+        self.assertIn("iifname @guests tcp dport 53 counter redirect to :5300", out)
+        self.assertIn("iifname @guests meta l4proto tcp counter redirect to :15001", out)
+        self.assertIn("iifname @guests jump guest_input", out)
+        self.assertIn("iifname @guests counter drop", out)
+        self.assertNotIn('iifname "', out)
+        guest = out.split("chain guest_input {", 1)[1].split("\n\t}", 1)[0]
+        self.assertTrue(guest.strip().endswith("counter drop"), guest)
+        self.assertNotIn("fib", out)  # no host port, nothing exempt from the redirect
+        # the order of the options does not matter, but for the set's order
+        same = self.nft("--iface", "tap0", "--iface", "tap1", self.good, "--iface", "vm-2.tap")
+        self.assertEqual(same.stdout, out)
+
+    def test_host_ports(self):
+        r = self.nft(self.good, "--iface", "tap0", "--iface", "tap1", "--host-port", "8080",
+                     "--host-port=8443/tcp", "--host-port", "123/udp")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = r.stdout
+        # TCP to this host's own addresses on a host port is not redirected ...
+        pre = out.split("chain prerouting {", 1)[1].split("\n\t}", 1)[0]
+        exempt = "iifname @guests fib daddr type local tcp dport { 8080, 8443 } accept"
+        self.assertIn(exempt, pre)
+        self.assertLess(pre.index("tcp dport 53"), pre.index(exempt))
+        self.assertLess(pre.index(exempt), pre.index("meta l4proto tcp counter redirect"))
+        self.assertNotIn("123", pre)  # UDP is not redirected: nothing to exempt
+        # ... and the guest's input chain accepts them, then drops the rest
+        guest = out.split("chain guest_input {", 1)[1].split("\n\t}", 1)[0]
+        self.assertIn("tcp dport { 8080, 8443 } accept", guest)
+        self.assertIn("udp dport 123 accept", guest)
+        self.assertLess(guest.index("udp dport 123 accept"), guest.index("counter drop"))
+        self.assertTrue(guest.strip().endswith("counter drop"), guest)
+        self.assertNotIn("policy drop", out)
+        self.assertIn("tcp 8080, tcp 8443, udp 123: accepted (--host-port)", out)
+        # one interface: its own table and name, one port without a set
+        one = self.nft(self.good, "--iface", "tap0", "--host-port", "8080").stdout
+        self.assertIn("table inet moat_tap0 {}", one)
+        self.assertIn('iifname "tap0" fib daddr type local tcp dport 8080 accept', one)
+        self.assertIn("\t\ttcp dport 8080 accept\n\t\tcounter drop", one)
+        self.assertNotIn("udp dport 8080", one)
+        self.assertNotIn("set guests", one)
+
+    def test_duplicates_and_bad_host_ports_refused(self):
+        usage = "usage: moat nft FILE --iface NAME... [--host-port PORT[/udp]...]"
+        cases = [
+            (["--iface", "tap0", "--iface", "tap1", "--iface=tap0"], "interface 'tap0' given twice"),
+            (["--iface", "tap0", "--host-port", "8080", "--host-port", "8080/tcp"],
+             "host port 8080/tcp given twice"),
+        ]
+        for bad in ["0", "65536", "99999", "-1", "x", "80x", "80/sctp", "80/", "/udp", "80/UDP",
+                    "", " 80", "1234567"]:
+            cases.append((["--iface", "tap0", "--host-port", bad], "bad host port '%s'" % bad))
+        cases.append((["--iface", "tap0", "--host-port", "53/udp"], "port 53 is the guests' DNS"))
+        cases.append((["--iface", "tap0", "--host-port", "53"], "port 53 is the guests' DNS"))
+        for args, why in cases:
+            r = self.nft(self.good, *args)
+            self.assertEqual(r.returncode, 1, args)
+            self.assertIn(why, r.stderr, args)
+            self.assertIn(usage, r.stderr, args)
+            self.assertEqual(r.stdout, "", args)
+        # the same port over UDP and over TCP are two host ports
+        r = self.nft(self.good, "--iface", "tap0", "--host-port", "8080", "--host-port", "8080/udp",
+                     "--host-port", "1", "--host-port", "65535")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # a bad name among several is refused like a single one
+        r = self.nft(self.good, "--iface", "tap0", "--iface", "tap/1")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("bad interface name 'tap/1'", r.stderr)
+        self.assertEqual(r.stdout, "")
+
+    def test_interface_count_bounded(self):
+        many = lambda n: [a for i in range(n) for a in ("--iface", "t%d" % i)]
+        r = self.nft(self.good, *many(64))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('"t0", "t1"', r.stdout)
+        self.assertIn('"t63" }', r.stdout)
+        r = self.nft(self.good, *many(65))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("more than 64 --iface options", r.stderr)
+        self.assertEqual(r.stdout, "")
+        ports = [a for p in range(1000, 1065) for a in ("--host-port", str(p))]
+        r = self.nft(self.good, "--iface", "tap0", *ports)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("more than 64 --host-port options", r.stderr)
 
     def test_warnings_for_unreachable_listeners(self):
         path = write_config(self.dir, "dns: {listen: []}\nproxy: {transparent: [\"127.0.0.1:15001\"]}\n",
@@ -113,8 +209,13 @@ class NftTest(unittest.TestCase):
 
     @unittest.skipIf(ROOT_SKIP, ROOT_SKIP)
     def test_nft_accepts_it(self):
-        for cfg, iface in [(self.good, "tap0"), (self.good, "vm-1.tap_X")]:
-            out = self.nft(cfg, "--iface", iface).stdout
+        for args in [["--iface", "tap0"], ["--iface", "vm-1.tap_X"],
+                     ["--iface", "tap0", "--iface", "tap1", "--host-port", "8080",
+                      "--host-port", "8443", "--host-port", "123/udp"],
+                     ["--iface", "tap0", "--host-port", "8080", "--host-port", "5353/udp"]]:
+            r = self.nft(self.good, *args)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            out = r.stdout
             r = subprocess.run(["unshare", "--net", NFT, "-c", "-f", "-"], input=out, text=True,
                                capture_output=True, timeout=30)
             self.assertEqual(r.returncode, 0, r.stderr)
