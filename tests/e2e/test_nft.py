@@ -138,6 +138,11 @@ print(json.dumps({
 """
 
 
+def chain(out, name):
+    """The body of chain name in the ruleset out."""
+    return out.split("chain %s {" % name, 1)[1].split("\n\t}", 1)[0]
+
+
 class NftTest(unittest.TestCase):
     def setUp(self):
         self._tmp = TempDir()
@@ -227,7 +232,7 @@ class NftTest(unittest.TestCase):
         self.assertIn("iifname @guests jump guest_input", out)
         self.assertIn("iifname @guests counter drop", out)
         self.assertNotIn('iifname "', out)
-        guest = out.split("chain guest_input {", 1)[1].split("\n\t}", 1)[0]
+        guest = chain(out, "guest_input")
         self.assertTrue(guest.strip().endswith("counter drop"), guest)
         self.assertNotIn("fib", out)  # no host port, nothing exempt from the redirect
         # the order of the options does not matter, but for the set's order
@@ -240,14 +245,14 @@ class NftTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         out = r.stdout
         # TCP to this host's own addresses on a host port is not redirected ...
-        pre = out.split("chain prerouting {", 1)[1].split("\n\t}", 1)[0]
+        pre = chain(out, "prerouting")
         exempt = "iifname @guests fib daddr type local tcp dport { 8080, 8443 } accept"
         self.assertIn(exempt, pre)
         self.assertLess(pre.index("tcp dport 53"), pre.index(exempt))
         self.assertLess(pre.index(exempt), pre.index("meta l4proto tcp counter redirect"))
         self.assertNotIn("123", pre)  # UDP is not redirected: nothing to exempt
         # ... and the guest's input chain accepts them, then drops the rest
-        guest = out.split("chain guest_input {", 1)[1].split("\n\t}", 1)[0]
+        guest = chain(out, "guest_input")
         self.assertIn("tcp dport { 8080, 8443 } accept", guest)
         self.assertIn("udp dport 123 accept", guest)
         self.assertLess(guest.index("udp dport 123 accept"), guest.index("counter drop"))
