@@ -21,10 +21,20 @@ static void main_usage(FILE *f)
     fprintf(f,
             "usage: moat [-c FILE]                      run (default: embedded config)\n"
             "       moat check FILE                     validate FILE, print the compiled policy\n"
-            "       moat explain FILE TARGET [PORT] [--client ADDR | --user NAME]\n"
-            "                                           the decision for a name or address\n"
-            "                                           (as the tenant of that client or user)\n"
-            "       moat nft FILE --iface NAME          nftables ruleset for a guest behind NAME\n"
+            "       moat explain FILE TARGET [PORT] [--client ADDR | --user NAME]
+"
+            "                                           the decision for a name or address
+"
+            "                                           (as the tenant of that client or user)
+"
+            "       moat nft FILE --iface NAME... [--host-port PORT[/udp]...]
+"
+            "                                           nftables ruleset for the guests behind
+"
+            "                                           each NAME; --host-port opens this host's
+"
+            "                                           TCP (or /udp) PORT to them
+"
             "       moat reload --control PATH          reload the daemon listening on PATH and\n"
             "                                           print the outcome (or every config error)\n"
             "       moat --version | --help\n"
@@ -162,26 +172,33 @@ static int main_run(const char *config_path)
     return status;
 }
 
-/* moat nft FILE --iface NAME (either order of FILE and the option). */
+/* moat nft FILE --iface NAME... [--host-port PORT[/udp]...], the options
+ * in any order around FILE. */
 static int main_nft(int argc, char **argv)
 {
-    const char *file = NULL, *iface = NULL;
+    const char *file = NULL;
+    nft_target_t t = {0};
     bool ok = true;
     for (int i = 2; i < argc && ok; i++) {
-        if (strcmp(argv[i], "--iface") == 0 && i + 1 < argc && !iface)
-            iface = argv[++i];
-        else if (strncmp(argv[i], "--iface=", 8) == 0 && !iface)
-            iface = argv[i] + 8;
-        else if (argv[i][0] != '-' && !file)
-            file = argv[i];
+        const char *a = argv[i];
+        if (strcmp(a, "--iface") == 0 && i + 1 < argc)
+            ok = nft_target_add_iface(&t, argv[++i], stderr) == 0;
+        else if (strncmp(a, "--iface=", 8) == 0)
+            ok = nft_target_add_iface(&t, a + 8, stderr) == 0;
+        else if (strcmp(a, "--host-port") == 0 && i + 1 < argc)
+            ok = nft_target_add_host_port(&t, argv[++i], stderr) == 0;
+        else if (strncmp(a, "--host-port=", 12) == 0)
+            ok = nft_target_add_host_port(&t, a + 12, stderr) == 0;
+        else if (a[0] != '-' && !file)
+            file = a;
         else
             ok = false;
     }
-    if (!ok || !file || !iface) {
-        fprintf(stderr, "usage: moat nft FILE --iface NAME\n");
+    if (!ok || !file || t.n_ifaces == 0) {
+        fprintf(stderr, "usage: moat nft FILE --iface NAME... [--host-port PORT[/udp]...]\n");
         return MOAT_EXIT_CONFIG;
     }
-    return nft_main(file, iface, stdout, stderr);
+    return nft_main(file, &t, stdout, stderr);
 }
 
 /* moat reload --control PATH */
