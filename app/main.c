@@ -21,20 +21,13 @@ static void main_usage(FILE *f)
     fprintf(f,
             "usage: moat [-c FILE]                      run (default: embedded config)\n"
             "       moat check FILE                     validate FILE, print the compiled policy\n"
-            "       moat explain FILE TARGET [PORT] [--client ADDR | --user NAME]
-"
-            "                                           the decision for a name or address
-"
-            "                                           (as the tenant of that client or user)
-"
-            "       moat nft FILE --iface NAME... [--host-port PORT[/udp]...]
-"
-            "                                           nftables ruleset for the guests behind
-"
-            "                                           each NAME; --host-port opens this host's
-"
-            "                                           TCP (or /udp) PORT to them
-"
+            "       moat explain FILE TARGET [PORT] [--client ADDR | --user NAME]\n"
+            "                                           the decision for a name or address\n"
+            "                                           (as the tenant of that client or user)\n"
+            "       moat nft FILE --iface NAME... [--host-port PORT[/udp]...]\n"
+            "                                           nftables ruleset for the guests behind\n"
+            "                                           each NAME; --host-port opens this host's\n"
+            "                                           TCP (or /udp) PORT to them\n"
             "       moat reload --control PATH          reload the daemon listening on PATH and\n"
             "                                           print the outcome (or every config error)\n"
             "       moat --version | --help\n"
