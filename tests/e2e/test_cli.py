@@ -206,5 +206,74 @@ class CliTest(unittest.TestCase):
         self.assertRegex(r.stderr, r"star\.yaml:1:\d+: ")
 
 
+    # --- tenants (SPEC §2.7) ------------------------------------------------
+
+    TENANTS = """\
+allow: []
+lists: {py: [pypi.org, 198.51.100.0/24]}
+tenants:
+  - name: box-1
+    clients: [10.77.0.0/16]
+    users: [{name: alice, password: s3cret}]
+    allow: [{list: py}, api.openai.com]
+  - name: box-2
+    clients: [10.77.5.0/24, "fd00:77::/64"]
+    mode: audit
+    allow: [github.com]
+include: ["more/*.yaml"]
+"""
+
+    def tenants(self):
+        os.makedirs(os.path.join(self.dir, "more"), exist_ok=True)
+        write_config(os.path.join(self.dir, "more"),
+                     "name: box-3\nclients: [10.78.0.1]\nallow: [\"*.example.org\"]\n",
+                     "box-3.yaml")
+        return write_config(self.dir, self.TENANTS, "tenants.yaml")
+
+    def test_check_lists_tenants_and_lists(self):
+        p = self.tenants()
+        r = run_moat("check", p)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"list +py: 2 rules, compiled once, used by 1 allow list")
+        self.assertIn("tenants    3", r.stdout)
+        self.assertRegex(r.stdout, r"tenant +box-1 \(.*tenants\.yaml:\d+\): clients "
+                                   r"10\.77\.0\.0/16; 1 rule; lists py; proxy users")
+        self.assertRegex(r.stdout, r"tenant +box-2 .*clients 10\.77\.5\.0/24, fd00:77::/64; "
+                                   r"1 rule; mode audit")
+        self.assertRegex(r.stdout, r"tenant +box-3 \(.*more/box-3\.yaml:1\)")
+
+    def test_explain_as_a_client_or_user_decides_as_its_tenant(self):
+        p = self.tenants()
+        r = run_moat("explain", p, "pypi.org", "443", "--client", "10.77.1.1")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("as tenant box-1", r.stdout)
+        self.assertIn("tenants.yaml:2:", r.stdout)  # the list's rule, in the config
+        # The longest prefix: 10.77.5.9 is box-2's (audit), which lacks pypi.org.
+        r = run_moat("explain", p, "pypi.org", "443", "--client=10.77.5.9")
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("as tenant box-2", r.stdout)
+        self.assertIn("mode: audit", r.stdout)
+        r = run_moat("explain", p, "github.com", "--client", "fd00:77::9")
+        self.assertEqual(r.returncode, 0)
+        # An included tenant's rule is shown in its own file.
+        r = run_moat("explain", p, "a.example.org", "443", "--client", "10.78.0.1")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("more/box-3.yaml:3:", r.stdout)
+        # No tenant: the top-level allow ([]).
+        r = run_moat("explain", p, "pypi.org", "--client", "192.0.2.1")
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("in no tenant's clients", r.stdout)
+        r = run_moat("explain", p, "198.51.100.7", "22", "--user", "alice")
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn("as tenant box-1", r.stdout)
+        r = run_moat("explain", p, "pypi.org", "--user", "mallory")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no tenant has a user 'mallory'", r.stderr)
+        for bad in (["--client", "nope"], ["--client", "10.0.0.1", "--user", "alice"],
+                    ["--client"]):
+            r = run_moat("explain", p, "pypi.org", *bad)
+            self.assertEqual(r.returncode, 1, bad)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
