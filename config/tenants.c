@@ -370,7 +370,8 @@ static bool tn_password(cfg_ctx_t *c, cfg_user_t *u, const cfg_node_t *p, const 
         for (size_t i = 0; ok && i < 32; i++) {
             int hi = tn_hex(p->str[plen + 2 * i]), lo = tn_hex(p->str[plen + 2 * i + 1]);
             ok = hi >= 0 && lo >= 0;
-            u->sha256[i] = (uint8_t)(hi << 4 | lo);
+            if (ok)
+                u->sha256[i] = (uint8_t)(hi << 4 | lo);
         }
         if (!ok) {
             cfg_err(c, CFG_AT(p), "%s: password: sha256: must be followed by 64 hex digits", where);
