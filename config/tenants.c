@@ -24,6 +24,20 @@
 /* A proxy user name (RFC 7617: no ':' and no control characters). */
 #define TN_USER_MAX 255
 
+/* Room for one more item in an array of *cap items of size bytes, n used:
+ * doubled (from 8) when full. Returns the array, moved or not, or NULL
+ * (the old one still valid) when out of memory. */
+static void *tn_grow(void *items, size_t n, size_t *cap, size_t size)
+{
+    if (n < *cap)
+        return items;
+    size_t ncap = *cap ? *cap * 2 : 8;
+    void *p = realloc(items, ncap * size);
+    if (p)
+        *cap = ncap;
+    return p;
+}
+
 /* ---- names ---- */
 
 static bool tn_name_ok(const char *s, size_t len)
@@ -276,16 +290,12 @@ void cfg_walk_allow_list(cfg_ctx_t *c, const cfg_node_t *n, const char *key, boo
 static void tn_ref_add(cfg_ctx_t *c, cfg_refs_t *r, const void *key, size_t key_len,
                        const cfg_node_t *at)
 {
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 8;
-        cfg_ref_t *items = realloc(r->items, cap * sizeof *items);
-        if (!items) {
-            c->rc = -ENOMEM;
-            return;
-        }
-        r->items = items;
-        r->cap = cap;
+    cfg_ref_t *items = tn_grow(r->items, r->n, &r->cap, sizeof *items);
+    if (!items) {
+        c->rc = -ENOMEM;
+        return;
     }
+    r->items = items;
     r->items[r->n] =
         (cfg_ref_t){key, key_len, c->cfg->n_tenants - 1, tn_file(c), at->line, at->col, r->n};
     r->n++;
@@ -294,16 +304,12 @@ static void tn_ref_add(cfg_ctx_t *c, cfg_refs_t *r, const void *key, size_t key_
 static cfg_tenant_t *tn_tenant_new(cfg_ctx_t *c)
 {
     cfg_t *cfg = c->cfg;
-    if (cfg->n_tenants == c->cap_tenants) {
-        size_t cap = c->cap_tenants ? c->cap_tenants * 2 : 8;
-        cfg_tenant_t *t = realloc(cfg->tenants, cap * sizeof *t);
-        if (!t) {
-            c->rc = -ENOMEM;
-            return NULL;
-        }
-        cfg->tenants = t;
-        c->cap_tenants = cap;
+    cfg_tenant_t *all = tn_grow(cfg->tenants, cfg->n_tenants, &c->cap_tenants, sizeof *all);
+    if (!all) {
+        c->rc = -ENOMEM;
+        return NULL;
     }
+    cfg->tenants = all;
     cfg_tenant_t *t = &cfg->tenants[cfg->n_tenants++];
     memset(t, 0, sizeof *t);
     return t;
@@ -569,17 +575,13 @@ static void tn_walk_file(cfg_ctx_t *c, const cfg_node_t *root)
 static void tn_include_file(cfg_ctx_t *c, char *path)
 {
     cfg_t *cfg = c->cfg;
-    if (cfg->n_files == c->cap_files) {
-        size_t cap = c->cap_files * 2;
-        char **files = realloc(cfg->files, cap * sizeof *files);
-        if (!files) {
-            free(path);
-            c->rc = -ENOMEM;
-            return;
-        }
-        cfg->files = files;
-        c->cap_files = cap;
+    char **files = tn_grow(cfg->files, cfg->n_files, &c->cap_files, sizeof *files);
+    if (!files) {
+        free(path);
+        c->rc = -ENOMEM;
+        return;
     }
+    cfg->files = files;
     cfg->files[cfg->n_files++] = path;
     char *text = NULL;
     size_t len = 0;
@@ -626,14 +628,10 @@ typedef struct tn_paths {
 
 static int tn_paths_add(tn_paths_t *p, const char *path)
 {
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 16;
-        char **items = realloc(p->items, cap * sizeof *items);
-        if (!items)
-            return -ENOMEM;
-        p->items = items;
-        p->cap = cap;
-    }
+    char **items = tn_grow(p->items, p->n, &p->cap, sizeof *items);
+    if (!items)
+        return -ENOMEM;
+    p->items = items;
     if (!(p->items[p->n] = strdup(path)))
         return -ENOMEM;
     p->n++;
