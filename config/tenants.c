@@ -7,10 +7,13 @@
  * place) instead of comparing every pair, so a host with ten thousand
  * tenants loads in O(n log n).
  */
+#include <dirent.h>
 #include <errno.h>
-#include <glob.h>
+#include <fnmatch.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "config/config_internal.h"
 #include "filter/addr.h"
@@ -20,6 +23,20 @@
 #define TN_NAME_MAX 63
 /* A proxy user name (RFC 7617: no ':' and no control characters). */
 #define TN_USER_MAX 255
+
+/* Room for one more item in an array of *cap items of size bytes, n used:
+ * doubled (from 8) when full. Returns the array, moved or not, or NULL
+ * (the old one still valid) when out of memory. */
+static void *tn_grow(void *items, size_t n, size_t *cap, size_t size)
+{
+    if (n < *cap)
+        return items;
+    size_t ncap = *cap ? *cap * 2 : 8;
+    void *p = realloc(items, ncap * size);
+    if (p)
+        *cap = ncap;
+    return p;
+}
 
 /* ---- names ---- */
 
@@ -273,16 +290,12 @@ void cfg_walk_allow_list(cfg_ctx_t *c, const cfg_node_t *n, const char *key, boo
 static void tn_ref_add(cfg_ctx_t *c, cfg_refs_t *r, const void *key, size_t key_len,
                        const cfg_node_t *at)
 {
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 8;
-        cfg_ref_t *items = realloc(r->items, cap * sizeof *items);
-        if (!items) {
-            c->rc = -ENOMEM;
-            return;
-        }
-        r->items = items;
-        r->cap = cap;
+    cfg_ref_t *items = tn_grow(r->items, r->n, &r->cap, sizeof *items);
+    if (!items) {
+        c->rc = -ENOMEM;
+        return;
     }
+    r->items = items;
     r->items[r->n] =
         (cfg_ref_t){key, key_len, c->cfg->n_tenants - 1, tn_file(c), at->line, at->col, r->n};
     r->n++;
@@ -291,16 +304,12 @@ static void tn_ref_add(cfg_ctx_t *c, cfg_refs_t *r, const void *key, size_t key_
 static cfg_tenant_t *tn_tenant_new(cfg_ctx_t *c)
 {
     cfg_t *cfg = c->cfg;
-    if (cfg->n_tenants == c->cap_tenants) {
-        size_t cap = c->cap_tenants ? c->cap_tenants * 2 : 8;
-        cfg_tenant_t *t = realloc(cfg->tenants, cap * sizeof *t);
-        if (!t) {
-            c->rc = -ENOMEM;
-            return NULL;
-        }
-        cfg->tenants = t;
-        c->cap_tenants = cap;
+    cfg_tenant_t *all = tn_grow(cfg->tenants, cfg->n_tenants, &c->cap_tenants, sizeof *all);
+    if (!all) {
+        c->rc = -ENOMEM;
+        return NULL;
     }
+    cfg->tenants = all;
     cfg_tenant_t *t = &cfg->tenants[cfg->n_tenants++];
     memset(t, 0, sizeof *t);
     return t;
@@ -367,7 +376,8 @@ static bool tn_password(cfg_ctx_t *c, cfg_user_t *u, const cfg_node_t *p, const 
         for (size_t i = 0; ok && i < 32; i++) {
             int hi = tn_hex(p->str[plen + 2 * i]), lo = tn_hex(p->str[plen + 2 * i + 1]);
             ok = hi >= 0 && lo >= 0;
-            u->sha256[i] = (uint8_t)(hi << 4 | lo);
+            if (ok)
+                u->sha256[i] = (uint8_t)(hi << 4 | lo);
         }
         if (!ok) {
             cfg_err(c, CFG_AT(p), "%s: password: sha256: must be followed by 64 hex digits", where);
@@ -565,21 +575,21 @@ static void tn_walk_file(cfg_ctx_t *c, const cfg_node_t *root)
 static void tn_include_file(cfg_ctx_t *c, char *path)
 {
     cfg_t *cfg = c->cfg;
-    if (cfg->n_files == c->cap_files) {
-        size_t cap = c->cap_files * 2;
-        char **files = realloc(cfg->files, cap * sizeof *files);
-        if (!files) {
-            free(path);
-            c->rc = -ENOMEM;
-            return;
-        }
-        cfg->files = files;
-        c->cap_files = cap;
+    char **files = tn_grow(cfg->files, cfg->n_files, &c->cap_files, sizeof *files);
+    if (!files) {
+        free(path);
+        c->rc = -ENOMEM;
+        return;
     }
+    cfg->files = files;
     cfg->files[cfg->n_files++] = path;
-    char *text;
-    size_t len;
-    int rc = cfg_read_file(path, &text, &len);
+    char *text = NULL;
+    size_t len = 0;
+    struct stat st;
+    /* Only regular files: a FIFO matched by a pattern would block the read. */
+    int rc = stat(path, &st) != 0 ? -errno : !S_ISREG(st.st_mode) ? -EINVAL : 0;
+    if (rc == 0)
+        rc = cfg_read_file(path, &text, &len);
     if (rc == -ENOENT) {
         /* Removed since the glob matched it: as if it never had. */
         free(cfg->files[--cfg->n_files]);
@@ -591,6 +601,8 @@ static void tn_include_file(cfg_ctx_t *c, char *path)
         c->rc = rc;
     else if (rc == -EFBIG)
         cfg_err(c, 0, 0, "cannot read: larger than %u MiB", CFG_MAX_FILE / (1024u * 1024u));
+    else if (rc == -EINVAL)
+        cfg_err(c, 0, 0, "cannot read: not a regular file");
     else if (rc != 0)
         cfg_err(c, 0, 0, "cannot read: %s", strerror(-rc));
     if (rc == 0) {
@@ -608,86 +620,172 @@ static void tn_include_file(cfg_ctx_t *c, char *path)
     c->file = saved;
 }
 
-/* glob(3) reports directories it cannot read through a callback without a
- * user pointer; the loader may run on several threads at once. */
-static _Thread_local int tn_glob_errno;
-static _Thread_local char tn_glob_dir[256];
+/* The files an include pattern matched, in match order. */
+typedef struct tn_paths {
+    char **items;
+    size_t n, cap;
+} tn_paths_t;
 
-static int tn_glob_err(const char *path, int err)
+static int tn_paths_add(tn_paths_t *p, const char *path)
 {
-    if (err == ENOENT || err == ENOTDIR)
-        return 0; /* a pattern may name directories that are not there */
-    tn_glob_errno = err;
-    snprintf(tn_glob_dir, sizeof tn_glob_dir, "%s", path);
-    return 1;
+    char **items = tn_grow(p->items, p->n, &p->cap, sizeof *items);
+    if (!items)
+        return -ENOMEM;
+    p->items = items;
+    if (!(p->items[p->n] = strdup(path)))
+        return -ENOMEM;
+    p->n++;
+    return 0;
 }
 
-/* A relative pattern is relative to the config's directory; the directory
- * is escaped so its own '*' or '[' match only themselves. Returns a new
- * string or NULL (out of memory). */
-static char *tn_pattern(const cfg_ctx_t *c, const cfg_node_t *k)
+static void tn_paths_free(tn_paths_t *p)
 {
+    for (size_t i = 0; i < p->n; i++)
+        free(p->items[i]);
+    free(p->items);
+}
+
+static bool tn_magic(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == '*' || s[i] == '?' || s[i] == '[' || s[i] == '\\')
+            return true;
+    return false;
+}
+
+static int tn_strcmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A pattern being expanded: what is reported and where matches go. */
+typedef struct tn_glob {
+    cfg_ctx_t *c;
+    const cfg_node_t *k;
+    bool abs;
+    tn_paths_t *out;
+} tn_glob_t;
+
+static int tn_expand(tn_glob_t *g, char *path, size_t plen, const char *rest);
+
+/* path + "/" + name (or name alone at the start) into path; false when too long. */
+static bool tn_join(const tn_glob_t *g, char *path, size_t plen, const char *name, size_t nlen,
+                    size_t *out)
+{
+    bool sep = plen > 0 || g->abs;
+    if (plen + sep + nlen + 1 > PATH_MAX)
+        return false;
+    if (sep)
+        path[plen++] = '/';
+    memcpy(path + plen, name, nlen);
+    path[plen + nlen] = '\0';
+    *out = plen + nlen;
+    return true;
+}
+
+/* The end of the pattern: a match, unless it is a directory or is not
+ * there (a file that cannot be read is kept, for the reader to report). */
+static int tn_matched(tn_glob_t *g, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 ? errno == ENOENT || errno == ENOTDIR : S_ISDIR(st.st_mode))
+        return 0;
+    return tn_paths_add(g->out, path);
+}
+
+/* Entries of path matching the component comp, sorted by strcmp. */
+static int tn_list_dir(tn_glob_t *g, const char *path, size_t plen, const char *comp,
+                       tn_paths_t *names)
+{
+    const char *dirname = plen ? path : g->abs ? "/" : ".";
+    DIR *d = opendir(dirname);
+    if (!d) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return 0; /* a pattern may name directories that are not there */
+        if (errno == ENOMEM)
+            return -ENOMEM;
+        char show[CFG_SHOW_MAX];
+        cfg_err(g->c, CFG_AT(g->k), "include: %s: cannot read %s: %s",
+                cfg_show(g->k->str, g->k->len, show), dirname, strerror(errno));
+        return 0;
+    }
+    int rc = 0;
+    const struct dirent *de;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        /* FNM_PERIOD: '*' does not match a leading dot (editor swap files). */
+        int m = fnmatch(comp, de->d_name, FNM_PERIOD);
+        if (m == 0)
+            rc = tn_paths_add(names, de->d_name);
+        else if (m != FNM_NOMATCH)
+            rc = -ENOMEM;
+    }
+    closedir(d);
+    if (rc == 0)
+        qsort(names->items, names->n, sizeof *names->items, tn_strcmp);
+    return rc;
+}
+
+/* Expand the components in rest below path (plen bytes). 0 or -ENOMEM. */
+static int tn_expand(tn_glob_t *g, char *path, size_t plen, const char *rest)
+{
+    rest += strspn(rest, "/");
+    if (*rest == '\0')
+        return plen ? tn_matched(g, path) : 0;
+    size_t clen = strcspn(rest, "/");
+    const char *next = rest + clen;
+    bool last = next[strspn(next, "/")] == '\0';
+    size_t nlen;
+    if (!tn_magic(rest, clen)) {
+        if (!tn_join(g, path, plen, rest, clen, &nlen))
+            return 0; /* longer than any path: matches nothing */
+        return last ? tn_matched(g, path) : tn_expand(g, path, nlen, next);
+    }
+    char comp[NAME_MAX + 1];
+    if (clen > NAME_MAX)
+        return 0;
+    memcpy(comp, rest, clen);
+    comp[clen] = '\0';
+    tn_paths_t names = {0};
+    int rc = tn_list_dir(g, path, plen, comp, &names);
+    for (size_t i = 0; i < names.n && rc == 0; i++) {
+        if (!tn_join(g, path, plen, names.items[i], strlen(names.items[i]), &nlen))
+            continue;
+        rc = last ? tn_matched(g, path) : tn_expand(g, path, nlen, next);
+    }
+    path[plen] = '\0';
+    tn_paths_free(&names);
+    return rc;
+}
+
+/* The files pattern k matches, appended to out in sorted order. A relative
+ * pattern is relative to the config's directory (taken literally). */
+static int tn_glob(cfg_ctx_t *c, const cfg_node_t *k, tn_paths_t *out)
+{
+    char *path = malloc(PATH_MAX), *pattern = strndup(k->str, k->len);
+    int rc = -ENOMEM;
+    if (!path || !pattern)
+        goto fail;
+    tn_glob_t g = {c, k, pattern[0] == '/', out};
+    size_t plen = 0;
     const char *cfgpath = c->cfg->files[0], *slash = strrchr(cfgpath, '/');
-    if (k->str[0] == '/' || !slash)
-        return strndup(k->str, k->len);
-    size_t dlen = (size_t)(slash - cfgpath) + 1; /* with the '/' */
-    char *p = malloc(2 * dlen + k->len + 1);
-    if (!p)
-        return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < dlen; i++) {
-        if (strchr("\\*?[", cfgpath[i]))
-            p[o++] = '\\';
-        p[o++] = cfgpath[i];
-    }
-    memcpy(p + o, k->str, k->len);
-    p[o + k->len] = '\0';
-    return p;
-}
-
-/* The files a pattern matches, in sorted order, appended to *paths. */
-static void tn_glob(cfg_ctx_t *c, const cfg_node_t *k, char ***paths, size_t *n, size_t *cap)
-{
-    char *pattern = tn_pattern(c, k);
-    glob_t gl;
-    memset(&gl, 0, sizeof gl);
-    if (!pattern) {
-        c->rc = -ENOMEM;
-        return;
-    }
-    tn_glob_errno = 0;
-    int rc = glob(pattern, GLOB_MARK, tn_glob_err, &gl);
-    char show[CFG_SHOW_MAX];
-    if (rc == GLOB_NOSPACE || (rc == GLOB_ABORTED && tn_glob_errno == ENOMEM)) {
-        c->rc = -ENOMEM;
-    } else if (rc == GLOB_ABORTED) {
-        cfg_err(c, CFG_AT(k), "include: %s: cannot read %s: %s", cfg_show(k->str, k->len, show),
-                tn_glob_dir, strerror(tn_glob_errno));
-    } else if (rc == 0) {
-        for (size_t i = 0; i < gl.gl_pathc && c->rc == 0; i++) {
-            const char *m = gl.gl_pathv[i];
-            size_t mlen = strlen(m);
-            if (mlen > 0 && m[mlen - 1] == '/')
-                continue; /* a directory (GLOB_MARK): not a tenant file */
-            if (*n == *cap) {
-                size_t ncap = *cap ? *cap * 2 : 16;
-                char **np = realloc(*paths, ncap * sizeof *np);
-                if (!np) {
-                    c->rc = -ENOMEM;
-                    break;
-                }
-                *paths = np;
-                *cap = ncap;
-            }
-            if (!((*paths)[*n] = strdup(m))) {
-                c->rc = -ENOMEM;
-                break;
-            }
-            (*n)++;
+    if (!g.abs && slash) {
+        plen = (size_t)(slash - cfgpath);
+        g.abs = cfgpath[0] == '/';
+        if (plen >= PATH_MAX) {
+            rc = 0;
+            goto fail;
         }
+        memcpy(path, cfgpath, plen);
+        /* "/moat.yaml": the root itself. */
+        path[plen] = '\0';
     }
-    globfree(&gl);
+    rc = tn_expand(&g, path, plen, pattern);
+fail:
+    free(path);
     free(pattern);
+    return rc;
 }
 
 typedef struct tn_path {
@@ -735,8 +833,7 @@ void cfg_walk_include(cfg_ctx_t *c, const cfg_node_t *n)
                 "include: expected a list of file patterns, e.g. [\"tenants/*.yaml\"]");
         return;
     }
-    char **paths = NULL;
-    size_t np = 0, cap = 0;
+    tn_paths_t paths = {0};
     for (size_t i = 0; i < n->n && c->rc == 0; i++) {
         const cfg_node_t *k = n->kids[i];
         if (!cfg_value(c, k, "include", "a file pattern like \"tenants/*.yaml\""))
@@ -747,22 +844,23 @@ void cfg_walk_include(cfg_ctx_t *c, const cfg_node_t *n)
             continue;
         }
         /* cfg_load_string reads no file: its patterns match nothing. */
-        if (c->files_ok)
-            tn_glob(c, k, &paths, &np, &cap);
+        if (c->files_ok) {
+            int rc = tn_glob(c, k, &paths);
+            if (rc < 0)
+                c->rc = rc;
+        }
     }
-    if (c->rc == 0 && (c->rc = tn_drop_repeats(paths, np)) == 0) {
-        for (size_t i = 0; i < np; i++) {
-            char *p = paths[i];
-            paths[i] = NULL;
+    if (c->rc == 0 && (c->rc = tn_drop_repeats(paths.items, paths.n)) == 0) {
+        for (size_t i = 0; i < paths.n; i++) {
+            char *p = paths.items[i];
+            paths.items[i] = NULL;
             if (p && c->rc == 0)
                 tn_include_file(c, p);
             else
                 free(p);
         }
     }
-    for (size_t i = 0; i < np; i++)
-        free(paths[i]);
-    free(paths);
+    tn_paths_free(&paths);
 }
 
 /* ---- checks across tenants ---- */

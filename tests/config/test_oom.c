@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -48,6 +49,7 @@ static bool oom_fail_now(void)
         return false;
     if (oom_countdown == 0) {
         oom_failed++;
+        errno = ENOMEM; /* as malloc does: opendir and others pass it on */
         if (!oom_sticky)
             oom_countdown = -1;
         return true;
@@ -115,6 +117,9 @@ static bool oom_round(const char *path, const char *yaml, int want_rc, long fail
     int rc = path ? cfg_load_file(path, &cfg, &diag)
                   : cfg_load_string("t.yaml", yaml, strlen(yaml), &cfg, &diag);
     bool had_cfg = cfg != NULL;
+    char first[256] = "";
+    if (diag.n > 0)
+        snprintf(first, sizeof first, "%s", diag.items[0].msg);
     cfg_free(cfg);
     cfg_diag_free(&diag);
     oom_armed = false;
@@ -125,7 +130,7 @@ static bool oom_round(const char *path, const char *yaml, int want_rc, long fail
         cr_assert_eq(rc, want_rc, "rc %d without a failure", rc);
         return false;
     }
-    cr_assert_eq(rc, -ENOMEM, "allocation %ld failed but rc is %d", fail_at, rc);
+    cr_assert_eq(rc, -ENOMEM, "allocation %ld failed but rc is %d (%s)", fail_at, rc, first);
     cr_assert_not(had_cfg);
     return true;
 }
@@ -197,6 +202,69 @@ Test(oom, from_a_file)
     close(fd);
     oom_all(path, NULL, 0);
     unlink(path);
+}
+
+static const char *const oom_tenants =
+    "lists: {common: [pypi.org, {cidr: 192.0.2.0/24, ports: [443]}], git: [github.com]}\n"
+    "allow: [{list: common}, a.com]\n"
+    "tenants:\n"
+    "  - name: box-1\n"
+    "    clients: [10.0.0.1, \"fd00::/64\"]\n"
+    "    users: [{name: al, password: pw}, {name: bo, password: "
+    "\"sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\"}]\n"
+    "    mode: audit\n"
+    "    allow: [{list: git}, {list: common}, b.com, {list: git}]\n"
+    "  - {name: box-2, clients: [10.0.0.2], allow: []}\n"
+    "include: [\"/nonexistent/*.yaml\"]\n";
+
+static const char *const oom_tenant_errors =
+    "lists: {common: [x.com], l2: [{list: common}], common: []}\n"
+    "allow: [{list: comon}]\n"
+    "tenants:\n"
+    "  - {name: a, clients: [10.0.0.1, 10.0.0.1], users: [{name: u, password: p}], allow: []}\n"
+    "  - {name: a, clients: [\"10.0.0.1/32\"], users: [{name: u}, {name: u, password: "
+    "\"sha256:x\"}], mode: x}\n"
+    "  - {name: Bad, alow: []}\n";
+
+Test(oom, tenants)
+{
+    oom_all(NULL, oom_tenants, 0);
+}
+
+Test(oom, tenant_errors)
+{
+    oom_all(NULL, oom_tenant_errors, -EINVAL);
+}
+
+static void oom_put(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert(fd >= 0, "%s", path);
+    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+Test(oom, include)
+{
+    char dir[] = "/tmp/moat-oom-XXXXXX", path[64], a[64], b[64], sub[64];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(sub, sizeof sub, "%s/t", dir);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    snprintf(a, sizeof a, "%s/t/a.yaml", dir);
+    snprintf(b, sizeof b, "%s/t/b.yaml", dir);
+    snprintf(path, sizeof path, "%s/moat.yaml", dir);
+    oom_put(a, "name: a\nclients: [10.0.0.1]\nallow: [{list: l}]\n");
+    oom_put(b, "- {name: b, clients: [10.0.0.2], allow: [x.com]}\n- {name: c, allow: []}\n");
+    oom_put(path, "lists: {l: [y.com]}\ninclude: [t/*.yaml, t/a.yaml]\n");
+    oom_all(path, NULL, 0);
+    /* Errors inside an included file, and a YAML syntax error in another. */
+    oom_put(b, "- {name: a, clients: [10.0.0.1], allow: [{list: m}]}\n- {name: c, allow: [\n");
+    oom_all(path, NULL, -EINVAL);
+    unlink(a);
+    unlink(b);
+    unlink(path);
+    rmdir(sub);
+    rmdir(dir);
 }
 
 #else
