@@ -86,38 +86,37 @@ typedef struct pol_own {
 } pol_own_t;
 
 struct filter_policy {
+    /* What a decision reads first, in the first cache lines: a tenant's
+     * policy is usually cold when its decision starts. */
     bool filtering;
-    size_t n_rules;
-    filter_rule_info_t *infos;
-    filter_port_range_t *ports;
-    char *chars;
-    pol_seg_t *segs;
-    uint32_t *rules;
-
-    pol_name_ent_t *names;
+    size_t n_lists;
+    const filter_policy_t **lists; /* borrowed (filter_policy_input_t.lists) */
     size_t n_names;
+    pol_table_t name_tab;
     /* Lengths of the names that have exact / wildcard rules (bit n: length
      * n): a suffix of any other length is not probed at all. */
     uint64_t exact_lens[4], wild_lens[4];
-    pol_table_t name_tab;
-
-    pol_addr_ent_t *addrs;
-    size_t n_addrs;
     pol_table_t addr_tab;
+    /* Prefix lengths in use as bit sets (bit n: length n): all4/all6 over
+     * this policy and its lists, set4/set6 its own. The walk over shared
+     * rules goes through the union, longest first, and probes each policy
+     * holding a length. */
+    uint64_t all4, all6[3];
+    uint64_t set4, set6[3];
+    size_t n_addrs;
+    pol_name_ent_t *names;
+    pol_addr_ent_t *addrs;
+    pol_seg_t *segs;
+    uint32_t *rules;
+    filter_rule_info_t *infos;
+
+    size_t n_rules;
+    filter_port_range_t *ports;
+    char *chars;
     uint8_t lens4[33], lens6[129]; /* prefix lengths in use, longest first */
     size_t n_lens4, n_lens6;
-    /* The same lengths as bit sets (bit n: length n), and their union over
-     * this policy and its lists: the walk over shared rules goes through
-     * the union, longest first, and probes each policy holding a length. */
-    uint64_t set4, set6[3];
-    uint64_t all4, all6[3];
-
     pol_own_t *own;
     size_t n_own;
-
-    const filter_policy_t **lists; /* borrowed (filter_policy_input_t.lists) */
-    size_t n_lists;
-
     size_t bytes; /* for filter_policy_stats: the one allocation's size */
 };
 
@@ -321,12 +320,12 @@ static uint32_t pol_group_allows(const filter_policy_t *p, const pol_group_t *g,
 
 /* ---- hash tables -------------------------------------------------------- */
 
-/* Lay out t's slots and filter for n keys (see pol_carve). */
+/* Lay out t's filter, then its slots, for n keys (see pol_carve). */
 static void pol_table_carve(pol_table_t *t, char *base, size_t *off, size_t n)
 {
     size_t cap = pol_table_size(n), bits = pol_bloom_bits(n);
-    t->slots = pol_carve(base, off, cap, sizeof *t->slots);
     t->bloom = pol_carve(base, off, bits / 64, sizeof *t->bloom);
+    t->slots = pol_carve(base, off, cap, sizeof *t->slots);
     t->mask = cap - 1;
     t->bloom_mask = bits - 1;
 }
@@ -660,19 +659,21 @@ static int pol_size_rules(const filter_policy_input_t *in, pol_sizes_t *sz)
 static size_t pol_layout(filter_policy_t *p, char *base, const pol_sizes_t *sz)
 {
     size_t off = sizeof *p;
-    p->infos = pol_carve(base, &off, sz->n_rules, sizeof *p->infos);
-    p->rules = pol_carve(base, &off, sz->n_rules, sizeof *p->rules);
-    p->ports = pol_carve(base, &off, sz->n_ports, sizeof *p->ports);
+    /* What decisions read first right after the struct: the lists and the
+     * Bloom filters. */
+    p->lists = pol_carve(base, &off, sz->n_lists, sizeof *p->lists);
+    pol_table_carve(&p->name_tab, base, &off, sz->n_name);
+    pol_table_carve(&p->addr_tab, base, &off, sz->n_addr);
+    p->names = pol_carve(base, &off, sz->n_name, sizeof *p->names);
+    p->addrs = pol_carve(base, &off, sz->n_addr, sizeof *p->addrs);
     /* Segments never outnumber the ranges they come from (+1 per address
      * rule without ports). */
     p->segs = pol_carve(base, &off, sz->n_ports + sz->n_addr, sizeof *p->segs);
-    p->names = pol_carve(base, &off, sz->n_name, sizeof *p->names);
-    pol_table_carve(&p->name_tab, base, &off, sz->n_name);
-    p->addrs = pol_carve(base, &off, sz->n_addr, sizeof *p->addrs);
-    pol_table_carve(&p->addr_tab, base, &off, sz->n_addr);
-    p->own = pol_carve(base, &off, sz->n_own, sizeof *p->own);
-    p->lists = pol_carve(base, &off, sz->n_lists, sizeof *p->lists);
+    p->rules = pol_carve(base, &off, sz->n_rules, sizeof *p->rules);
+    p->infos = pol_carve(base, &off, sz->n_rules, sizeof *p->infos);
     p->chars = pol_carve(base, &off, sz->n_chars, 1);
+    p->ports = pol_carve(base, &off, sz->n_ports, sizeof *p->ports);
+    p->own = pol_carve(base, &off, sz->n_own, sizeof *p->own);
     return off;
 }
 
