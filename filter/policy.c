@@ -967,9 +967,10 @@ static const pol_name_ent_t *pol_wild_in(const filter_policy_t *q, const pol_suf
 
 /* filter_match_name for a policy with lists: the exact rules of the policy
  * then of each list, then the wildcards most specific first, the policy's
- * before the lists' at each level. */
-static filter_decision_t pol_match_name_lists(const filter_policy_t *p, const char *name,
-                                              size_t len, int port)
+ * before the lists' at each level. Kept out of line (as are the other
+ * list walks), so that the single-policy path keeps its small stack frame. */
+__attribute__((noinline)) static filter_decision_t
+pol_match_name_lists(const filter_policy_t *p, const char *name, size_t len, int port)
 {
     pol_suffixes_t sx;
     const filter_rule_info_t *matched = NULL; /* the first rule that matched */
@@ -1013,8 +1014,10 @@ static void pol_group_out(const filter_policy_t *q, const pol_group_t *g,
 
 /* filter_match_name_all for a policy with lists, in pol_match_name_lists's
  * order. */
-static size_t pol_match_all_lists(const filter_policy_t *p, const char *name, size_t len,
-                                  const filter_rule_info_t **out, size_t max)
+__attribute__((noinline)) static size_t pol_match_all_lists(const filter_policy_t *p,
+                                                            const char *name, size_t len,
+                                                            const filter_rule_info_t **out,
+                                                            size_t max)
 {
     pol_suffixes_t sx;
     size_t total = 0;
@@ -1138,10 +1141,9 @@ static const pol_addr_ent_t *pol_addr_walk(const filter_policy_t *p, const filte
  * longest first, and at each the policy before its lists. Returns the rule
  * that allows port, else NULL with *first the first rule of the most
  * specific covering entry (NULL when none). */
-static const filter_rule_info_t *pol_addr_walk_lists(const filter_policy_t *p,
-                                                     const filter_addr_t *a, int port,
-                                                     bool stop_at_first,
-                                                     const filter_rule_info_t **first)
+__attribute__((noinline)) static const filter_rule_info_t *
+pol_addr_walk_lists(const filter_policy_t *p, const filter_addr_t *a, int port, bool stop_at_first,
+                    const filter_rule_info_t **first)
 {
     uint64_t set4 = p->all4;
     const uint64_t *set = a->family == AF_INET ? &set4 : p->all6;
