@@ -24,39 +24,14 @@
 #include "filter/policy_internal.h"
 #include "filter/tenant.h"
 
+#include "bench_util.h"
+
 #define BT_LIST_RULES   1000
 #define BT_TENANT_RULES 20
 #define BT_QUERIES      8192
 #define BT_NAME_LEN     272
 #define BT_REPS         5
 #define BT_ACTIVE       100 /* tenants the "active" row's queries come from */
-
-typedef struct bt_rng {
-    uint64_t s;
-} bt_rng_t;
-
-/* xorshift64*: small, fixed seed, good enough to spread keys. */
-static uint64_t bt_next(bt_rng_t *r)
-{
-    r->s ^= r->s >> 12;
-    r->s ^= r->s << 25;
-    r->s ^= r->s >> 27;
-    return r->s * 0x2545f4914f6cdd1dULL;
-}
-
-static uint32_t bt_below(bt_rng_t *r, uint32_t n)
-{
-    return (uint32_t)(bt_next(r) % n);
-}
-
-static volatile size_t bt_sink; /* keeps timed loops from being optimised away */
-
-static double bt_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* A rule set: rules with their texts and ports in parallel arrays. */
 typedef struct bt_set {
@@ -114,33 +89,33 @@ static const unsigned bt_len6[] = {32, 48, 56, 64, 64, 128};
 /* The shared list: half exact names, a fifth wildcards, the rest IPv4 and
  * IPv6 prefixes of several lengths; a fifth with ports. Prefixes come from
  * random addresses with their host bits cleared. */
-static int bt_make_list(bt_set_t *s, bt_rng_t *r)
+static int bt_make_list(bt_set_t *s, bf_rng_t *r)
 {
     if (bt_set_alloc(s, BT_LIST_RULES) != 0)
         return -ENOMEM;
     for (size_t i = 0; i < s->n; i++) {
         char *t = s->texts[i];
-        uint32_t k = bt_below(r, 10);
+        uint32_t k = bf_below(r, 10);
         if (k < 5) {
-            snprintf(t, BT_NAME_LEN, "pkg-%zu.mirror-%u.org", i, bt_below(r, 37));
+            snprintf(t, BT_NAME_LEN, "pkg-%zu.mirror-%u.org", i, bf_below(r, 37));
         } else if (k < 7) {
             snprintf(t, BT_NAME_LEN, "*.cdn-%zu.net", i);
         } else if (k < 9) {
-            unsigned len = bt_len4[bt_below(r, sizeof bt_len4 / sizeof bt_len4[0])];
-            uint32_t a = (uint32_t)bt_next(r) & (len ? ~0u << (32 - len) : 0);
+            unsigned len = bt_len4[bf_below(r, sizeof bt_len4 / sizeof bt_len4[0])];
+            uint32_t a = (uint32_t)bf_next(r) & (len ? ~0u << (32 - len) : 0);
             snprintf(t, BT_NAME_LEN, "%u.%u.%u.%u/%u", a >> 24, a >> 16 & 255, a >> 8 & 255,
                      a & 255, len);
         } else {
-            unsigned len = bt_len6[bt_below(r, sizeof bt_len6 / sizeof bt_len6[0])];
+            unsigned len = bt_len6[bf_below(r, sizeof bt_len6 / sizeof bt_len6[0])];
             filter_prefix_t p = {.addr.family = AF_INET6, .len = (uint8_t)len};
             for (unsigned b = 0; b < len; b++)
-                if (bt_next(r) & 1)
+                if (bf_next(r) & 1)
                     p.addr.bytes[b / 8] |= (uint8_t)(0x80u >> (b % 8));
             p.addr.bytes[0] = 0x20;
             p.addr.bytes[1] = 0x01;
             filter_prefix_format(&p, t, BT_NAME_LEN);
         }
-        if (bt_rule(s, i, bt_below(r, 5) == 0) != 0)
+        if (bt_rule(s, i, bf_below(r, 5) == 0) != 0)
             return -EINVAL;
     }
     return 0;
@@ -203,7 +178,7 @@ static const int bt_ports[] = {443, 443, 443, 80, 22, 8080, FILTER_ANY_PORT};
  * its prefixes (30 %), the list's (30 %) or neither. */
 static void bt_make_queries(const bt_set_t *list, size_t n_tenants, bt_query_t *qs)
 {
-    bt_rng_t r = {0x5eed5eed1234ULL};
+    bf_rng_t r = {0x5eed5eed1234ULL};
     bt_set_t own;
     static filter_rule_t rules[BT_TENANT_RULES];
     static char texts[BT_TENANT_RULES][BT_NAME_LEN];
@@ -211,39 +186,39 @@ static void bt_make_queries(const bt_set_t *list, size_t n_tenants, bt_query_t *
     own = (bt_set_t){rules, texts, ports, BT_TENANT_RULES};
     for (size_t i = 0; i < BT_QUERIES; i++) {
         bt_query_t *q = &qs[i];
-        size_t t = bt_below(&r, 1000000) % n_tenants;
+        size_t t = bf_below(&r, 1000000) % n_tenants;
         bt_make_tenant(&own, t);
-        bt_client(t, bt_below(&r, 2), &q->client);
-        q->port = bt_ports[bt_below(&r, sizeof bt_ports / sizeof bt_ports[0])];
-        uint32_t k = bt_below(&r, 10);
+        bt_client(t, bf_below(&r, 2), &q->client);
+        q->port = bt_ports[bf_below(&r, sizeof bt_ports / sizeof bt_ports[0])];
+        uint32_t k = bf_below(&r, 10);
         const filter_rule_t *rule =
-            k < 3 ? &own.rules[bt_below(&r, 14)] : &list->rules[bt_below(&r, (uint32_t)list->n)];
+            k < 3 ? &own.rules[bf_below(&r, 14)] : &list->rules[bf_below(&r, (uint32_t)list->n)];
         if (k < 6 && rule->kind == FILTER_RULE_NAME && rule->pattern.wildcard)
-            snprintf(q->s, BT_NAME_LEN, "%s%s", bt_below(&r, 2) ? "a1.b2." : "www.",
+            snprintf(q->s, BT_NAME_LEN, "%s%s", bf_below(&r, 2) ? "a1.b2." : "www.",
                      rule->pattern.name);
         else if (k < 6 && rule->kind == FILTER_RULE_NAME)
             snprintf(q->s, BT_NAME_LEN, "%s", rule->pattern.name);
         else
-            snprintf(q->s, BT_NAME_LEN, "miss-%u.example-%u.com", bt_below(&r, 1000000),
-                     bt_below(&r, 100));
+            snprintf(q->s, BT_NAME_LEN, "miss-%u.example-%u.com", bf_below(&r, 1000000),
+                     bf_below(&r, 100));
         q->len = strlen(q->s);
 
-        k = bt_below(&r, 10);
-        rule = k < 3 ? &own.rules[14 + bt_below(&r, 6)]
-                     : &list->rules[bt_below(&r, (uint32_t)list->n)];
+        k = bf_below(&r, 10);
+        rule = k < 3 ? &own.rules[14 + bf_below(&r, 6)]
+                     : &list->rules[bf_below(&r, (uint32_t)list->n)];
         if (k < 6 && rule->kind == FILTER_RULE_ADDR) {
             q->dst = rule->prefix.addr; /* the prefix with random host bits */
             unsigned bits = q->dst.family == AF_INET ? 32 : 128;
             for (unsigned b = rule->prefix.len; b < bits; b++)
-                if (bt_next(&r) & 1)
+                if (bf_next(&r) & 1)
                     q->dst.bytes[b / 8] |= (uint8_t)(0x80u >> (b % 8));
         } else {
             memset(&q->dst, 0, sizeof q->dst);
             q->dst.family = AF_INET;
             q->dst.bytes[0] = 11;
-            q->dst.bytes[1] = (uint8_t)bt_next(&r);
-            q->dst.bytes[2] = (uint8_t)bt_next(&r);
-            q->dst.bytes[3] = (uint8_t)bt_next(&r);
+            q->dst.bytes[1] = (uint8_t)bf_next(&r);
+            q->dst.bytes[2] = (uint8_t)bf_next(&r);
+            q->dst.bytes[3] = (uint8_t)bf_next(&r);
         }
     }
 }
@@ -295,7 +270,7 @@ static int bt_world_build(bt_world_t *w, const bt_set_t *list, size_t n)
     };
 
     struct mallinfo2 m0 = mallinfo2();
-    double t0 = bt_now();
+    double t0 = bf_now();
     if ((rc = filter_policy_compile(&in, &w->list)) != 0)
         goto fail;
     const filter_policy_t *lists[] = {w->list};
@@ -319,7 +294,7 @@ static int bt_world_build(bt_world_t *w, const bt_set_t *list, size_t n)
     }
     if ((rc = filter_tenants_compile(tin, n, &w->table)) != 0)
         goto fail;
-    w->compile_ms = (bt_now() - t0) * 1e3;
+    w->compile_ms = (bf_now() - t0) * 1e3;
     struct mallinfo2 m1 = mallinfo2();
     w->heap_bytes = m1.uordblks + m1.hblkhd - m0.uordblks - m0.hblkhd;
 
@@ -353,7 +328,7 @@ static double bt_time(const bt_world_t *w, const bt_query_t *qs, size_t iters, b
     double best = 0;
     for (int rep = 0; rep < BT_REPS; rep++) {
         size_t ok = 0;
-        double t0 = bt_now();
+        double t0 = bf_now();
         for (size_t i = 0; i < iters; i++) {
             const bt_query_t *q = &qs[i % BT_QUERIES];
             const filter_policy_t *p = bt_policy(w, q);
@@ -361,12 +336,12 @@ static double bt_time(const bt_world_t *w, const bt_query_t *qs, size_t iters, b
                                         : filter_match_addr(p, &q->dst, q->port);
             ok += d.verdict == FILTER_ALLOW;
         }
-        double ns = (bt_now() - t0) * 1e9 / (double)iters;
+        double ns = (bf_now() - t0) * 1e9 / (double)iters;
         if (rep == 0 || ns < best)
             best = ns;
         if (rep == 0)
             *allowed = ok;
-        bt_sink += ok;
+        bf_sink += ok;
     }
     return best;
 }
@@ -389,7 +364,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    bt_rng_t rng = {0x9e3779b97f4a7c15ULL};
+    bf_rng_t rng = {0x9e3779b97f4a7c15ULL};
     bt_set_t list = {0};
     bt_query_t *qs = calloc(BT_QUERIES, sizeof *qs);
     /* 1 tenant; 10,000 with clients of every one; the same 10,000 with
