@@ -86,23 +86,27 @@ typedef struct pol_own {
 } pol_own_t;
 
 struct filter_policy {
-    /* What a decision reads first, in the first cache lines: a tenant's
-     * policy is usually cold when its decision starts. */
-    bool filtering;
-    size_t n_lists;
-    const filter_policy_t **lists; /* borrowed (filter_policy_input_t.lists) */
-    size_t n_names;
-    pol_table_t name_tab;
-    /* Lengths of the names that have exact / wildcard rules (bit n: length
-     * n): a suffix of any other length is not probed at all. */
-    uint64_t exact_lens[4], wild_lens[4];
-    pol_table_t addr_tab;
+    /* What a decision reads first, in the first two cache lines (the
+     * allocation is cache-line aligned, the Bloom filters come right after
+     * the struct): a tenant's policy is usually cold when its decision
+     * starts, and each line it reads costs a cache miss. */
+    _Alignas(64) bool filtering;
+    uint32_t n_lists;
+    const filter_policy_t *list0; /* lists[0], or NULL */
     /* Prefix lengths in use as bit sets (bit n: length n): all4/all6 over
      * this policy and its lists, set4/set6 its own. The walk over shared
      * rules goes through the union, longest first, and probes each policy
      * holding a length. */
-    uint64_t all4, all6[3];
-    uint64_t set4, set6[3];
+    uint64_t all4, set4;
+    pol_table_t addr_tab;
+    pol_table_t name_tab;
+    size_t n_names;
+    uint64_t all6[3];
+    /* Lengths of the names that have exact / wildcard rules (bit n: length
+     * n): a suffix of any other length is not probed at all. */
+    uint64_t exact_lens[4], wild_lens[4];
+    uint64_t set6[3];
+    const filter_policy_t **lists; /* borrowed (filter_policy_input_t.lists) */
     size_t n_addrs;
     pol_name_ent_t *names;
     pol_addr_ent_t *addrs;
@@ -320,14 +324,20 @@ static uint32_t pol_group_allows(const filter_policy_t *p, const pol_group_t *g,
 
 /* ---- hash tables -------------------------------------------------------- */
 
-/* Lay out t's filter, then its slots, for n keys (see pol_carve). */
-static void pol_table_carve(pol_table_t *t, char *base, size_t *off, size_t n)
+/* Lay out t's filter for n keys (see pol_carve). */
+static void pol_bloom_carve(pol_table_t *t, char *base, size_t *off, size_t n)
 {
-    size_t cap = pol_table_size(n), bits = pol_bloom_bits(n);
+    size_t bits = pol_bloom_bits(n);
     t->bloom = pol_carve(base, off, bits / 64, sizeof *t->bloom);
+    t->bloom_mask = bits - 1;
+}
+
+/* Lay out t's slots for n keys (see pol_carve). */
+static void pol_slots_carve(pol_table_t *t, char *base, size_t *off, size_t n)
+{
+    size_t cap = pol_table_size(n);
     t->slots = pol_carve(base, off, cap, sizeof *t->slots);
     t->mask = cap - 1;
-    t->bloom_mask = bits - 1;
 }
 
 /* The slot index takes the mixed hash's low bits, the filter its high ones. */
@@ -659,11 +669,13 @@ static int pol_size_rules(const filter_policy_input_t *in, pol_sizes_t *sz)
 static size_t pol_layout(filter_policy_t *p, char *base, const pol_sizes_t *sz)
 {
     size_t off = sizeof *p;
-    /* What decisions read first right after the struct: the lists and the
-     * Bloom filters. */
+    /* What decisions read first right after the struct: the Bloom filters
+     * (a small policy's share one cache line). */
+    pol_bloom_carve(&p->name_tab, base, &off, sz->n_name);
+    pol_bloom_carve(&p->addr_tab, base, &off, sz->n_addr);
+    pol_slots_carve(&p->name_tab, base, &off, sz->n_name);
+    pol_slots_carve(&p->addr_tab, base, &off, sz->n_addr);
     p->lists = pol_carve(base, &off, sz->n_lists, sizeof *p->lists);
-    pol_table_carve(&p->name_tab, base, &off, sz->n_name);
-    pol_table_carve(&p->addr_tab, base, &off, sz->n_addr);
     p->names = pol_carve(base, &off, sz->n_name, sizeof *p->names);
     p->addrs = pol_carve(base, &off, sz->n_addr, sizeof *p->addrs);
     /* Segments never outnumber the ranges they come from (+1 per address
@@ -683,11 +695,13 @@ static filter_policy_t *pol_new(const filter_policy_input_t *in, const pol_sizes
 {
     filter_policy_t probe;
     size_t total = pol_layout(&probe, NULL, sz);
-    if (total == SIZE_MAX)
+    if (total > SIZE_MAX - 64)
         return NULL;
-    filter_policy_t *p = calloc(1, total);
+    total = (total + 63) & ~(size_t)63; /* aligned_alloc wants a multiple */
+    filter_policy_t *p = aligned_alloc(_Alignof(filter_policy_t), total);
     if (!p)
         return NULL;
+    memset(p, 0, total);
     pol_layout(p, (char *)p, sz);
     p->bytes = total;
     p->filtering = in->filtering;
@@ -756,6 +770,7 @@ static void pol_compile_lists(filter_policy_t *p, const filter_policy_input_t *i
     for (size_t i = 0; i < n_lists; i++) {
         const filter_policy_t *l = in->lists[i];
         p->lists[p->n_lists++] = l;
+        p->list0 = p->lists[0];
         p->all4 |= l->set4;
         for (size_t w = 0; w < 3; w++)
             p->all6[w] |= l->set6[w];
@@ -913,7 +928,7 @@ static size_t pol_name_walk(const filter_policy_t *p, const char *name, size_t l
 /* The policies a decision looks at: the policy itself, then its lists. */
 static inline const filter_policy_t *pol_nth(const filter_policy_t *p, size_t k)
 {
-    return k == 0 ? p : p->lists[k - 1];
+    return k == 0 ? p : k == 1 ? p->list0 : p->lists[k - 1];
 }
 
 /* A normalised name's suffix hashes, computed once for the policy and all
@@ -944,11 +959,13 @@ static void pol_suffixes(const char *name, size_t len, pol_suffixes_t *sx)
     sx->full = h;
 }
 
-/* q's entry holding exact rules for the whole name, or NULL. */
+/* q's entry holding exact rules for the whole name, or NULL. With lens
+ * false the length sets are not looked at: for the policy itself they are
+ * one more cold cache line, and its Bloom filter answers as well. */
 static const pol_name_ent_t *pol_exact_in(const filter_policy_t *q, const pol_suffixes_t *sx,
-                                          const char *name, size_t len)
+                                          const char *name, size_t len, bool lens)
 {
-    if (q->n_names == 0 || !pol_len_in(q->exact_lens, len))
+    if (q->n_names == 0 || (lens && !pol_len_in(q->exact_lens, len)))
         return NULL;
     const pol_name_ent_t *e = pol_name_find(q, sx->full, name, len);
     return e && e->exact.n_rule ? e : NULL;
@@ -956,10 +973,10 @@ static const pol_name_ent_t *pol_exact_in(const filter_policy_t *q, const pol_su
 
 /* q's entry holding `*.suffix` rules for suffix j of the name, or NULL. */
 static const pol_name_ent_t *pol_wild_in(const filter_policy_t *q, const pol_suffixes_t *sx,
-                                         size_t j, const char *name)
+                                         size_t j, const char *name, bool lens)
 {
     size_t m = sx->s[j].len;
-    if (q->n_names == 0 || !pol_len_in(q->wild_lens, m))
+    if (q->n_names == 0 || (lens && !pol_len_in(q->wild_lens, m)))
         return NULL;
     const pol_name_ent_t *e = pol_name_find(q, sx->s[j].hash, name + sx->s[j].off, m);
     return e && e->wild.n_rule ? e : NULL;
@@ -978,7 +995,7 @@ pol_match_name_lists(const filter_policy_t *p, const char *name, size_t len, int
     pol_suffixes(name, len, &sx);
     for (size_t k = 0; k <= p->n_lists; k++) {
         const filter_policy_t *q = pol_nth(p, k);
-        const pol_name_ent_t *e = pol_exact_in(q, &sx, name, len);
+        const pol_name_ent_t *e = pol_exact_in(q, &sx, name, len, k != 0);
         if (!e)
             continue;
         if ((r = pol_group_allows(q, &e->exact, port)) != POL_NO_ENTRY)
@@ -989,7 +1006,7 @@ pol_match_name_lists(const filter_policy_t *p, const char *name, size_t len, int
     for (size_t j = sx.n; j > 0; j--) {
         for (size_t k = 0; k <= p->n_lists; k++) {
             const filter_policy_t *q = pol_nth(p, k);
-            const pol_name_ent_t *e = pol_wild_in(q, &sx, j - 1, name);
+            const pol_name_ent_t *e = pol_wild_in(q, &sx, j - 1, name, k != 0);
             if (!e)
                 continue;
             if ((r = pol_group_allows(q, &e->wild, port)) != POL_NO_ENTRY)
@@ -1024,14 +1041,14 @@ __attribute__((noinline)) static size_t pol_match_all_lists(const filter_policy_
     pol_suffixes(name, len, &sx);
     for (size_t k = 0; k <= p->n_lists; k++) {
         const filter_policy_t *q = pol_nth(p, k);
-        const pol_name_ent_t *e = pol_exact_in(q, &sx, name, len);
+        const pol_name_ent_t *e = pol_exact_in(q, &sx, name, len, k != 0);
         if (e)
             pol_group_out(q, &e->exact, out, max, &total);
     }
     for (size_t j = sx.n; j > 0; j--)
         for (size_t k = 0; k <= p->n_lists; k++) {
             const filter_policy_t *q = pol_nth(p, k);
-            const pol_name_ent_t *e = pol_wild_in(q, &sx, j - 1, name);
+            const pol_name_ent_t *e = pol_wild_in(q, &sx, j - 1, name, k != 0);
             if (e)
                 pol_group_out(q, &e->wild, out, max, &total);
         }
