@@ -1,7 +1,7 @@
 /* filter/policy.c: the compiled allowlist (SPEC §2, §2.1, §2.4, §6).
  *
- * Layout of a compiled policy (a handful of allocations, whatever the number
- * of rules):
+ * Layout of a compiled policy: one allocation, the struct first, then these
+ * arrays, each sized to the rule counts, so a small policy is small:
  *   infos[]  one filter_rule_info_t per rule, in config order;
  *   ports[]  every rule's effective ports, sorted and merged;
  *   chars[]  rule texts and normalised names, NUL-terminated;
@@ -18,6 +18,13 @@
  * hash, see pol_name_hash), so at each label boundary the running hash is the
  * hash of that suffix: one pass, at most a probe per label, O(length of the
  * name). Suffixes whose length no rule has are not even probed.
+ *
+ * Shared lists (SPEC §2.7): a policy may borrow other compiled policies and
+ * decide by their rules after its own. Every policy hashes names with the
+ * same powers, so a name is normalised and hashed once per decision and its
+ * suffix hashes probe the policy and each list in turn; addresses walk the
+ * union of their prefix lengths, longest first. A policy without lists
+ * keeps to its own single-policy walk.
  */
 #include "filter/policy.h"
 #include "filter/policy_internal.h"
