@@ -62,7 +62,7 @@ bench)
   build build-bench --buildtype=release
   name=${1:-filter}
   case "$name" in
-  filter) exec build-bench/bench/filter/bench_filter ;;
+  filter) build-bench/bench/filter/bench_filter && exec build-bench/bench/filter/bench_tenant ;;
   soak) shift && exec bench/soak/run.sh build-bench "$@" ;; # [--minutes N] [--conns N]
   *) exec "bench/$name/run.sh" build-bench ;;
   esac

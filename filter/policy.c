@@ -1,7 +1,7 @@
 /* filter/policy.c: the compiled allowlist (SPEC §2, §2.1, §2.4, §6).
  *
- * Layout of a compiled policy (a handful of allocations, whatever the number
- * of rules):
+ * Layout of a compiled policy: one allocation, the struct first, then these
+ * arrays, each sized to the rule counts, so a small policy is small:
  *   infos[]  one filter_rule_info_t per rule, in config order;
  *   ports[]  every rule's effective ports, sorted and merged;
  *   chars[]  rule texts and normalised names, NUL-terminated;
@@ -18,6 +18,13 @@
  * hash, see pol_name_hash), so at each label boundary the running hash is the
  * hash of that suffix: one pass, at most a probe per label, O(length of the
  * name). Suffixes whose length no rule has are not even probed.
+ *
+ * Shared lists (SPEC §2.7): a policy may borrow other compiled policies and
+ * decide by their rules after its own. Every policy hashes names with the
+ * same powers, so a name is normalised and hashed once per decision and its
+ * suffix hashes probe the policy and each list in turn; addresses walk the
+ * union of their prefix lengths, longest first. A policy without lists
+ * keeps to its own single-policy walk.
  */
 #include "filter/policy.h"
 #include "filter/policy_internal.h"
@@ -86,38 +93,41 @@ typedef struct pol_own {
 } pol_own_t;
 
 struct filter_policy {
-    bool filtering;
-    size_t n_rules;
-    filter_rule_info_t *infos;
-    filter_port_range_t *ports;
-    char *chars;
-    pol_seg_t *segs;
-    uint32_t *rules;
-
-    pol_name_ent_t *names;
+    /* What a decision reads first, in the first two cache lines (the
+     * allocation is cache-line aligned, the Bloom filters come right after
+     * the struct): a tenant's policy is usually cold when its decision
+     * starts, and each line it reads costs a cache miss. */
+    _Alignas(64) bool filtering;
+    uint32_t n_lists;
+    const filter_policy_t *list0; /* lists[0], or NULL */
+    /* Prefix lengths in use as bit sets (bit n: length n): all4/all6 over
+     * this policy and its lists, set4/set6 its own. The walk over shared
+     * rules goes through the union, longest first, and probes each policy
+     * holding a length. */
+    uint64_t all4, set4;
+    pol_table_t addr_tab;
+    pol_table_t name_tab;
     size_t n_names;
+    uint64_t all6[3];
     /* Lengths of the names that have exact / wildcard rules (bit n: length
      * n): a suffix of any other length is not probed at all. */
     uint64_t exact_lens[4], wild_lens[4];
-    pol_table_t name_tab;
-
-    pol_addr_ent_t *addrs;
+    uint64_t set6[3];
+    const filter_policy_t **lists; /* borrowed (filter_policy_input_t.lists) */
     size_t n_addrs;
-    pol_table_t addr_tab;
+    pol_name_ent_t *names;
+    pol_addr_ent_t *addrs;
+    pol_seg_t *segs;
+    uint32_t *rules;
+    filter_rule_info_t *infos;
+
+    size_t n_rules;
+    filter_port_range_t *ports;
+    char *chars;
     uint8_t lens4[33], lens6[129]; /* prefix lengths in use, longest first */
     size_t n_lens4, n_lens6;
-    /* The same lengths as bit sets (bit n: length n), and their union over
-     * this policy and its lists: the walk over shared rules goes through
-     * the union, longest first, and probes each policy holding a length. */
-    uint64_t set4, set6[3];
-    uint64_t all4, all6[3];
-
     pol_own_t *own;
     size_t n_own;
-
-    const filter_policy_t **lists; /* borrowed (filter_policy_input_t.lists) */
-    size_t n_lists;
-
     size_t bytes; /* for filter_policy_stats: the one allocation's size */
 };
 
@@ -321,14 +331,20 @@ static uint32_t pol_group_allows(const filter_policy_t *p, const pol_group_t *g,
 
 /* ---- hash tables -------------------------------------------------------- */
 
-/* Lay out t's slots and filter for n keys (see pol_carve). */
-static void pol_table_carve(pol_table_t *t, char *base, size_t *off, size_t n)
+/* Lay out t's filter for n keys (see pol_carve). */
+static void pol_bloom_carve(pol_table_t *t, char *base, size_t *off, size_t n)
 {
-    size_t cap = pol_table_size(n), bits = pol_bloom_bits(n);
-    t->slots = pol_carve(base, off, cap, sizeof *t->slots);
+    size_t bits = pol_bloom_bits(n);
     t->bloom = pol_carve(base, off, bits / 64, sizeof *t->bloom);
-    t->mask = cap - 1;
     t->bloom_mask = bits - 1;
+}
+
+/* Lay out t's slots for n keys (see pol_carve). */
+static void pol_slots_carve(pol_table_t *t, char *base, size_t *off, size_t n)
+{
+    size_t cap = pol_table_size(n);
+    t->slots = pol_carve(base, off, cap, sizeof *t->slots);
+    t->mask = cap - 1;
 }
 
 /* The slot index takes the mixed hash's low bits, the filter its high ones. */
@@ -660,19 +676,23 @@ static int pol_size_rules(const filter_policy_input_t *in, pol_sizes_t *sz)
 static size_t pol_layout(filter_policy_t *p, char *base, const pol_sizes_t *sz)
 {
     size_t off = sizeof *p;
-    p->infos = pol_carve(base, &off, sz->n_rules, sizeof *p->infos);
-    p->rules = pol_carve(base, &off, sz->n_rules, sizeof *p->rules);
-    p->ports = pol_carve(base, &off, sz->n_ports, sizeof *p->ports);
+    /* What decisions read first right after the struct: the Bloom filters
+     * (a small policy's share one cache line). */
+    pol_bloom_carve(&p->name_tab, base, &off, sz->n_name);
+    pol_bloom_carve(&p->addr_tab, base, &off, sz->n_addr);
+    pol_slots_carve(&p->name_tab, base, &off, sz->n_name);
+    pol_slots_carve(&p->addr_tab, base, &off, sz->n_addr);
+    p->lists = pol_carve(base, &off, sz->n_lists, sizeof *p->lists);
+    p->names = pol_carve(base, &off, sz->n_name, sizeof *p->names);
+    p->addrs = pol_carve(base, &off, sz->n_addr, sizeof *p->addrs);
     /* Segments never outnumber the ranges they come from (+1 per address
      * rule without ports). */
     p->segs = pol_carve(base, &off, sz->n_ports + sz->n_addr, sizeof *p->segs);
-    p->names = pol_carve(base, &off, sz->n_name, sizeof *p->names);
-    pol_table_carve(&p->name_tab, base, &off, sz->n_name);
-    p->addrs = pol_carve(base, &off, sz->n_addr, sizeof *p->addrs);
-    pol_table_carve(&p->addr_tab, base, &off, sz->n_addr);
-    p->own = pol_carve(base, &off, sz->n_own, sizeof *p->own);
-    p->lists = pol_carve(base, &off, sz->n_lists, sizeof *p->lists);
+    p->rules = pol_carve(base, &off, sz->n_rules, sizeof *p->rules);
+    p->infos = pol_carve(base, &off, sz->n_rules, sizeof *p->infos);
     p->chars = pol_carve(base, &off, sz->n_chars, 1);
+    p->ports = pol_carve(base, &off, sz->n_ports, sizeof *p->ports);
+    p->own = pol_carve(base, &off, sz->n_own, sizeof *p->own);
     return off;
 }
 
@@ -682,11 +702,13 @@ static filter_policy_t *pol_new(const filter_policy_input_t *in, const pol_sizes
 {
     filter_policy_t probe;
     size_t total = pol_layout(&probe, NULL, sz);
-    if (total == SIZE_MAX)
+    if (total > SIZE_MAX - 64)
         return NULL;
-    filter_policy_t *p = calloc(1, total);
+    total = (total + 63) & ~(size_t)63; /* aligned_alloc wants a multiple */
+    filter_policy_t *p = aligned_alloc(_Alignof(filter_policy_t), total);
     if (!p)
         return NULL;
+    memset(p, 0, total);
     pol_layout(p, (char *)p, sz);
     p->bytes = total;
     p->filtering = in->filtering;
@@ -755,6 +777,7 @@ static void pol_compile_lists(filter_policy_t *p, const filter_policy_input_t *i
     for (size_t i = 0; i < n_lists; i++) {
         const filter_policy_t *l = in->lists[i];
         p->lists[p->n_lists++] = l;
+        p->list0 = p->lists[0];
         p->all4 |= l->set4;
         for (size_t w = 0; w < 3; w++)
             p->all6[w] |= l->set6[w];
@@ -912,7 +935,7 @@ static size_t pol_name_walk(const filter_policy_t *p, const char *name, size_t l
 /* The policies a decision looks at: the policy itself, then its lists. */
 static inline const filter_policy_t *pol_nth(const filter_policy_t *p, size_t k)
 {
-    return k == 0 ? p : p->lists[k - 1];
+    return k == 0 ? p : k == 1 ? p->list0 : p->lists[k - 1];
 }
 
 /* A normalised name's suffix hashes, computed once for the policy and all
@@ -943,11 +966,13 @@ static void pol_suffixes(const char *name, size_t len, pol_suffixes_t *sx)
     sx->full = h;
 }
 
-/* q's entry holding exact rules for the whole name, or NULL. */
+/* q's entry holding exact rules for the whole name, or NULL. With lens
+ * false the length sets are not looked at: for the policy itself they are
+ * one more cold cache line, and its Bloom filter answers as well. */
 static const pol_name_ent_t *pol_exact_in(const filter_policy_t *q, const pol_suffixes_t *sx,
-                                          const char *name, size_t len)
+                                          const char *name, size_t len, bool lens)
 {
-    if (q->n_names == 0 || !pol_len_in(q->exact_lens, len))
+    if (q->n_names == 0 || (lens && !pol_len_in(q->exact_lens, len)))
         return NULL;
     const pol_name_ent_t *e = pol_name_find(q, sx->full, name, len);
     return e && e->exact.n_rule ? e : NULL;
@@ -955,10 +980,10 @@ static const pol_name_ent_t *pol_exact_in(const filter_policy_t *q, const pol_su
 
 /* q's entry holding `*.suffix` rules for suffix j of the name, or NULL. */
 static const pol_name_ent_t *pol_wild_in(const filter_policy_t *q, const pol_suffixes_t *sx,
-                                         size_t j, const char *name)
+                                         size_t j, const char *name, bool lens)
 {
     size_t m = sx->s[j].len;
-    if (q->n_names == 0 || !pol_len_in(q->wild_lens, m))
+    if (q->n_names == 0 || (lens && !pol_len_in(q->wild_lens, m)))
         return NULL;
     const pol_name_ent_t *e = pol_name_find(q, sx->s[j].hash, name + sx->s[j].off, m);
     return e && e->wild.n_rule ? e : NULL;
@@ -966,9 +991,10 @@ static const pol_name_ent_t *pol_wild_in(const filter_policy_t *q, const pol_suf
 
 /* filter_match_name for a policy with lists: the exact rules of the policy
  * then of each list, then the wildcards most specific first, the policy's
- * before the lists' at each level. */
-static filter_decision_t pol_match_name_lists(const filter_policy_t *p, const char *name,
-                                              size_t len, int port)
+ * before the lists' at each level. Kept out of line (as are the other
+ * list walks), so that the single-policy path keeps its small stack frame. */
+__attribute__((noinline)) static filter_decision_t
+pol_match_name_lists(const filter_policy_t *p, const char *name, size_t len, int port)
 {
     pol_suffixes_t sx;
     const filter_rule_info_t *matched = NULL; /* the first rule that matched */
@@ -976,7 +1002,7 @@ static filter_decision_t pol_match_name_lists(const filter_policy_t *p, const ch
     pol_suffixes(name, len, &sx);
     for (size_t k = 0; k <= p->n_lists; k++) {
         const filter_policy_t *q = pol_nth(p, k);
-        const pol_name_ent_t *e = pol_exact_in(q, &sx, name, len);
+        const pol_name_ent_t *e = pol_exact_in(q, &sx, name, len, k != 0);
         if (!e)
             continue;
         if ((r = pol_group_allows(q, &e->exact, port)) != POL_NO_ENTRY)
@@ -987,7 +1013,7 @@ static filter_decision_t pol_match_name_lists(const filter_policy_t *p, const ch
     for (size_t j = sx.n; j > 0; j--) {
         for (size_t k = 0; k <= p->n_lists; k++) {
             const filter_policy_t *q = pol_nth(p, k);
-            const pol_name_ent_t *e = pol_wild_in(q, &sx, j - 1, name);
+            const pol_name_ent_t *e = pol_wild_in(q, &sx, j - 1, name, k != 0);
             if (!e)
                 continue;
             if ((r = pol_group_allows(q, &e->wild, port)) != POL_NO_ENTRY)
@@ -1012,22 +1038,24 @@ static void pol_group_out(const filter_policy_t *q, const pol_group_t *g,
 
 /* filter_match_name_all for a policy with lists, in pol_match_name_lists's
  * order. */
-static size_t pol_match_all_lists(const filter_policy_t *p, const char *name, size_t len,
-                                  const filter_rule_info_t **out, size_t max)
+__attribute__((noinline)) static size_t pol_match_all_lists(const filter_policy_t *p,
+                                                            const char *name, size_t len,
+                                                            const filter_rule_info_t **out,
+                                                            size_t max)
 {
     pol_suffixes_t sx;
     size_t total = 0;
     pol_suffixes(name, len, &sx);
     for (size_t k = 0; k <= p->n_lists; k++) {
         const filter_policy_t *q = pol_nth(p, k);
-        const pol_name_ent_t *e = pol_exact_in(q, &sx, name, len);
+        const pol_name_ent_t *e = pol_exact_in(q, &sx, name, len, k != 0);
         if (e)
             pol_group_out(q, &e->exact, out, max, &total);
     }
     for (size_t j = sx.n; j > 0; j--)
         for (size_t k = 0; k <= p->n_lists; k++) {
             const filter_policy_t *q = pol_nth(p, k);
-            const pol_name_ent_t *e = pol_wild_in(q, &sx, j - 1, name);
+            const pol_name_ent_t *e = pol_wild_in(q, &sx, j - 1, name, k != 0);
             if (e)
                 pol_group_out(q, &e->wild, out, max, &total);
         }
@@ -1137,10 +1165,9 @@ static const pol_addr_ent_t *pol_addr_walk(const filter_policy_t *p, const filte
  * longest first, and at each the policy before its lists. Returns the rule
  * that allows port, else NULL with *first the first rule of the most
  * specific covering entry (NULL when none). */
-static const filter_rule_info_t *pol_addr_walk_lists(const filter_policy_t *p,
-                                                     const filter_addr_t *a, int port,
-                                                     bool stop_at_first,
-                                                     const filter_rule_info_t **first)
+__attribute__((noinline)) static const filter_rule_info_t *
+pol_addr_walk_lists(const filter_policy_t *p, const filter_addr_t *a, int port, bool stop_at_first,
+                    const filter_rule_info_t **first)
 {
     uint64_t set4 = p->all4;
     const uint64_t *set = a->family == AF_INET ? &set4 : p->all6;

@@ -50,9 +50,12 @@ typedef struct filter_policy_input {
     size_t n_own;
     /* Shared rule sets (SPEC §2.7 `lists`) this policy decides by besides
      * its own rules, each compiled once with filter_policy_compile (their
-     * own `own` and `lists` are ignored). Borrowed: they must outlive this
-     * policy. A decision treats their rules as if they were listed after
-     * the policy's own, in this order. */
+     * own `own` and `lists` are ignored; their name rules without ports
+     * take the ports of their own input). Borrowed, not copied: they must
+     * outlive this policy. A decision treats their rules as if they were
+     * listed after the policy's own, in this order: at equal specificity
+     * the policy's rule is reported before a list's. Ignored with
+     * filtering false. */
     const filter_policy_t *const *lists;
     size_t n_lists;
 } filter_policy_input_t;
@@ -68,7 +71,8 @@ void filter_policy_free(filter_policy_t *p);
 /* True when the config had an `allow` key. */
 bool filter_policy_filtering(const filter_policy_t *p);
 
-/* Number of rules compiled (for `moat check`'s summary). */
+/* Number of the policy's own rules compiled, its lists' not counted (for
+ * `moat check`'s summary, which counts each list once on its own). */
 size_t filter_policy_rule_count(const filter_policy_t *p);
 
 typedef enum filter_verdict {
@@ -130,8 +134,8 @@ typedef struct filter_rule_info {
                                          none (no ports and empty tls/http_ports) */
 } filter_rule_info_t;
 
-/* Rule i (0-based, config order) for `moat check`'s summary; NULL past the
- * end. Owned by the policy. */
+/* Own rule i (0-based, config order) for `moat check`'s summary; NULL past
+ * the end. Owned by the policy. */
 const filter_rule_info_t *filter_policy_rule_at(const filter_policy_t *p, size_t i);
 
 /* A decision, kept as a value until the log and the metrics turn it into
@@ -139,7 +143,7 @@ const filter_rule_info_t *filter_policy_rule_at(const filter_policy_t *p, size_t
 typedef struct filter_decision {
     filter_verdict_t verdict;
     filter_reason_t reason;
-    const filter_rule_info_t *rule; /* the rule that decided, or NULL */
+    const filter_rule_info_t *rule; /* the rule that decided (the policy's or a list's), or NULL */
     bool audit;                     /* mode: audit let it through although the verdict is block */
 } filter_decision_t;
 

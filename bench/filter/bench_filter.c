@@ -19,41 +19,10 @@
 #include "filter/policy.h"
 #include "filter/policy_internal.h"
 
+#include "bench_util.h"
+
 #define BF_QUERIES  8192 /* distinct queries per kind, cycled through */
 #define BF_NAME_LEN 256
-
-typedef struct bf_rng {
-    uint64_t s;
-} bf_rng_t;
-
-/* xorshift64*: small, fixed seed, good enough to spread keys. */
-static uint64_t bf_next(bf_rng_t *r)
-{
-    r->s ^= r->s >> 12;
-    r->s ^= r->s << 25;
-    r->s ^= r->s >> 27;
-    return r->s * 0x2545f4914f6cdd1dULL;
-}
-
-static uint32_t bf_below(bf_rng_t *r, uint32_t n)
-{
-    return (uint32_t)(bf_next(r) % n);
-}
-
-static volatile size_t bf_sink; /* keeps timed loops from being optimised away */
-
-/* Wall-clock time; build with -DBF_CLOCK=CLOCK_THREAD_CPUTIME_ID to count
- * only this thread's CPU time on a busy machine. */
-#ifndef BF_CLOCK
-#define BF_CLOCK CLOCK_MONOTONIC
-#endif
-
-static double bf_now(void)
-{
-    struct timespec ts;
-    clock_gettime(BF_CLOCK, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static const char *const bf_tlds[] = {"com", "net", "org", "io", "dev", "cloud", "co.uk"};
 
