@@ -173,7 +173,8 @@ void cfg_walk_lists(cfg_ctx_t *c, const cfg_node_t *n)
     }
     for (size_t i = 0; i < cfg->n_lists; i++)
         c->list_by_name[i] = &cfg->lists[i];
-    qsort(c->list_by_name, cfg->n_lists, sizeof *c->list_by_name, tn_list_cmp);
+    if (cfg->n_lists > 1)
+        qsort(c->list_by_name, cfg->n_lists, sizeof *c->list_by_name, tn_list_cmp);
     for (size_t i = 1; i < cfg->n_lists; i++) {
         const cfg_list_t *a = c->list_by_name[i - 1], *b = c->list_by_name[i];
         if (strcmp(a->name, b->name) == 0)
@@ -722,7 +723,7 @@ static int tn_list_dir(tn_glob_t *g, const char *path, size_t plen, const char *
             rc = -ENOMEM;
     }
     closedir(d);
-    if (rc == 0)
+    if (rc == 0 && names->n > 1) /* qsort takes no NULL array, even empty */
         qsort(names->items, names->n, sizeof *names->items, tn_strcmp);
     return rc;
 }

@@ -285,6 +285,22 @@ Test(tenants, include_relative_and_absolute_globs)
     cr_assert_str_eq(cfg->files[4], want);
 }
 
+Test(tenants, include_of_an_empty_directory_and_no_lists)
+{
+    mkdir_tmp();
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s/tenants.d", dir);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    const char *path = put("moat.yaml", "lists: {}\nallow: []\ninclude: [\"tenants.d/*.yaml\"]\n");
+    int rc = load_file(path);
+    if (rc != 0)
+        dump();
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(cfg->n_tenants, 0);
+    cr_assert_eq(cfg->n_lists, 0);
+    cr_assert_eq(cfg->n_files, 1);
+}
+
 Test(tenants, include_from_a_string_reads_nothing)
 {
     ok("include: [\"/etc/*\", \"*.yaml\"]\n");
