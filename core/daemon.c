@@ -418,7 +418,7 @@ static void daemon_reap_work_cb(uv_work_t *w)
     job->gen = NULL;
     /* No malloc_trim here: it gives the memory back to the system, but
      * holds the heap's locks long enough to stall the loop's own
-     * allocations (bench/tenants/reload.py saw 6-9 ms answers with it). */
+     * allocations (docs/DECISIONS.md, "Tenants"). */
 }
 
 static void daemon_reap_after_cb(uv_work_t *w, int status)
