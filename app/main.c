@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "core/daemon.h"
 #include "core/log.h"
+#include "core/watch.h"
 #include "filter/addr.h"
 #include "proxy/proxy.h"
 #include "resolver/server.h"
@@ -98,7 +99,7 @@ static int main_services(moat_daemon_t *d)
     /* The DNS service is registered even with an empty dns.listen: it owns
      * the upstream client and the address memory the proxy shares, and a
      * reload may add listen addresses (resolver/server.h). */
-    moat_service_t *dns, *mx, *px, *ctl;
+    moat_service_t *dns, *mx, *px, *ctl, *watch;
     int rc = dns_server_create(&dns);
     if (rc != 0) {
         log_error("cannot start: dns: %s", strerror(-rc));
@@ -118,6 +119,10 @@ static int main_services(moat_daemon_t *d)
      * upstream client and reads its address memory (proxy/proxy.h). */
     rc = px_proxy_create(dns, &px);
     if ((rc = main_add(d, px, rc, "proxy")) != 0)
+        return rc;
+    /* reload: {watch: true}: it stops before the services it reloads. */
+    rc = moat_watch_create(d, &watch);
+    if ((rc = main_add(d, watch, rc, "config watch")) != 0)
         return rc;
     /* The control socket last: it stops taking requests first. */
     if (!main_control_path)

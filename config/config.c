@@ -739,6 +739,17 @@ static void cfg_walk_metrics(cfg_ctx_t *c, const cfg_node_t *n)
     }
 }
 
+static void cfg_walk_reload(cfg_ctx_t *c, const cfg_node_t *n)
+{
+    enum { K_WATCH, K_N };
+    static const char *const names[K_N] = {"watch"};
+    const cfg_node_t *v[K_N];
+    if (!cfg_map(c, n, "reload", names, K_N, v))
+        return;
+    if (v[K_WATCH])
+        cfg_get_bool(c, v[K_WATCH], "reload.watch", &c->cfg->reload.watch);
+}
+
 static void cfg_walk(cfg_ctx_t *c, const cfg_node_t *root)
 {
     enum {
@@ -753,11 +764,12 @@ static void cfg_walk(cfg_ctx_t *c, const cfg_node_t *root)
         K_LISTS,
         K_TENANTS,
         K_INCLUDE,
+        K_RELOAD,
         K_N
     };
     static const char *const names[K_N] = {"mode",  "dns",     "sinkhole", "proxy",
                                            "allow", "log",     "metrics",  "shutdown_grace",
-                                           "lists", "tenants", "include"};
+                                           "lists", "tenants", "include",  "reload"};
     static const char *const modes[] = {"enforce", "audit"};
     const cfg_node_t *v[K_N];
     cfg_t *cfg = c->cfg;
@@ -784,6 +796,8 @@ static void cfg_walk(cfg_ctx_t *c, const cfg_node_t *root)
         cfg_walk_metrics(c, v[K_METRICS]);
     if (v[K_GRACE])
         cfg_get_duration(c, v[K_GRACE], "shutdown_grace", 0, 3600000, &cfg->shutdown_grace_ms);
+    if (v[K_RELOAD])
+        cfg_walk_reload(c, v[K_RELOAD]);
     /* The config's tenants, then the included files' (SPEC §2.7). */
     if (v[K_TENANTS])
         cfg_walk_tenants(c, v[K_TENANTS]);

@@ -97,6 +97,15 @@ typedef struct cfg_tenant {
     unsigned line, col;
 } cfg_tenant_t;
 
+/* A directory an include pattern was matched in, and the pattern of one
+ * path component its entries were matched against (fnmatch, FNM_PERIOD; a
+ * name without `*?[\\` stands for itself): a new entry there that matches
+ * changes what the config reads. The directory may not exist (yet). */
+typedef struct cfg_glob_dir {
+    char *dir;     /* "." or "/" for the current or root directory */
+    char *pattern; /* one component */
+} cfg_glob_dir_t;
+
 typedef struct cfg {
     char *path; /* file it came from; "<default>" for the embedded one */
     cfg_mode_t mode;
@@ -137,6 +146,12 @@ typedef struct cfg {
     size_t n_tenants;
     char **files; /* every file read: the config, then the included ones (for reload watching) */
     size_t n_files;
+    cfg_glob_dir_t *glob_dirs; /* where `include` patterns looked, in match order (may repeat) */
+    size_t n_glob_dirs;
+
+    struct {
+        bool watch; /* reload when a file of files or glob_dirs changes */
+    } reload;
 
     struct {
         cfg_log_format_t format;

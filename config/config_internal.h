@@ -111,7 +111,7 @@ typedef struct cfg_ctx {
     /* The file being walked: NULL for the config itself, else the included
      * file (one of cfg->files); errors are put in it. */
     const char *file;
-    size_t cap_tenants, cap_files;
+    size_t cap_tenants, cap_files, cap_glob_dirs;
     const cfg_list_t **list_by_name; /* cfg->lists sorted by name, for lookups */
     size_t *list_seen;               /* per list: the stamp of the allow list that named it last */
     size_t stamp;

@@ -684,14 +684,43 @@ static bool tn_join(const tn_glob_t *g, char *path, size_t plen, const char *nam
     return true;
 }
 
+/* Remember that the pattern looked in dir (dlen bytes; empty: "/" or ".")
+ * for names matching comp (clen bytes), for reload watching. 0 or -ENOMEM. */
+static int tn_glob_dir_add(tn_glob_t *g, const char *dir, size_t dlen, const char *comp,
+                           size_t clen)
+{
+    cfg_t *cfg = g->c->cfg;
+    cfg_glob_dir_t *items =
+        tn_grow(cfg->glob_dirs, cfg->n_glob_dirs, &g->c->cap_glob_dirs, sizeof *items);
+    if (!items)
+        return -ENOMEM;
+    cfg->glob_dirs = items;
+    cfg_glob_dir_t *gd = &items[cfg->n_glob_dirs];
+    gd->dir = dlen ? strndup(dir, dlen) : strdup(g->abs ? "/" : ".");
+    gd->pattern = strndup(comp, clen);
+    if (!gd->dir || !gd->pattern) {
+        free(gd->dir);
+        free(gd->pattern);
+        return -ENOMEM;
+    }
+    cfg->n_glob_dirs++;
+    return 0;
+}
+
 /* The end of the pattern: a match, unless it is a directory or is not
- * there (a file that cannot be read is kept, for the reader to report). */
+ * there (a file that cannot be read is kept, for the reader to report). A
+ * name that is not there is remembered: creating it changes the config. */
 static int tn_matched(tn_glob_t *g, const char *path)
 {
     struct stat st;
-    if (stat(path, &st) != 0 ? errno == ENOENT || errno == ENOTDIR : S_ISDIR(st.st_mode))
-        return 0;
-    return tn_paths_add(g->out, path);
+    if (stat(path, &st) == 0)
+        return S_ISDIR(st.st_mode) ? 0 : tn_paths_add(g->out, path);
+    if (errno != ENOENT && errno != ENOTDIR)
+        return tn_paths_add(g->out, path);
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return tn_glob_dir_add(g, "", 0, path, strlen(path));
+    return tn_glob_dir_add(g, path, (size_t)(slash - path), slash + 1, strlen(slash + 1));
 }
 
 /* Entries of path matching the component comp, sorted by strcmp. */
@@ -699,6 +728,8 @@ static int tn_list_dir(tn_glob_t *g, const char *path, size_t plen, const char *
                        tn_paths_t *names)
 {
     const char *dirname = plen ? path : g->abs ? "/" : ".";
+    if (tn_glob_dir_add(g, path, plen, comp, strlen(comp)) != 0)
+        return -ENOMEM;
     DIR *d = opendir(dirname);
     if (!d) {
         if (errno == ENOENT || errno == ENOTDIR)
@@ -958,4 +989,9 @@ void cfg_tenants_free(cfg_t *cfg)
     for (size_t i = 0; i < cfg->n_files; i++)
         free(cfg->files[i]);
     free(cfg->files);
+    for (size_t i = 0; i < cfg->n_glob_dirs; i++) {
+        free(cfg->glob_dirs[i].dir);
+        free(cfg->glob_dirs[i].pattern);
+    }
+    free(cfg->glob_dirs);
 }
