@@ -870,3 +870,18 @@ Test(config, empty_string_value_shown_quoted)
 {
     one_err("mode: \"\"\n", 1, 7, "mode: \"\": expected enforce or audit");
 }
+
+Test(config, reload_watch)
+{
+    ok("");
+    cr_assert_not(cfg->reload.watch);
+    ok("reload: {watch: true}\n");
+    cr_assert(cfg->reload.watch);
+    ok("reload:\n  watch: false\n");
+    cr_assert_not(cfg->reload.watch);
+    ok("reload:\n");
+    cr_assert_not(cfg->reload.watch);
+    one_err("reload: {wach: true}\n", 1, 10, "did you mean \"watch\"");
+    one_err("reload: {watch: maybe}\n", 1, 17, "reload.watch");
+    one_err("relaod: {watch: true}\n", 1, 1, "did you mean \"reload\"");
+}

@@ -512,3 +512,29 @@ Test(tenants, errors_keep_coming)
     has_err_in(NULL, 3, 23, "tenant: user u: needs a password");
     has_err_in(NULL, 3, 5, "tenant: needs allow:");
 }
+
+Test(tenants, include_remembers_where_it_looked)
+{
+    mkdir_tmp();
+    put("tenants.d/a.yaml", "name: a\nclients: [10.0.0.1]\nallow: []\n");
+    const char *path = put("moat.yaml", "allow: []\n"
+                                        "include: [\"tenants.d/*.yaml\", \"later.d/*.yaml\", "
+                                        "\"extra.yaml\"]\n");
+    int rc = load_file(path);
+    if (rc != 0)
+        dump();
+    cr_assert_eq(rc, 0);
+    /* For the config watch: each directory listed with its pattern, even
+     * one not there, and a name not there in its directory. */
+    cr_assert_eq(cfg->n_glob_dirs, 3);
+    char want[300];
+    snprintf(want, sizeof want, "%s/tenants.d", dir);
+    cr_assert_str_eq(cfg->glob_dirs[0].dir, want);
+    cr_assert_str_eq(cfg->glob_dirs[0].pattern, "*.yaml");
+    snprintf(want, sizeof want, "%s/later.d", dir);
+    cr_assert_str_eq(cfg->glob_dirs[1].dir, want);
+    cr_assert_str_eq(cfg->glob_dirs[1].pattern, "*.yaml");
+    cr_assert_str_eq(cfg->glob_dirs[2].dir, dir);
+    cr_assert_str_eq(cfg->glob_dirs[2].pattern, "extra.yaml");
+    cr_assert_eq(cfg->n_files, 2);
+}
