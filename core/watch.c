@@ -290,11 +290,19 @@ static const wt_entry_t *wt_match(const wt_t *w, int wd, const char *name)
     return NULL;
 }
 
+/* Whether the sorted entries e hold watch wd. */
 static bool wt_has_wd(const wt_entry_t *e, size_t n, int wd)
 {
-    for (size_t i = 0; i < n; i++)
-        if (e[i].wd == wd)
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (e[mid].wd == wd)
             return true;
+        if (e[mid].wd < wd)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return false;
 }
 
