@@ -1,7 +1,8 @@
 """End-to-end: `reload: {watch: true}` (SPEC §1): moat reloads when its
 config file or an included file changes, however it is written: in place,
 replaced by a rename, as vim writes it, as a Kubernetes ConfigMap volume
-swaps its `..data` link; a broken file is rejected and its fix applied; a
+swaps its `..data` link; a tenant file added to an include directory, also
+one created later; a broken file is rejected and its fix applied; a
 burst of writes gives one reload (two at most), never one per write; with
 watch off (the default) nothing is reloaded.
 
@@ -49,6 +50,16 @@ class WatchTest(MoatTestCase):
         self.moat = Moat(path)
         self.moat.wait_line("moat running")
 
+    def start_file(self, allow, watch=True, extra=""):
+        """moat on dir/moat.yaml with allow; returns the path."""
+        path = os.path.join(self.dir, "moat.yaml")
+        with open(path, "w") as f:
+            f.write(self.config(allow, watch=watch, extra=extra))
+        self.start(path)
+        if watch:
+            self.moat.wait_line("config watch: on")
+        return path
+
     def resolve(self, name, src="127.0.0.1"):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind((src, 0))
@@ -88,11 +99,7 @@ class WatchTest(MoatTestCase):
     # ---- tests ---------------------------------------------------------------------------------
 
     def test_edit_in_place(self):
-        path = os.path.join(self.dir, "moat.yaml")
-        with open(path, "w") as f:
-            f.write(self.config(["a.example"]))
-        self.start(path)
-        self.moat.wait_line("config watch: on")
+        path = self.start_file(["a.example"])
         self.assertEqual(self.resolve("b.example"), [SINK])
         ino = os.stat(path).st_ino
         mark = len(self.moat.lines)
@@ -104,11 +111,7 @@ class WatchTest(MoatTestCase):
         self.assertEqual(self.resolve("c.example"), [SINK])
 
     def test_replace_by_rename_and_as_vim_writes(self):
-        path = os.path.join(self.dir, "moat.yaml")
-        with open(path, "w") as f:
-            f.write(self.config(["a.example"]))
-        self.start(path)
-        self.moat.wait_line("config watch: on")
+        path = self.start_file(["a.example"])
         mark = len(self.moat.lines)
         with open(path + ".tmp", "w") as f:
             f.write(self.config(["b.example"]))
@@ -182,11 +185,7 @@ class WatchTest(MoatTestCase):
     def test_included_tenant_file_added_and_removed(self):
         tenants = os.path.join(self.dir, "tenants.d")
         os.mkdir(tenants)
-        path = os.path.join(self.dir, "moat.yaml")
-        with open(path, "w") as f:
-            f.write(self.config(["a.example"], extra="include: [\"tenants.d/*.yaml\"]\n"))
-        self.start(path)
-        self.moat.wait_line("config watch: on")
+        self.start_file(["a.example"], extra="include: [\"tenants.d/*.yaml\"]\n")
         self.assertEqual(self.resolve("t.example", src="127.0.0.2"), [SINK])
 
         # Files the pattern does not match (an editor's swap file, a
@@ -220,12 +219,21 @@ class WatchTest(MoatTestCase):
         self.assertIn("0 tenants", self.moat.line_with("info reloaded ", start=mark))
         self.assertEqual(self.resolve("a.example", src="127.0.0.2"), [REAL])
 
+    def test_include_directory_created_later(self):
+        self.start_file(["a.example"], extra="include: [\"later.d/*.yaml\"]\n")
+        mark = len(self.moat.lines)
+        later = os.path.join(self.dir, "later.d")
+        os.mkdir(later)  # watched through its parent until it exists
+        self.assertEqual(self.wait_reloads(mark), 1)
+        mark = len(self.moat.lines)
+        with open(os.path.join(later, "box.yaml"), "w") as f:
+            f.write("name: box\nclients: [127.0.0.2]\nallow: [t.example]\n")
+        self.assertEqual(self.wait_reloads(mark), 1)
+        self.assertIn("1 tenant", self.moat.line_with("info reloaded ", start=mark))
+        self.assertEqual(self.resolve("t.example", src="127.0.0.2"), [REAL])
+
     def test_broken_write_then_fixed(self):
-        path = os.path.join(self.dir, "moat.yaml")
-        with open(path, "w") as f:
-            f.write(self.config(["a.example"]))
-        self.start(path)
-        self.moat.wait_line("config watch: on")
+        path = self.start_file(["a.example"])
         mark = len(self.moat.lines)
         self.write_in_place(path, self.config(["a.example", "\"*\""]))
         self.moat.wait_line("rejected", start=mark)
@@ -245,11 +253,7 @@ class WatchTest(MoatTestCase):
         self.assertEqual(self.metric_reloads("ok"), 1)
 
     def test_burst_of_writes_gives_one_reload(self):
-        path = os.path.join(self.dir, "moat.yaml")
-        with open(path, "w") as f:
-            f.write(self.config(["a.example"]))
-        self.start(path)
-        self.moat.wait_line("config watch: on")
+        path = self.start_file(["a.example"])
         mark = len(self.moat.lines)
         for i in range(20):
             self.write_in_place(path, self.config(["a.example", "n%d.example" % i]))
@@ -261,10 +265,7 @@ class WatchTest(MoatTestCase):
         self.assertEqual(self.resolve("n18.example"), [SINK])
 
     def test_watch_off_by_default_reloads_nothing(self):
-        path = os.path.join(self.dir, "moat.yaml")
-        with open(path, "w") as f:
-            f.write(self.config(["a.example"], watch=False))
-        self.start(path)
+        path = self.start_file(["a.example"], watch=False)
         mark = len(self.moat.lines)
         self.write_in_place(path, self.config(["b.example"], watch=False))
         time.sleep(QUIET + SETTLE)
