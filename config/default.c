@@ -33,5 +33,5 @@ const char cfg_default_yaml[] =
     "#   - 203.0.113.0/24\n"
     "log: {format: text, level: info}    # format json: one JSON object per line\n"
     "metrics: {listen: \"\"}               # e.g. 127.0.0.1:9090, Prometheus text format\n"
-    "reload: {watch: false}              # true: reload when the config or an include changes\n"
+    "reload: {watch: false}              # true: reload when its files change\n"
     "shutdown_grace: 10s\n";
