@@ -93,7 +93,7 @@ static int main_add(moat_daemon_t *d, moat_service_t *svc, int rc, const char *w
 }
 
 /* Create and register the services, in the order they stop in reverse:
- * metrics, dns, proxy, control. 0, or a negative errno after logging. */
+ * metrics, dns, proxy, config watch, control. 0, or a negative errno after logging. */
 static int main_services(moat_daemon_t *d)
 {
     /* The DNS service is registered even with an empty dns.listen: it owns
