@@ -98,6 +98,16 @@ class ManPagesTest(unittest.TestCase):
                 self.assertFound(text, r"\.TP\n\.B %s\n" % k,
                                  "moat.yaml.5 has no .TP entry for the top-level key %s" % k)
 
+    def test_versions_agree(self):
+        """The pages' .TH lines and debian/changelog name the version moat
+        reports."""
+        version = re.match(r"moat (\S+) ", run_moat("--version").stdout).group(1)
+        for page, path in PAGES.items():
+            with self.subTest(page=page):
+                self.assertIn('"moat %s"' % version, open(path, encoding="utf-8").read())
+        changelog = open(os.path.join(ROOT, "debian", "changelog"), encoding="utf-8").readline()
+        self.assertRegex(changelog, r"^moat \(%s-\d+\) " % re.escape(version))
+
     def test_packaged_config_is_the_default(self):
         """packaging/moat.yaml (/etc/moat/moat.yaml) compiles to the same
         policy as an empty file: the embedded default, filtering off."""
