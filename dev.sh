@@ -4,6 +4,7 @@
 #   ./dev.sh test [--sanitize] install what is missing, build, run every test suite
 #   ./dev.sh fuzz [SECONDS]    build the libFuzzer targets (clang) and run each SECONDS (default 30)
 #   ./dev.sh bench [NAME]      build and run the benchmarks in bench/
+#   ./dev.sh package           build the Debian package (debian/) into dist/
 # Idempotent: packages are installed only when missing, builds are incremental.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,9 +12,10 @@ cd "$(dirname "$0")"
 BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libc-ares-dev libldns-dev
             libgnutls28-dev libyaml-dev libcriterion-dev)
 TEST_PKGS=(python3 bind9-dnsutils knot-dnsutils gnutls-bin curl nginx-light dnsmasq-base
-           nftables iproute2 valgrind openssl slirp4netns
+           nftables iproute2 valgrind openssl slirp4netns groff-base man-db
            liburing-dev) # liburing: bench/tcp/uringsni only (built, so CI compiles it)
 FUZZ_PKGS=(clang lld libclang-rt-14-dev)
+PACKAGE_PKGS=(build-essential debhelper dpkg-dev python3)
 
 need_pkgs() { tools/need-pkgs "$@"; }
 
@@ -67,8 +69,20 @@ bench)
   *) exec "bench/$name/run.sh" build-bench ;;
   esac
   ;;
+package)
+  need_pkgs "${BUILD_PKGS[@]}" "${PACKAGE_PKGS[@]}"
+  # dpkg-buildpackage writes next to the source tree; the results move to
+  # dist/. Two jobs, no tests (./dev.sh test runs them).
+  ver=$(dpkg-parsechangelog -S Version)
+  rm -f ../moat_"$ver"_* ../moat-dbgsym_"$ver"_*
+  DEB_BUILD_OPTIONS="nocheck parallel=2" dpkg-buildpackage -b -us -uc -j2 >&2
+  debian/rules clean >&2
+  mkdir -p dist
+  mv ../moat_"$ver"_* ../moat-dbgsym_"$ver"_* dist/ 2>/dev/null || mv ../moat_"$ver"_* dist/
+  ls dist/moat_"$ver"_*.deb
+  ;;
 *)
-  echo "usage: ./dev.sh run [moat args] | test [--sanitize] | fuzz [SECONDS] | bench [NAME]" >&2
+  echo "usage: ./dev.sh run [moat args] | test [--sanitize] | fuzz [SECONDS] | bench [NAME] | package" >&2
   exit 1
   ;;
 esac

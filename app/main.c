@@ -4,6 +4,12 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <ares.h>
+#include <ldns/ldns.h>
+#include <uv.h>
+#include <yaml.h>
 
 #include "app/cli.h"
 #include "app/control.h"
@@ -40,6 +46,17 @@ static void main_usage(FILE *f)
             "             3 blocked (explain)\n"
             "The embedded default config (filtering off, loopback only):\n\n%s",
             cfg_default_yaml);
+}
+
+/* The git revision of the build (revision.c, made by meson's vcs_tag). */
+extern const char moat_revision[];
+
+/* moat --version: the version, the revision, and the libraries it runs with. */
+static void main_version(void)
+{
+    printf("moat %s (git %s)\n", MOAT_VERSION, moat_revision);
+    printf("libuv %s, c-ares %s, ldns %s, libyaml %s\n", uv_version_string(), ares_version(NULL),
+           ldns_version(), yaml_get_version_string());
 }
 
 /* --control PATH: the control socket, or NULL for none. */
@@ -135,11 +152,30 @@ static int main_services(moat_daemon_t *d)
     return rc;
 }
 
+/* After a config that did not load (its errors printed): what to do. */
+static void main_config_hint(const char *path)
+{
+    if (!path)
+        fprintf(stderr, "moat: not started: the embedded default config did not load\n");
+    else if (access(path, R_OK) != 0)
+        fprintf(stderr,
+                "moat: not started: cannot read the config %s; give a readable file with -c FILE "
+                "(moat --help prints a config to start from)\n",
+                path);
+    else
+        fprintf(stderr,
+                "moat: not started: fix the errors in %s above (moat check %s lists them) and "
+                "start moat again\n",
+                path, path);
+}
+
 static int main_run(const char *config_path)
 {
     moat_gen_t *gen;
-    if (cli_load_config(config_path, &gen, stderr) != 0)
+    if (cli_load_config(config_path, &gen, stderr) != 0) {
+        main_config_hint(config_path);
         return MOAT_EXIT_CONFIG;
+    }
 
     int rc = log_configure(gen->cfg);
     if (rc != 0) {
@@ -273,7 +309,7 @@ static int main_options(int argc, char **argv, const char **config_path)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
-            printf("moat %s\n", MOAT_VERSION);
+            main_version();
             return MOAT_EXIT_OK;
         }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {

@@ -463,7 +463,11 @@ int moat_daemon_run(moat_daemon_t *d, moat_daemon_started_cb started, void *arg)
     for (size_t i = 0; i < d->n_svcs; i++) {
         moat_service_t *svc = d->svcs[i];
         if (moat_service_start(svc, &d->loop, d->gen) != 0) {
-            log_error("%s failed to start; stopping", svc->ops->name);
+            /* The service logged which address or file; say what to do. */
+            log_error(
+                "%s failed to start; stopping: free the address or socket named above (another "
+                "process may hold it: ss -ltnup shows which) or change it in %s",
+                svc->ops->name, d->config_path ? d->config_path : "a config (moat -c FILE)");
             d->exit_status = 2;
             break;
         }

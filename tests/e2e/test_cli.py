@@ -2,6 +2,7 @@
 usage errors, exit statuses), on the real binary."""
 import os
 import re
+import socket
 import unittest
 
 from moatlib import TempDir, run_moat, write_config
@@ -35,7 +36,49 @@ class CliTest(unittest.TestCase):
     def test_version(self):
         r = run_moat("--version")
         self.assertEqual(r.returncode, 0)
-        self.assertRegex(r.stdout, r"^moat \d+\.\d+\.\d+\n$")
+        # The version, the git revision ("unknown" outside git; "+" marks
+        # uncommitted changes), then the libraries moat runs with.
+        self.assertRegex(r.stdout,
+                         r"\Amoat \d+\.\d+\.\d+ \(git (?:[0-9a-f]{12}\+?|unknown)\)\n"
+                         r"libuv \d+\.\d+\.\d+, c-ares \d+\.\d+\.\d+, ldns \d+\.\d+\.\d+, "
+                         r"libyaml \d+\.\d+\.\d+\n\Z")
+
+    def test_help_ends_with_a_newline(self):
+        r = run_moat("--help")
+        self.assertEqual(r.returncode, 0)
+        self.assertTrue(r.stdout.endswith("\n") and not r.stdout.endswith("\n\n\n"))
+
+    # --- start-up errors name the file or address and what to do ---------------
+
+    def test_start_on_missing_config_says_what_to_do(self):
+        path = os.path.join(self.dir, "nope.yaml")
+        r = run_moat("-c", path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(path + ": cannot read: No such file or directory", r.stderr)
+        self.assertIn("moat: not started: cannot read the config %s; give a readable file "
+                      "with -c FILE" % path, r.stderr)
+
+    def test_start_on_bad_config_names_file_and_check(self):
+        p = write_config(self.dir, "dns:\n  timout: 2s\n", "bad.yaml")
+        r = run_moat("-c", p)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(p + ":2:3: unknown key", r.stderr)
+        self.assertIn("moat: not started: fix the errors in %s above (moat check %s lists them)"
+                      % (p, p), r.stderr)
+
+    def test_start_on_port_in_use_names_address_and_file(self):
+        with socket.socket() as held:
+            held.bind(("127.0.0.1", 0))
+            held.listen()
+            port = held.getsockname()[1]
+            p = write_config(self.dir, "dns: {listen: []}\nproxy: {tls: [\"127.0.0.1:%d\"], "
+                             "http: []}\n" % port, "busy.yaml")
+            r = run_moat("-c", p)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("proxy: listen 127.0.0.1:%d (tls): Address already in use" % port, r.stderr)
+        self.assertIn("proxy failed to start; stopping: free the address or socket named above",
+                      r.stderr)
+        self.assertIn("or change it in " + p, r.stderr)
 
     def test_help_shows_commands_and_default_config(self):
         r = run_moat("--help")
