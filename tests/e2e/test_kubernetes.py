@@ -3,9 +3,14 @@ manifest parses, the DaemonSet and the ConfigMap agree with each other and
 with the config they carry (its path, the metrics port the probes and the
 scrape annotation use, the ports and pod ranges of the nftables ruleset),
 the config passes `moat check`, and `moat explain` decides as each tenant.
-Needs python3-yaml; the ruleset is checked with `nft -c` only as root."""
+As root, one node is also built in network namespaces: a pod on a veth with
+no address on the node side (as Calico makes them), the init container's
+script and ruleset, moat on the config as written, a stand-in kube-dns; the
+pod's DNS and TCP then go through moat as its namespace's tenant.
+Needs python3-yaml."""
 import glob
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -14,7 +19,7 @@ import unittest
 
 import yaml
 
-from moatlib import TempDir, run_moat, write_config
+from moatlib import Moat, TempDir, run_moat, write_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "kubernetes")
@@ -47,7 +52,7 @@ class KubernetesExampleTest(unittest.TestCase):
         cls.cm = one("ConfigMap")
         cls.pod = cls.ds["spec"]["template"]["spec"]
         cls.moat = next(c for c in cls.pod["containers"] if c["name"] == "moat")
-        cls.init = next(c for c in cls.pod["initContainers"] if c["name"] == "nft")
+        cls.init = next(c for c in cls.pod["initContainers"] if c["name"] == "node-setup")
 
     def setUp(self):
         self._tmp = TempDir()
@@ -76,18 +81,18 @@ class KubernetesExampleTest(unittest.TestCase):
     def config(self):
         return yaml.safe_load(self.cm["data"]["moat.yaml"])
 
-    def config_file(self):
+    def config_file(self, directory=None):
         """The ConfigMap's moat.yaml in a temporary file, for moat check and
         explain. reload: {watch: true} is being built in parallel with this
         example: while the moat under test rejects the key as unknown, the
         line is left out (and only that line, and only for that error)."""
         text = self.cm["data"]["moat.yaml"]
-        path = write_config(self.dir, text)
+        path = write_config(directory or self.dir, text)
         r = run_moat("check", path)
         if r.returncode != 0 and 'unknown key "reload"' in r.stderr:
             line = re.compile(r"^reload: \{watch: true\}.*\n", re.M)
             self.assertEqual(len(line.findall(text)), 1, "reload: written on one line")
-            path = write_config(self.dir, line.sub("", text))
+            path = write_config(directory or self.dir, line.sub("", text))
         return path
 
     # --- the manifests --------------------------------------------------------
@@ -163,25 +168,35 @@ class KubernetesExampleTest(unittest.TestCase):
         self.assertIsNotNone(m, "set %s in pods.nft" % name)
         return [ipaddress.ip_network(e.strip()) for e in m.group(1).split(",")]
 
-    def test_init_container_applies_the_ruleset_from_the_configmap(self):
+    def listener_hosts(self):
+        """The addresses of the DNS and transparent listeners."""
+        cfg = self.config()
+        return {a.rsplit(":", 1)[0] for a in cfg["dns"]["listen"] + cfg["proxy"]["transparent"]}
+
+    def test_init_container_sets_up_the_address_and_the_ruleset(self):
         mount = self.mount_of(self.init)
         script = " ".join(self.init["command"] + self.init["args"])
-        self.assertIn(os.path.join(mount, "pods.nft"), script)
-        self.assertIn("nft -f", script)
+        self.assertIn("nft -f " + os.path.join(mount, "pods.nft"), script)
         self.assertIn("NET_ADMIN", self.init["securityContext"]["capabilities"]["add"])
-        env = {e["name"]: e for e in self.init["env"]}
-        self.assertEqual(env["NODE_IP"]["valueFrom"]["fieldRef"]["fieldPath"], "status.hostIP")
+        # The listeners' one address, which the node must hold before moat
+        # starts: not a wildcard, so a UDP answer leaves from the address the
+        # query was DNATed to.
+        hosts = self.listener_hosts()
+        self.assertEqual(len(hosts), 1, hosts)
+        host = hosts.pop()
+        self.assertFalse(ipaddress.ip_address(host).is_unspecified)
+        self.assertIn("ip addr replace %s/32 dev lo scope host" % host, script)
 
     def test_ruleset_sends_dns_and_tcp_to_the_listeners(self):
         cfg = self.config()
-        dns = {port_of(a) for a in cfg["dns"]["listen"]}
-        tcp = {port_of(a) for a in cfg["proxy"]["transparent"]}
-        to_dns = re.findall(r"th dport 53 dnat ip to @NODE_IP@:(\d+)", self.ruleset())
-        to_proxy = re.findall(r"meta l4proto tcp dnat ip to @NODE_IP@:(\d+)", self.ruleset())
+        dns = set(cfg["dns"]["listen"])
+        tcp = set(cfg["proxy"]["transparent"])
+        to_dns = re.findall(r"th dport 53 dnat ip to (\S+)\n", self.ruleset())
+        to_proxy = re.findall(r"meta l4proto tcp dnat ip to (\S+)\n", self.ruleset())
         self.assertEqual(len(to_dns), 1)
         self.assertEqual(len(to_proxy), 1)
-        self.assertIn(int(to_dns[0]), dns)
-        self.assertIn(int(to_proxy[0]), tcp)
+        self.assertIn(to_dns[0], dns)
+        self.assertIn(to_proxy[0], tcp)
 
     def test_every_tenant_lies_inside_the_redirected_pods(self):
         sandboxes = self.nft_set("sandboxes")
@@ -196,10 +211,9 @@ class KubernetesExampleTest(unittest.TestCase):
     def test_ruleset_is_valid_nftables(self):
         if os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("unshare"):
             self.skipTest("needs root, nft and unshare")
-        text = self.ruleset().replace("@NODE_IP@", "192.0.2.10")
         # A network namespace of its own: -c checks against the kernel
         # without touching this host's ruleset.
-        r = subprocess.run(["unshare", "--net", "nft", "-c", "-f", "-"], input=text,
+        r = subprocess.run(["unshare", "--net", "nft", "-c", "-f", "-"], input=self.ruleset(),
                            capture_output=True, text=True, timeout=20)
         self.assertEqual(r.returncode, 0, r.stderr)
 
@@ -237,6 +251,175 @@ class KubernetesExampleTest(unittest.TestCase):
         self.assertTrue(any("moat_" in l and ".deb" in l for l in lines[1:]))
         self.assertEqual(self.moat["command"], ["/usr/sbin/moat"])
         self.assertEqual(self.moat["image"], self.init["image"])
+
+
+
+def sh(*args, timeout=20, check=True):
+    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError("%s: exit %d\n%s%s" % (" ".join(args), r.returncode, r.stdout,
+                                                    r.stderr))
+    return r
+
+
+class KubernetesNodeTest(unittest.TestCase):
+    """One node of the example, in network namespaces (root only):
+
+        pod ns   eth0 10.244.64.7/32 (namespace ci's pool), default via
+                 169.254.1.1 on eth0, the node's veth end: the Calico way
+          | veth
+        node ns  vp0 (no address); 169.254.20.53 on lo (the init
+                 container's); kube-dns stand-in: dnsmasq on 10.96.0.10; moat
+          | veth up0 198.18.2.1 <-> w0 198.18.2.2, routed both ways
+        world    "pypi.org": HTTP on 198.18.3.10; DNS over UDP on 198.18.3.11:5353
+
+    The pod's queries and connections carry the addresses a pod would use;
+    only the ruleset brings them to moat."""
+
+    POD = "10.244.64.7"  # in ns-ci's clients
+
+    @classmethod
+    def setUpClass(cls):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("needs root (network namespaces)")
+        for tool in ("ip", "nft", "dnsmasq", "dig", "curl"):
+            if not shutil.which(tool):
+                raise unittest.SkipTest("needs " + tool)
+        cls.node = "moatk8s-node-%d" % os.getpid()
+        cls.podns = "moatk8s-pod-%d" % os.getpid()
+        cls.world = "moatk8s-world-%d" % os.getpid()
+        cls.procs = []
+        cls.moat = None
+        cls._tmp = TempDir()
+        cls.dir = cls._tmp.__enter__()
+        try:
+            cls.build()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def build(cls):
+        node, pod, world = cls.node, cls.podns, cls.world
+        for ns in (node, pod, world):
+            sh("ip", "netns", "add", ns)
+        for ns in (node, pod, world):
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", node, "link", "add", "vp0", "type", "veth", "peer", "name", "eth0",
+           "netns", pod)
+        sh("ip", "-n", pod, "addr", "add", cls.POD + "/32", "dev", "eth0")
+        sh("ip", "-n", pod, "link", "set", "eth0", "up")
+        sh("ip", "-n", pod, "route", "add", "169.254.1.1", "dev", "eth0")
+        sh("ip", "-n", pod, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
+        sh("ip", "-n", node, "link", "set", "vp0", "up")
+        # Calico answers the pod's ARP for its gateway by proxy ARP; a
+        # static entry does the same here without a route out of the node.
+        mac = json.loads(sh("ip", "-j", "-n", node, "link", "show", "vp0").stdout)[0]["address"]
+        sh("ip", "-n", pod, "neigh", "add", "169.254.1.1", "lladdr", mac, "dev", "eth0")
+        sh("ip", "-n", node, "route", "add", cls.POD + "/32", "dev", "vp0")
+        # The internet, routed both ways: without the ruleset the pod would
+        # reach it directly.
+        sh("ip", "-n", node, "link", "add", "up0", "type", "veth", "peer", "name", "w0",
+           "netns", world)
+        sh("ip", "-n", node, "addr", "add", "198.18.2.1/24", "dev", "up0")
+        sh("ip", "-n", world, "addr", "add", "198.18.2.2/24", "dev", "w0")
+        sh("ip", "-n", node, "link", "set", "up0", "up")
+        sh("ip", "-n", world, "link", "set", "w0", "up")
+        sh("ip", "-n", node, "route", "add", "198.18.3.0/24", "via", "198.18.2.2")
+        sh("ip", "-n", world, "route", "add", "10.244.0.0/16", "via", "198.18.2.1")
+        sh("ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for a in ("198.18.3.10/32", "198.18.3.11/32"):
+            sh("ip", "-n", world, "addr", "add", a, "dev", "lo")
+        # "pypi.org" serves HTTP; 198.18.3.11:5353 answers DNS over UDP.
+        web = os.path.join(cls.dir, "www")
+        os.mkdir(web)
+        with open(os.path.join(web, "index.html"), "w") as f:
+            f.write("pypi stand-in\n")
+        cls.spawn("ip", "netns", "exec", world, "python3", "-m", "http.server", "80",
+                  "--bind", "198.18.3.10", "--directory", web)
+        cls.spawn("ip", "netns", "exec", world, *cls.dnsmasq("198.18.3.11", 5353))
+        # The cluster DNS Service, on the node for brevity.
+        sh("ip", "-n", node, "addr", "add", "10.96.0.10/32", "dev", "lo")
+        cls.spawn("ip", "netns", "exec", node, *cls.dnsmasq("10.96.0.10", 53))
+        # The init container's script, on the ConfigMap's files.
+        KubernetesExampleTest.setUpClass()
+        example = KubernetesExampleTest("test_config_passes_moat_check")
+        conf = os.path.join(cls.dir, "etc-moat")
+        os.mkdir(conf)
+        for key, text in example.cm["data"].items():
+            write_config(conf, text, key)
+        script = example.init["args"][-1].replace("/etc/moat/", conf + "/")
+        sh("ip", "netns", "exec", node, *example.init["command"], script)
+        # moat as the DaemonSet runs it, on the config (see config_file).
+        cls.moat = Moat(example.config_file(conf), wrapper=("ip", "netns", "exec", node))
+        cls.moat.wait_line("moat running")
+        cls.metrics_port = port_of(example.config()["metrics"]["listen"])
+
+    @staticmethod
+    def dnsmasq(address, port):
+        """A dnsmasq command line: on address:port, both names known."""
+        return ("dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+                "--listen-address=" + address, "--bind-interfaces", "--port=%d" % port,
+                "--user=root", "--pid-file=", "--address=/pypi.org/198.18.3.10",
+                "--address=/api.openai.com/198.18.3.11")
+
+    @classmethod
+    def spawn(cls, *args):
+        cls.procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.moat:
+            cls.moat.stop()
+        for p in cls.procs:
+            p.terminate()
+            p.wait(timeout=5)
+        for ns in (cls.podns, cls.node, cls.world):
+            sh("ip", "netns", "del", ns, check=False)
+        cls._tmp.__exit__(None, None, None)
+
+    def in_pod(self, *args, timeout=20):
+        return sh("ip", "netns", "exec", self.podns, *args, timeout=timeout, check=False)
+
+    def dig(self, name):
+        r = self.in_pod("dig", "+time=2", "+tries=1", "@10.96.0.10", name, "A")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        return r.stdout
+
+    def test_pod_dns_goes_through_moat_as_its_tenant(self):
+        out = self.dig("pypi.org")
+        self.assertIn("status: NOERROR", out)
+        self.assertRegex(out, r"pypi\.org\.\s+\d+\s+IN\s+A\s+198\.18\.3\.10")
+        # dnsmasq knows the name: only moat answers NXDOMAIN, as ns-ci.
+        self.assertIn("status: NXDOMAIN", self.dig("api.openai.com"))
+        line = self.moat.line_with('"api.openai.com"', '"block"', '"dns"')
+        self.assertIn('"ns-ci"', line)
+        self.assertIn(self.POD, line)
+
+    def test_pod_tcp_goes_through_moat_as_its_tenant(self):
+        r = self.in_pod("curl", "-sS", "-m", "10", "--resolve", "pypi.org:80:198.18.3.10",
+                        "http://pypi.org/")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "pypi stand-in\n")
+        r = self.in_pod("curl", "-sS", "-m", "10", "-D", "-", "-o", "/dev/null",
+                        "-H", "Host: api.openai.com", "http://198.18.3.11/")
+        self.assertIn("403", (r.stdout.splitlines() or [r.stderr])[0])
+        self.assertIn("blocked-by-allowlist", r.stdout)
+        line = self.moat.line_with('"api.openai.com"', '"block"', '"tcp"')
+        self.assertIn('"ns-ci"', line)
+
+    def test_udp_leaving_the_cluster_is_dropped(self):
+        query = ("dig", "+time=1", "+tries=1", "-p", "5353", "@198.18.3.11", "pypi.org")
+        r = sh("ip", "netns", "exec", self.node, *query, check=False)
+        self.assertEqual(r.returncode, 0, "the server answers the node: " + r.stdout)
+        r = self.in_pod(*query)
+        self.assertNotEqual(r.returncode, 0, r.stdout)
+
+    def test_health_probe_on_the_node(self):
+        r = sh("ip", "netns", "exec", self.node, "curl", "-sS", "-m", "5",
+               "http://127.0.0.1:%d/healthz" % self.metrics_port)
+        self.assertEqual(r.stdout.strip(), "ok")
 
 
 if __name__ == "__main__":
