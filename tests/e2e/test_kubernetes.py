@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import types
 import unittest
 
 import yaml
@@ -45,14 +46,36 @@ def port_of(listen):
     return int(listen.rsplit(":", 1)[1])
 
 
+def manifests():
+    """The DaemonSet, the ConfigMap, the pod spec and its two containers."""
+    ds, cm = one("DaemonSet"), one("ConfigMap")
+    pod = ds["spec"]["template"]["spec"]
+    return types.SimpleNamespace(
+        ds=ds, cm=cm, pod=pod,
+        moat=next(c for c in pod["containers"] if c["name"] == "moat"),
+        init=next(c for c in pod["initContainers"] if c["name"] == "node-setup"))
+
+
+def write_moat_config(cm, directory):
+    """The ConfigMap's moat.yaml as a file in directory, for the moat under
+    test. reload: {watch: true} is being built in parallel with this
+    example: while the moat under test rejects the key as unknown, the line
+    is left out (and only that line, and only for that error)."""
+    text = cm["data"]["moat.yaml"]
+    path = write_config(directory, text)
+    r = run_moat("check", path)
+    if r.returncode != 0 and 'unknown key "reload"' in r.stderr:
+        line = re.compile(r"^reload: \{watch: true\}.*\n", re.M)
+        assert len(line.findall(text)) == 1, "reload: written on one line"
+        path = write_config(directory, line.sub("", text))
+    return path
+
+
 class KubernetesExampleTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.ds = one("DaemonSet")
-        cls.cm = one("ConfigMap")
-        cls.pod = cls.ds["spec"]["template"]["spec"]
-        cls.moat = next(c for c in cls.pod["containers"] if c["name"] == "moat")
-        cls.init = next(c for c in cls.pod["initContainers"] if c["name"] == "node-setup")
+        m = manifests()
+        cls.ds, cls.cm, cls.pod, cls.moat, cls.init = m.ds, m.cm, m.pod, m.moat, m.init
 
     def setUp(self):
         self._tmp = TempDir()
@@ -70,7 +93,8 @@ class KubernetesExampleTest(unittest.TestCase):
                 self.assertNotIn("subPath", m, "a subPath mount is never updated by the kubelet")
                 self.assertNotIn("items", cm)  # every key, under its own name
                 return m["mountPath"]
-        self.fail("%s does not mount ConfigMap %s" % (container["name"], self.cm["metadata"]["name"]))
+        self.fail("%s does not mount ConfigMap %s"
+                  % (container["name"], self.cm["metadata"]["name"]))
 
     def config_path(self):
         """The file the moat container runs on (its -c argument)."""
@@ -81,19 +105,8 @@ class KubernetesExampleTest(unittest.TestCase):
     def config(self):
         return yaml.safe_load(self.cm["data"]["moat.yaml"])
 
-    def config_file(self, directory=None):
-        """The ConfigMap's moat.yaml in a temporary file, for moat check and
-        explain. reload: {watch: true} is being built in parallel with this
-        example: while the moat under test rejects the key as unknown, the
-        line is left out (and only that line, and only for that error)."""
-        text = self.cm["data"]["moat.yaml"]
-        path = write_config(directory or self.dir, text)
-        r = run_moat("check", path)
-        if r.returncode != 0 and 'unknown key "reload"' in r.stderr:
-            line = re.compile(r"^reload: \{watch: true\}.*\n", re.M)
-            self.assertEqual(len(line.findall(text)), 1, "reload: written on one line")
-            path = write_config(directory or self.dir, line.sub("", text))
-        return path
+    def config_file(self):
+        return write_moat_config(self.cm, self.dir)
 
     # --- the manifests --------------------------------------------------------
 
@@ -205,7 +218,8 @@ class KubernetesExampleTest(unittest.TestCase):
         for t in tenants:
             for c in t["clients"]:
                 net = ipaddress.ip_network(c)
-                self.assertTrue(any(net.subnet_of(s) for s in sandboxes if s.version == net.version),
+                inside = any(net.subnet_of(s) for s in sandboxes if s.version == net.version)
+                self.assertTrue(inside,
                                 "tenant %s: %s is not redirected by pods.nft" % (t["name"], c))
 
     def test_ruleset_is_valid_nftables(self):
@@ -342,18 +356,17 @@ class KubernetesNodeTest(unittest.TestCase):
         sh("ip", "-n", node, "addr", "add", "10.96.0.10/32", "dev", "lo")
         cls.spawn("ip", "netns", "exec", node, *cls.dnsmasq("10.96.0.10", 53))
         # The init container's script, on the ConfigMap's files.
-        KubernetesExampleTest.setUpClass()
-        example = KubernetesExampleTest("test_config_passes_moat_check")
+        m = manifests()
         conf = os.path.join(cls.dir, "etc-moat")
         os.mkdir(conf)
-        for key, text in example.cm["data"].items():
+        for key, text in m.cm["data"].items():
             write_config(conf, text, key)
-        script = example.init["args"][-1].replace("/etc/moat/", conf + "/")
-        sh("ip", "netns", "exec", node, *example.init["command"], script)
-        # moat as the DaemonSet runs it, on the config (see config_file).
-        cls.moat = Moat(example.config_file(conf), wrapper=("ip", "netns", "exec", node))
+        script = m.init["args"][-1].replace("/etc/moat/", conf + "/")
+        sh("ip", "netns", "exec", node, *m.init["command"], script)
+        # moat as the DaemonSet runs it, on the config (see write_moat_config).
+        cls.moat = Moat(write_moat_config(m.cm, conf), wrapper=("ip", "netns", "exec", node))
         cls.moat.wait_line("moat running")
-        cls.metrics_port = port_of(example.config()["metrics"]["listen"])
+        cls.metrics_port = port_of(yaml.safe_load(m.cm["data"]["moat.yaml"])["metrics"]["listen"])
 
     @staticmethod
     def dnsmasq(address, port):
