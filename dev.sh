@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libc-ares-dev libldns-dev
             libgnutls28-dev libyaml-dev libcriterion-dev)
 TEST_PKGS=(python3 bind9-dnsutils knot-dnsutils gnutls-bin curl nginx-light dnsmasq-base
-           nftables iproute2 valgrind openssl slirp4netns groff-base man-db
+           nftables iproute2 valgrind openssl slirp4netns groff-base man-db python3-yaml
            liburing-dev) # liburing: bench/tcp/uringsni only (built, so CI compiles it)
 FUZZ_PKGS=(clang lld libclang-rt-14-dev)
 PACKAGE_PKGS=(build-essential debhelper dpkg-dev python3)
