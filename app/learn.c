@@ -638,9 +638,9 @@ static void learn_print(learn_t *l, const learn_opts_t *o, FILE *out, learn_ent_
             ;
         learn_section(l, o, out, v, 0, j);
         i = j;
-    } else if (n == 0 || !o->config) {
+    } else {
         fprintf(out, "allow: []    # %s\n",
-                n == 0 ? "nothing was blocked" : "clients of no tenant: none in the log");
+                n == 0 ? "nothing was blocked" : "clients of no tenant: nothing new");
     }
     if (i < n)
         fprintf(out, "tenants:\n");
