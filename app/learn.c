@@ -292,8 +292,16 @@ static int learn_file(learn_t *l, const char *path, FILE *err)
             rc = -1;
             break;
         }
-        if (n == 0)
+        if (n == 0) {
+            /* zlib ends a stream cut short (a file still being compressed)
+             * as it ends a whole one, and says so in its error state. */
+            int zerr;
+            (void)gzerror(gz, &zerr);
+            if (zerr == Z_BUF_ERROR)
+                fprintf(err, "moat learn: %s: the compressed stream ends early: read up to there\n",
+                        shown);
             break;
+        }
         for (const char *p = chunk, *end = chunk + n; p < end;) {
             const char *nl = memchr(p, '\n', (size_t)(end - p));
             size_t take = (size_t)((nl ? nl : end) - p);

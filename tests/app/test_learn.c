@@ -183,6 +183,30 @@ Test(learn, gzip_and_truncated_last_line, .init = setup, .fini = teardown)
     cr_assert(strstr(err, "a.log.gz: the last line has no end"), "%s", err);
     free(out);
     free(err);
+    /* A gzip stream cut short (a file still being compressed): what is
+     * there is read, the cut line skipped. */
+    char big[16384] = DNS("3", "box-1", "cut.example.com");
+    for (int i = 0; i < 30; i++) {
+        char l[512];
+        snprintf(l, sizeof l, DNS("4", "box-1", "n%d.example.org"), i);
+        strcat(big, l);
+    }
+    gz = gzopen(tmp("a.log.gz"), "wb");
+    cr_assert_not_null(gz);
+    gzsetparams(gz, 0, Z_DEFAULT_STRATEGY); /* stored: the cut keeps the first lines */
+    cr_assert_gt(gzwrite(gz, big, (unsigned)strlen(big)), 0);
+    gzclose(gz);
+    FILE *f = fopen(tmp("a.log.gz"), "r+");
+    cr_assert_not_null(f);
+    fseek(f, 0, SEEK_END);
+    cr_assert_eq(ftruncate(fileno(f), ftell(f) - 1000), 0);
+    fclose(f);
+    const char *logs1[] = {tmp("a.log.gz")};
+    cr_assert_eq(run(NULL, 0, logs1, 1, &out, &err), 0, "%s", err);
+    cr_assert(strstr(out, "\"cut.example.com\""), "%s", out);
+    cr_assert(strstr(err, "ends early"), "%s", err);
+    free(out);
+    free(err);
     /* A file that is not there: exit 2, the others still read. */
     const char *logs2[] = {tmp("nope.log"), tmp("a.log")};
     cr_assert_eq(run(NULL, 0, logs2, 2, &out, &err), 2);
