@@ -247,3 +247,24 @@ Test(learn, config_diff, .init = setup, .fini = teardown)
     free(out);
     free(err);
 }
+
+Test(learn, usage)
+{
+    char *args[][6] = {
+        {"moat", "learn"},
+        {"moat", "learn", "--wildcards", "1", "x.log"},
+        {"moat", "learn", "--wildcards", "2x", "x.log"},
+        {"moat", "learn", "--bogus", "x.log"},
+        {"moat", "learn", "--config"},
+    };
+    int argc[] = {2, 5, 5, 4, 3};
+    for (size_t i = 0; i < sizeof argc / sizeof argc[0]; i++) {
+        char *buf;
+        size_t n;
+        FILE *e = open_memstream(&buf, &n);
+        cr_assert_eq(learn_cmd(argc[i], args[i], stdout, e), 1, "case %zu", i);
+        fclose(e);
+        cr_assert(strstr(buf, "usage: moat learn"), "%s", buf);
+        free(buf);
+    }
+}

@@ -25,7 +25,7 @@ import unittest
 
 import proxyfixture as pf
 from dnsfixture import Response, build_query
-from moatlib import MOAT, Moat, free_port, run_moat, write_config
+from moatlib import MOAT, SANITIZER_MARK, Moat, free_port, run_moat, write_config
 
 SKIP = pf.netns_skip(__name__, __file__)
 
@@ -237,6 +237,7 @@ class LearnTest(pf.NetnsTestCase):
             with open(log, "rb") as f:
                 r = subprocess.run([MOAT, "learn", "--config", config, log + ".1.gz", "-"],
                                    stdin=f, capture_output=True, text=True, timeout=20)
+            self.assertNotRegex(r.stderr, SANITIZER_MARK)
             self.assertRegex(r.stdout, r'"a.test"    # [2-9]\d* times')
             return r
         self.learn_and_replay("json", feed)
