@@ -43,6 +43,7 @@ typedef struct learn_ent {
     char first[LEARN_TIME_MAX], last[LEARN_TIME_MAX];
     uint16_t ports[LEARN_PORTS_MAX]; /* TCP ports, sorted */
     size_t n_ports;
+    bool ports_over;    /* used on more than LEARN_PORTS_MAX ports: the lowest kept */
     bool named;         /* ADDR: a name was seen for it (no address rule then) */
     bool tunnel;        /* NAME: looks like DNS tunnelling */
     bool dropped;       /* already allowed by --config, or folded into a wildcard */
@@ -159,8 +160,14 @@ static void learn_add_port(learn_ent_t *e, unsigned port)
     size_t i = 0;
     while (i < e->n_ports && e->ports[i] < port)
         i++;
-    if ((i < e->n_ports && e->ports[i] == port) || e->n_ports == LEARN_PORTS_MAX)
+    if (i < e->n_ports && e->ports[i] == port)
         return;
+    if (e->n_ports == LEARN_PORTS_MAX) {
+        e->ports_over = true;
+        if (i == e->n_ports)
+            return;
+        e->n_ports--; /* the highest goes */
+    }
     memmove(e->ports + i + 1, e->ports + i, (e->n_ports - i) * sizeof e->ports[0]);
     e->ports[i] = (uint16_t)port;
     e->n_ports++;
@@ -499,7 +506,8 @@ static void learn_entry(const learn_t *l, FILE *out, const char *ind, const lear
                 fprintf(out, "%s%u", i ? ", " : "", e->ports[i]);
             fputs("]", out);
         }
-        fprintf(out, "}    #%s", e->type == LEARN_ADDR ? " no name seen for this address," : "");
+        fprintf(out, "}    #%s%s", e->type == LEARN_ADDR ? " no name seen for this address," : "",
+                e->ports_over ? " used on more ports than these (the lowest kept)," : "");
     } else {
         fprintf(out, "%s- \"%s\"    #", ind, e->key);
     }

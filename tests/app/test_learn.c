@@ -268,3 +268,27 @@ Test(learn, usage)
         free(buf);
     }
 }
+
+Test(learn, many_ports_keep_the_lowest, .init = setup, .fini = teardown)
+{
+    char text[32768] = "";
+    for (int p = 1069; p >= 1000; p--) {
+        char l[512];
+        snprintf(l, sizeof l,
+                 T0 "1.000Z info decision kind=tcp listener=transparent client=10.0.0.2:1 "
+                    "tenant=- dest=192.0.2.9 port=%d name=many.example.com verdict=block "
+                    "reason=not-allowed\n",
+                 p);
+        strcat(text, l);
+    }
+    write_file(tmp("a.log"), text);
+    const char *logs[] = {tmp("a.log")};
+    char *out, *err;
+    cr_assert_eq(run(NULL, 0, logs, 1, &out, &err), 0);
+    cr_assert(strstr(out, "{host: \"many.example.com\", ports: [1000, 1001, "), "%s", out);
+    cr_assert(
+        strstr(out, ", 1063]}    # used on more ports than these (the lowest kept), 70 times"),
+        "%s", out);
+    free(out);
+    free(err);
+}
