@@ -206,6 +206,17 @@ static void lr_token(filter_cur_t *c, lr_val_t *v)
         filter_cur_fail(c, FILTER_CUR_MALFORMED);
 }
 
+/* The next bytes are word, then a space or the end. */
+static bool lr_at_word(const filter_cur_t *c, const char *word)
+{
+    size_t n = strlen(word);
+    for (size_t i = 0; i < n; i++)
+        if (filter_cur_peek(c, i) != (unsigned char)word[i])
+            return false;
+    int next = filter_cur_peek(c, n);
+    return next < 0 || next == ' ';
+}
+
 static logread_status_t lr_text(filter_cur_t *c, logread_rec_t *r, lr_val_t *v)
 {
     lr_token(c, v); /* time */
@@ -214,9 +225,7 @@ static logread_status_t lr_text(filter_cur_t *c, logread_rec_t *r, lr_val_t *v)
     static const char msg[] = "decision";
     if (!filter_cur_ok(c))
         return LOGREAD_MALFORMED;
-    size_t left = filter_cur_left(c);
-    if (left < sizeof msg - 1 || memcmp(c->base + filter_cur_pos(c), msg, sizeof msg - 1) != 0 ||
-        (left > sizeof msg - 1 && c->base[filter_cur_pos(c) + sizeof msg - 1] != ' '))
+    if (!lr_at_word(c, msg))
         return LOGREAD_OTHER;
     filter_cur_skip(c, sizeof msg - 1);
     char key[LOGREAD_SHORT_MAX];
@@ -322,9 +331,9 @@ logread_status_t logread_line(const char *line, size_t len, logread_rec_t *rec)
 {
     memset(rec, 0, sizeof *rec);
     lr_val_t v;
+    if (len > 0 && line[len - 1] == '\r') /* a log copied through a CRLF tool */
+        len--;
     filter_cur_t c = filter_cur_make((const uint8_t *)line, len);
-    if (len > 0 && line[len - 1] == '\r')
-        c.len--;
     logread_status_t st =
         filter_cur_peek(&c, 0) == '{' ? lr_json(&c, rec, &v) : lr_text(&c, rec, &v);
     if (st == LOGREAD_DECISION && (rec->kind[0] == '\0' || rec->verdict[0] == '\0'))
