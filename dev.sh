@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libc-ares-dev libldns-dev
-            libgnutls28-dev libyaml-dev libcriterion-dev)
+            libgnutls28-dev libyaml-dev libcriterion-dev zlib1g-dev libpsl-dev
+            publicsuffix) # zlib, libpsl: moat learn (gzip logs, the Public Suffix List)
 TEST_PKGS=(python3 bind9-dnsutils knot-dnsutils gnutls-bin curl nginx-light dnsmasq-base
            nftables iproute2 valgrind openssl slirp4netns groff-base man-db python3-yaml
            liburing-dev) # liburing: bench/tcp/uringsni only (built, so CI compiles it)

@@ -13,6 +13,7 @@
 
 #include "app/cli.h"
 #include "app/control.h"
+#include "app/learn.h"
 #include "app/metrics.h"
 #include "app/nft.h"
 #include "config/config.h"
@@ -35,6 +36,9 @@ static void main_usage(FILE *f)
             "                                           nftables ruleset for the guests behind\n"
             "                                           each NAME; --host-port opens this host's\n"
             "                                           TCP (or /udp) PORT to them\n"
+            "       moat learn [--config FILE] [--wildcards N] LOG...\n"
+            "                                           an allowlist from decision logs (text or\n"
+            "                                           JSON, plain or gzip, - for stdin)\n"
             "       moat reload --control PATH          reload the daemon listening on PATH and\n"
             "                                           print the outcome (or every config error)\n"
             "       moat --version | --help\n"
@@ -293,6 +297,8 @@ static bool main_subcommand(int argc, char **argv, int *status)
         *status = main_explain(argc, argv);
     } else if (strcmp(cmd, "nft") == 0) {
         *status = main_nft(argc, argv);
+    } else if (strcmp(cmd, "learn") == 0) {
+        *status = learn_cmd(argc, argv, stdout, stderr);
     } else if (strcmp(cmd, "reload") == 0) {
         *status = main_reload(argc, argv);
     } else {

@@ -532,6 +532,14 @@ static void px_peek_end(px_conn_t *c)
     uv_timer_stop(&c->timer);
 }
 
+static bool px_port_in(const filter_port_range_t *r, size_t n, int port)
+{
+    for (size_t i = 0; i < n; i++)
+        if (port >= r[i].lo && port <= r[i].hi)
+            return true;
+    return false;
+}
+
 /* What the connection knows, as filter_decide_conn wants it (with gen's
  * config); the stage's own facts are filled in by the caller, and the
  * client's scope (its tenant's mode and policy) by px_decide. */
@@ -599,6 +607,30 @@ static void px_act(px_conn_t *c, const filter_conn_out_t *o)
     }
 }
 
+static bool px_first_name_cb(const char *name, size_t len, void *arg)
+{
+    px_conn_t *c = arg;
+    (void)px_set_name(c, name, len, false); /* for the log only: no memory, no name */
+    return false;
+}
+
+/* SPEC §2.8: a transparent connection on a port that is neither a tls nor
+ * an http port, refused or let through by audit at step 3, is logged with
+ * the name this client resolved to the destination through moat, when
+ * there is one (so `moat learn` proposes the name on that port, not the
+ * address). Not name_ok: a reload still decides it by its address. */
+static void px_name_for_log(px_conn_t *c, const filter_conn_input_t *in, const filter_conn_out_t *o)
+{
+    if (in->stage != FILTER_STAGE_ACCEPT || in->listener != FILTER_LISTENER_TRANSPARENT ||
+        !in->dest || o->name || o->decision.verdict != FILTER_BLOCK ||
+        filter_reason_is_hard(o->decision.reason))
+        return;
+    if (px_port_in(in->tls_ports, in->n_tls_ports, in->port) ||
+        px_port_in(in->http_ports, in->n_http_ports, in->port))
+        return;
+    px_names_for(c, px_first_name_cb, c);
+}
+
 /* Decide with the current generation, as the client's tenant (SPEC §2.7),
  * and act on it. */
 static void px_decide(px_conn_t *c, filter_conn_input_t *in)
@@ -607,6 +639,7 @@ static void px_decide(px_conn_t *c, filter_conn_input_t *in)
     in->audit = sc.audit;
     filter_conn_out_t o;
     filter_decide_conn(sc.policy, in, &o);
+    px_name_for_log(c, in, &o);
     px_act(c, &o);
 }
 
