@@ -354,17 +354,6 @@ static void tn_clients(cfg_ctx_t *c, cfg_tenant_t *t, const cfg_node_t *n, const
     }
 }
 
-static int tn_hex(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* SPEC §2.7: the password itself, or sha256: and 64 hex digits. */
 static bool tn_password(cfg_ctx_t *c, cfg_user_t *u, const cfg_node_t *p, const char *where)
 {
@@ -375,7 +364,8 @@ static bool tn_password(cfg_ctx_t *c, cfg_user_t *u, const cfg_node_t *p, const 
     if (p->len >= plen && memcmp(p->str, pre, plen) == 0) {
         bool ok = p->len == plen + 64;
         for (size_t i = 0; ok && i < 32; i++) {
-            int hi = tn_hex(p->str[plen + 2 * i]), lo = tn_hex(p->str[plen + 2 * i + 1]);
+            int hi = filter_hex_value(p->str[plen + 2 * i]),
+                lo = filter_hex_value(p->str[plen + 2 * i + 1]);
             ok = hi >= 0 && lo >= 0;
             if (ok)
                 u->sha256[i] = (uint8_t)(hi << 4 | lo);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "filter/cursor.h"
+#include "filter/name.h"
 
 /* A value as read, unescaped. */
 typedef struct lr_val {
@@ -12,23 +13,12 @@ typedef struct lr_val {
     bool number; /* JSON: written without quotes */
 } lr_val_t;
 
-static int lr_hex(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* n hex digits as one number, or -1. */
 static long lr_hex_n(filter_cur_t *c, int n)
 {
     long v = 0;
     for (int i = 0; i < n; i++) {
-        int h = lr_hex(filter_cur_peek(c, 0));
+        int h = filter_hex_value(filter_cur_peek(c, 0));
         if (h < 0) {
             filter_cur_fail(c, FILTER_CUR_MALFORMED);
             return -1;

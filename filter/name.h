@@ -62,4 +62,16 @@ int filter_pattern_parse(const char *in, size_t in_len, filter_pattern_t *out);
  * The config uses this so that a bad address is an error, not a name. */
 bool filter_text_looks_like_addr(const char *in, size_t in_len);
 
+/* The value of a hex digit (0-9, a-f, A-F), or -1 for any other byte. */
+static inline int filter_hex_value(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
 #endif

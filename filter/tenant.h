@@ -25,8 +25,7 @@ typedef struct filter_tenant_input {
  * -ENOMEM, -EINVAL (a prefix the config should have refused), or -EEXIST
  * when two tenants list the same prefix (the config refuses that first),
  * with *out NULL. */
-int filter_tenants_compile(const filter_tenant_input_t *tenants, size_t n,
-                           filter_tenants_t **out);
+int filter_tenants_compile(const filter_tenant_input_t *tenants, size_t n, filter_tenants_t **out);
 
 /* Free a table (NULL is fine). */
 void filter_tenants_free(filter_tenants_t *t);

@@ -548,3 +548,49 @@ def read_response(read):
             break
         body += d
     return head.decode("latin-1"), body
+
+
+class SourceClients:
+    """Clients that speak from a chosen source address (a guest of one
+    tenant, say), for a test case that sets self.client_ports = {"dns":
+    port, "tls": port, "http": port} (moat's listeners on 127.0.0.1) and
+    self.cert (the CA the TLS servers' certificate verifies with)."""
+
+    def resolve_as(self, src, name):
+        """The A records moat answers src for name."""
+        from dnsfixture import Response, build_query
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((src, 0))
+            u.settimeout(3)
+            u.sendto(build_query(name), ("127.0.0.1", self.client_ports["dns"]))
+            return [rr.addr() for rr in Response(u.recv(4096)).answer if rr.type == 1]
+
+    def connect_as(self, src, addr, port):
+        s = socket.create_connection((addr, port), timeout=10, source_address=(src, 0))
+        self.socks.append(s)
+        return s
+
+    def tls_body_as(self, src, name):
+        """The page behind name over the tls listener, or "denied" for a TLS
+        access_denied alert. The connection is closed after (an allowed one
+        is logged when it ends)."""
+        s = self.connect_as(src, "127.0.0.1", self.client_ports["tls"])
+        try:
+            t = ssl.create_default_context(cafile=self.cert).wrap_socket(
+                s, server_hostname=name)
+        except ssl.SSLError as e:
+            self.assertIn("ACCESS_DENIED", str(e).upper())
+            return "denied"
+        self.socks.append(t)
+        t.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % name.encode())
+        _, body = read_response(lambda: t.recv(65536))
+        t.close()
+        return body.decode()
+
+    def http_status_as(self, src, name):
+        """The status line of GET / for name over the http listener."""
+        s = self.connect_as(src, "127.0.0.1", self.client_ports["http"])
+        s.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % name.encode())
+        head, _ = read_response(lambda: s.recv(65536))
+        s.close()
+        return head.split("\r\n")[0]

@@ -17,14 +17,11 @@ the nftables rule redirects), box-2 198.18.0.6. Backends: a.test ->
 never.test -> 198.18.0.2 (in no log)."""
 import gzip
 import os
-import socket
-import ssl
 import subprocess
 import time
 import unittest
 
 import proxyfixture as pf
-from dnsfixture import Response, build_query
 from moatlib import MOAT, SANITIZER_MARK, Moat, free_port, run_moat, write_config
 
 SKIP = pf.netns_skip(__name__, __file__)
@@ -73,7 +70,7 @@ class EchoServer(pf.TcpServer):
 
 
 @unittest.skipIf(SKIP, SKIP)
-class LearnTest(pf.NetnsTestCase):
+class LearnTest(pf.SourceClients, pf.NetnsTestCase):
     @classmethod
     def start_servers(cls):
         pf.setup_netns()
@@ -88,6 +85,7 @@ class LearnTest(pf.NetnsTestCase):
     def start(self, fmt, policy, name):
         self.ports = {"dns": free_port(), "tls": free_port(), "http": free_port(),
                       "tp": free_port()}
+        self.client_ports = self.ports
         self.log = os.path.join(self.dir, name + ".log")
         if os.path.exists(self.log):
             os.unlink(self.log)
@@ -120,46 +118,13 @@ class LearnTest(pf.NetnsTestCase):
 
     # ---- the clients, each from its tenant's address ------------------------------------------
 
-    def resolve(self, src, name):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((src, 0))
-            u.settimeout(3)
-            u.sendto(build_query(name), ("127.0.0.1", self.ports["dns"]))
-            return [rr.addr() for rr in Response(u.recv(4096)).answer if rr.type == 1]
-
-    def connect(self, src, addr, port):
-        s = socket.create_connection((addr, port), timeout=10, source_address=(src, 0))
-        self.socks.append(s)
-        return s
-
-    def tls_body(self, src, name):
-        s = self.connect(src, "127.0.0.1", self.ports["tls"])
-        try:
-            t = ssl.create_default_context(cafile=self.cert).wrap_socket(
-                s, server_hostname=name)
-        except ssl.SSLError as e:
-            self.assertIn("ACCESS_DENIED", str(e).upper())
-            return "denied"
-        self.socks.append(t)
-        t.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % name.encode())
-        _, body = pf.read_response(lambda: t.recv(65536))
-        t.close()
-        return body.decode()
-
-    def http_status(self, src, name):
-        s = self.connect(src, "127.0.0.1", self.ports["http"])
-        s.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % name.encode())
-        head, _ = pf.read_response(lambda: s.recv(65536))
-        s.close()
-        return head.split("\r\n")[0]
-
     def ssh_echo(self, src):
         """Port 22 of ssh.test, resolved through moat, through the
         transparent listener: what the echo server sends back."""
-        addrs = self.resolve(src, "ssh.test")
+        addrs = self.resolve_as(src, "ssh.test")
         self.assertEqual(addrs, [pf.ADDRS["bulk"]])
         try:
-            s = self.connect(src, addrs[0], 22)
+            s = self.connect_as(src, addrs[0], 22)
             got = pf.echo_back(s, b"SSH-2.0-learn\r\n")
         except ConnectionResetError:
             return b"reset"
@@ -169,13 +134,13 @@ class LearnTest(pf.NetnsTestCase):
     def replay(self):
         """Every client of the sandbox, as the log saw them; each must get
         through (in audit mode, as in enforce under the learned policy)."""
-        self.assertEqual(self.resolve(BOX1, "a.test"), [pf.ADDRS["a"]])
-        self.assertEqual(self.tls_body(BOX1, "a.test"), "server-a\n")
-        self.assertIn(" 200 ", self.http_status(BOX1, "a.test"))
+        self.assertEqual(self.resolve_as(BOX1, "a.test"), [pf.ADDRS["a"]])
+        self.assertEqual(self.tls_body_as(BOX1, "a.test"), "server-a\n")
+        self.assertIn(" 200 ", self.http_status_as(BOX1, "a.test"))
         self.assertEqual(self.ssh_echo(BOX1), b"SSH-2.0-learn\r\n")
-        self.assertEqual(self.resolve(BOX2, "b.test"), [pf.ADDRS["b"]])
-        self.assertEqual(self.tls_body(BOX2, "b.test"), "server-b\n")
-        self.assertIn(" 200 ", self.http_status(BOX2, "a.test"))
+        self.assertEqual(self.resolve_as(BOX2, "b.test"), [pf.ADDRS["b"]])
+        self.assertEqual(self.tls_body_as(BOX2, "b.test"), "server-b\n")
+        self.assertIn(" 200 ", self.http_status_as(BOX2, "a.test"))
 
     # ---- the test ------------------------------------------------------------------------------
 
@@ -211,12 +176,12 @@ class LearnTest(pf.NetnsTestCase):
         self.start(fmt, "mode: enforce\n" + learned, "enforce-" + fmt)
         self.replay()
         # Learned per tenant: box-1 never used b.test, box-2 never ssh.test.
-        self.assertEqual(self.tls_body(BOX1, "b.test"), "denied")
-        self.assertEqual(self.resolve(BOX2, "ssh.test"), ["0.0.0.0"])
+        self.assertEqual(self.tls_body_as(BOX1, "b.test"), "denied")
+        self.assertEqual(self.resolve_as(BOX2, "ssh.test"), ["0.0.0.0"])
         # A name in no log stays blocked.
-        self.assertEqual(self.resolve(BOX1, "never.test"), ["0.0.0.0"])
-        self.assertEqual(self.tls_body(BOX1, "never.test"), "denied")
-        self.assertIn(" 403 ", self.http_status(BOX2, "never.test"))
+        self.assertEqual(self.resolve_as(BOX1, "never.test"), ["0.0.0.0"])
+        self.assertEqual(self.tls_body_as(BOX1, "never.test"), "denied")
+        self.assertIn(" 403 ", self.http_status_as(BOX2, "never.test"))
         self.stop_moat()
         blocked = [l for l in self.log_lines() if "verdict=block" in l or
                    '"verdict":"block"' in l]

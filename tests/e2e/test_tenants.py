@@ -16,7 +16,6 @@ import subprocess
 import unittest
 
 import proxyfixture as pf
-from dnsfixture import Response, build_query
 from moatlib import Moat, free_port, write_config
 
 SKIP = pf.netns_skip(__name__, __file__)
@@ -48,7 +47,7 @@ include: ["tenants.d/*.yaml"]
 
 
 @unittest.skipIf(SKIP, SKIP)
-class TenantTest(pf.NetnsTestCase):
+class TenantTest(pf.SourceClients, pf.NetnsTestCase):
     @classmethod
     def start_servers(cls):
         pf.setup_netns()
@@ -61,6 +60,7 @@ class TenantTest(pf.NetnsTestCase):
 
     def start(self):
         self.dns_port, self.tls_port, self.http_port = free_port(), free_port(), free_port()
+        self.client_ports = {"dns": self.dns_port, "tls": self.tls_port, "http": self.http_port}
         self.tenants_d = os.path.join(self.dir, "tenants.d")
         os.makedirs(self.tenants_d, exist_ok=True)
         for f in os.listdir(self.tenants_d):
@@ -77,70 +77,33 @@ class TenantTest(pf.NetnsTestCase):
             f.write(text)
         os.rename(path + ".tmp", path)
 
-    # ---- clients, each from its own source address -----------------------------------------
-
-    def resolve(self, src, name):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((src, 0))
-            u.settimeout(3)
-            u.sendto(build_query(name), ("127.0.0.1", self.dns_port))
-            return [rr.addr() for rr in Response(u.recv(4096)).answer if rr.type == 1]
-
-    def connect(self, src, port):
-        s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(src, 0))
-        self.socks.append(s)
-        return s
-
-    def tls_body(self, src, name):
-        """The page behind name over the tls listener, or "denied" for a
-        TLS access_denied alert."""
-        s = self.connect(src, self.tls_port)
-        try:
-            t = ssl.create_default_context(cafile=self.cert).wrap_socket(
-                s, server_hostname=name)
-        except ssl.SSLError as e:
-            self.assertIn("ACCESS_DENIED", str(e).upper())
-            return "denied"
-        self.socks.append(t)
-        t.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % name.encode())
-        _, body = pf.read_response(lambda: t.recv(65536))
-        t.close()  # an allowed connection is logged when it ends
-        return body.decode()
-
-    def http_status(self, src, name):
-        s = self.connect(src, self.http_port)
-        s.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % name.encode())
-        head, _ = pf.read_response(lambda: s.recv(65536))
-        s.close()
-        return head.split("\r\n")[0]
-
     # ---- tests -------------------------------------------------------------------------------
 
     def test_dns_answers_follow_the_tenant(self):
         self.start()
         sink = ["0.0.0.0"]
-        self.assertEqual(self.resolve(BOX["box-1"], "a.test"), [pf.ADDRS["a"]])
-        self.assertEqual(self.resolve(BOX["box-1"], "b.test"), sink)
-        self.assertEqual(self.resolve(BOX["box-1"], "bulk.test"), [pf.ADDRS["bulk"]])  # a list
-        self.assertEqual(self.resolve(BOX["box-2"], "b.test"), [pf.ADDRS["b"]])
-        self.assertEqual(self.resolve(BOX["box-2"], "a.test"), sink)
-        self.assertEqual(self.resolve(BOX["box-2"], "bulk.test"), sink)
-        self.assertEqual(self.resolve(NONE, "a.test"), sink)  # the top-level allow
-        self.assertEqual(self.resolve(NONE, "bulk.test"), [pf.ADDRS["bulk"]])
+        self.assertEqual(self.resolve_as(BOX["box-1"], "a.test"), [pf.ADDRS["a"]])
+        self.assertEqual(self.resolve_as(BOX["box-1"], "b.test"), sink)
+        self.assertEqual(self.resolve_as(BOX["box-1"], "bulk.test"), [pf.ADDRS["bulk"]])  # a list
+        self.assertEqual(self.resolve_as(BOX["box-2"], "b.test"), [pf.ADDRS["b"]])
+        self.assertEqual(self.resolve_as(BOX["box-2"], "a.test"), sink)
+        self.assertEqual(self.resolve_as(BOX["box-2"], "bulk.test"), sink)
+        self.assertEqual(self.resolve_as(NONE, "a.test"), sink)  # the top-level allow
+        self.assertEqual(self.resolve_as(NONE, "bulk.test"), [pf.ADDRS["bulk"]])
         self.moat.line_with("kind=dns", "client=%s:" % BOX["box-2"], "tenant=box-2",
                             "name=a.test", "verdict=block")
         self.moat.line_with("kind=dns", "client=%s:" % NONE, "tenant=-", "name=a.test")
 
     def test_tls_and_http_follow_the_tenant(self):
         self.start()
-        self.assertEqual(self.tls_body(BOX["box-1"], "a.test"), "server-a\n")
-        self.assertEqual(self.tls_body(BOX["box-1"], "b.test"), "denied")
-        self.assertEqual(self.tls_body(BOX["box-2"], "b.test"), "server-b\n")
-        self.assertEqual(self.tls_body(BOX["box-2"], "a.test"), "denied")
-        self.assertEqual(self.tls_body(NONE, "a.test"), "denied")
-        self.assertIn(" 200 ", self.http_status(BOX["box-1"], "a.test"))
-        self.assertIn(" 403 ", self.http_status(BOX["box-2"], "a.test"))
-        self.assertIn(" 403 ", self.http_status(NONE, "a.test"))
+        self.assertEqual(self.tls_body_as(BOX["box-1"], "a.test"), "server-a\n")
+        self.assertEqual(self.tls_body_as(BOX["box-1"], "b.test"), "denied")
+        self.assertEqual(self.tls_body_as(BOX["box-2"], "b.test"), "server-b\n")
+        self.assertEqual(self.tls_body_as(BOX["box-2"], "a.test"), "denied")
+        self.assertEqual(self.tls_body_as(NONE, "a.test"), "denied")
+        self.assertIn(" 200 ", self.http_status_as(BOX["box-1"], "a.test"))
+        self.assertIn(" 403 ", self.http_status_as(BOX["box-2"], "a.test"))
+        self.assertIn(" 403 ", self.http_status_as(NONE, "a.test"))
         self.moat.line_with("kind=tcp", "listener=tls", "tenant=box-2", "name=a.test",
                             "verdict=block reason=not-allowed")
         self.moat.line_with("kind=tcp", "listener=tls", "tenant=box-1", "name=a.test",
@@ -150,19 +113,19 @@ class TenantTest(pf.NetnsTestCase):
         self.start()
         box3 = BOX["box-3"]
         # Not a tenant yet: the top-level allow.
-        self.assertEqual(self.tls_body(box3, "b.test"), "denied")
+        self.assertEqual(self.tls_body_as(box3, "b.test"), "denied")
         self.write_tenant("name: box-3\nclients: [%s]\nallow: [b.test]\n" % box3)
         self.moat.sighup()
-        self.assertEqual(self.tls_body(box3, "b.test"), "server-b\n")
-        self.assertEqual(self.resolve(box3, "b.test"), [pf.ADDRS["b"]])
+        self.assertEqual(self.tls_body_as(box3, "b.test"), "server-b\n")
+        self.assertEqual(self.resolve_as(box3, "b.test"), [pf.ADDRS["b"]])
 
         # An open connection of box-3 to b.test, and a transfer of box-1.
-        held = self.connect(box3, self.tls_port)
+        held = self.connect_as(box3, "127.0.0.1", self.tls_port)
         held_tls = ssl.create_default_context(cafile=self.cert).wrap_socket(
             held, server_hostname="b.test")
         self.socks.append(held_tls)
         blocks = 24
-        bulk = self.connect(BOX["box-1"], self.http_port)
+        bulk = self.connect_as(BOX["box-1"], "127.0.0.1", self.http_port)
         bulk.settimeout(30)
         bulk.sendall(b"POST / HTTP/1.1\r\nHost: bulk.test\r\nX-Blocks: %d\r\n\r\n" % blocks)
         first = b""
@@ -195,16 +158,16 @@ class TenantTest(pf.NetnsTestCase):
                          "sha256=%s len=0" % hashlib.sha256(b"").hexdigest())
         self.assertFalse(any("tenant=box-1" in l and "policy-reload" in l
                              for l in self.moat.lines[mark:]))
-        self.assertEqual(self.tls_body(box3, "a.test"), "server-a\n")
-        self.assertEqual(self.tls_body(box3, "b.test"), "denied")
+        self.assertEqual(self.tls_body_as(box3, "a.test"), "server-a\n")
+        self.assertEqual(self.tls_body_as(box3, "b.test"), "denied")
 
         # Removed: box-3's clients fall back to the top-level allow.
         os.unlink(os.path.join(self.tenants_d, "box-3.yaml"))
         self.moat.sighup()
-        self.assertEqual(self.tls_body(box3, "a.test"), "denied")
-        self.assertEqual(self.resolve(box3, "bulk.test"), [pf.ADDRS["bulk"]])
+        self.assertEqual(self.tls_body_as(box3, "a.test"), "denied")
+        self.assertEqual(self.resolve_as(box3, "bulk.test"), [pf.ADDRS["bulk"]])
         # The other tenants never noticed.
-        self.assertEqual(self.tls_body(BOX["box-2"], "b.test"), "server-b\n")
+        self.assertEqual(self.tls_body_as(BOX["box-2"], "b.test"), "server-b\n")
 
     def test_broken_tenant_file_rejects_the_reload(self):
         self.start()
@@ -214,7 +177,7 @@ class TenantTest(pf.NetnsTestCase):
         mark = self.moat.sighup(wait="rejected")
         self.moat.line_with("config error:", "box-3.yaml:3:", start=mark)
         # The running generation keeps serving box-3 as before.
-        self.assertEqual(self.tls_body(BOX["box-3"], "b.test"), "server-b\n")
+        self.assertEqual(self.tls_body_as(BOX["box-3"], "b.test"), "server-b\n")
 
 
 if __name__ == "__main__":
