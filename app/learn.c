@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "app/args.h"
 #include "app/cli.h"
 #include "core/gen.h"
 #include "core/log.h"
@@ -714,15 +715,11 @@ int learn_cmd(int argc, char **argv, FILE *out, FILE *err)
     const char **logs = calloc((size_t)(argc > 0 ? argc : 1), sizeof *logs);
     bool ok = logs != NULL;
     for (int i = 2; i < argc && ok; i++) {
-        const char *a = argv[i], *val = NULL;
-        if (strcmp(a, "--config") == 0 && i + 1 < argc)
-            o.config = argv[++i];
-        else if (strncmp(a, "--config=", 9) == 0)
-            o.config = a + 9;
-        else if (strcmp(a, "--wildcards") == 0 && i + 1 < argc)
-            val = argv[++i];
-        else if (strncmp(a, "--wildcards=", 12) == 0)
-            val = a + 12;
+        const char *a = argv[i], *val = NULL, *cfg;
+        if ((cfg = args_value(argc, argv, &i, "--config")))
+            o.config = cfg;
+        else if ((val = args_value(argc, argv, &i, "--wildcards")))
+            ;
         else if (a[0] != '-' || strcmp(a, "-") == 0)
             logs[o.n_logs++] = a;
         else

@@ -11,6 +11,7 @@
 #include <uv.h>
 #include <yaml.h>
 
+#include "app/args.h"
 #include "app/cli.h"
 #include "app/control.h"
 #include "app/learn.h"
@@ -218,15 +219,11 @@ static int main_nft(int argc, char **argv)
     nft_target_t t = {0};
     bool ok = true;
     for (int i = 2; i < argc && ok; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--iface") == 0 && i + 1 < argc)
-            ok = nft_target_add_iface(&t, argv[++i], stderr) == 0;
-        else if (strncmp(a, "--iface=", 8) == 0)
-            ok = nft_target_add_iface(&t, a + 8, stderr) == 0;
-        else if (strcmp(a, "--host-port") == 0 && i + 1 < argc)
-            ok = nft_target_add_host_port(&t, argv[++i], stderr) == 0;
-        else if (strncmp(a, "--host-port=", 12) == 0)
-            ok = nft_target_add_host_port(&t, a + 12, stderr) == 0;
+        const char *a = argv[i], *v;
+        if ((v = args_value(argc, argv, &i, "--iface")))
+            ok = nft_target_add_iface(&t, v, stderr) == 0;
+        else if ((v = args_value(argc, argv, &i, "--host-port")))
+            ok = nft_target_add_host_port(&t, v, stderr) == 0;
         else if (a[0] != '-' && !file)
             file = a;
         else
@@ -261,14 +258,11 @@ static int main_explain(int argc, char **argv)
     size_t n = 0;
     bool ok = true;
     for (int i = 2; i < argc && ok; i++) {
-        if (strcmp(argv[i], "--client") == 0 && i + 1 < argc && !client)
-            client = argv[++i];
-        else if (strncmp(argv[i], "--client=", 9) == 0 && !client)
-            client = argv[i] + 9;
-        else if (strcmp(argv[i], "--user") == 0 && i + 1 < argc && !user)
-            user = argv[++i];
-        else if (strncmp(argv[i], "--user=", 7) == 0 && !user)
-            user = argv[i] + 7;
+        const char *v;
+        if (!client && (v = args_value(argc, argv, &i, "--client")))
+            client = v;
+        else if (!user && (v = args_value(argc, argv, &i, "--user")))
+            user = v;
         else if (argv[i][0] != '-' && n < 3)
             pos[n++] = argv[i];
         else
@@ -330,8 +324,8 @@ static int main_options(int argc, char **argv, const char **config_path)
             *config_path = argv[++i];
             continue;
         }
-        if (strcmp(a, "--control") == 0 || strncmp(a, "--control=", 10) == 0) {
-            const char *v = a[9] == '=' ? a + 10 : (i + 1 < argc ? argv[++i] : NULL);
+        if (strncmp(a, "--control", 9) == 0 && (a[9] == '\0' || a[9] == '=')) {
+            const char *v = args_value(argc, argv, &i, "--control");
             if (!v || !*v || main_control_path) {
                 fprintf(stderr, "moat: --control needs one PATH\n");
                 return MOAT_EXIT_CONFIG;
