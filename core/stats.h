@@ -33,6 +33,8 @@ typedef enum stats_listener {
     STATS_LISTENER_TLS,
     STATS_LISTENER_HTTP,
     STATS_LISTENER_TRANSPARENT,
+    STATS_LISTENER_CONNECT,
+    STATS_LISTENER_SOCKS,
     STATS_LISTENER_COUNT,
 } stats_listener_t;
 

@@ -876,6 +876,12 @@ static const char *const pol_reason_names[FILTER_REASON_COUNT] = {
     [FILTER_REASON_POLICY_RELOAD] = "policy-reload",
     [FILTER_REASON_MAX_CONNECTIONS] = "max-connections",
     [FILTER_REASON_ACCEPT_ERROR] = "accept-error",
+    [FILTER_REASON_HOST_SWITCH] = "host-switch",
+    [FILTER_REASON_SNI_MISMATCH] = "sni-mismatch",
+    [FILTER_REASON_HOST_MISMATCH] = "host-mismatch",
+    [FILTER_REASON_BAD_FRAMING] = "bad-framing",
+    [FILTER_REASON_BAD_REQUEST] = "bad-request",
+    [FILTER_REASON_PROXY_AUTH] = "proxy-auth",
     [FILTER_REASON_DOH_CANARY] = "doh-canary",
 };
 
