@@ -94,7 +94,7 @@ static void cli_check_policy(const cfg_t *c, FILE *out)
 /* The summary's settings: DNS, sinkhole, listeners, ports, limits, log. */
 static void cli_check_settings(const cfg_t *c, FILE *out)
 {
-    char a[512], b[512], cbuf[512];
+    char a[512], b[512], cbuf[512], d[512], e[512];
     fprintf(out, "  dns        listen %s; upstream %s; timeout %llu ms; cache %u entries\n",
             cli_format_addrs(&c->dns.listen, a, sizeof a),
             c->dns.upstream.n ? cli_format_addrs(&c->dns.upstream, b, sizeof b)
@@ -108,10 +108,12 @@ static void cli_check_settings(const cfg_t *c, FILE *out)
         inet_ntop(AF_INET6, c->sinkhole.ipv6, v6, sizeof v6);
         fprintf(out, "  sinkhole   A %s, AAAA %s, TTL %u s\n", v4, v6, c->sinkhole.ttl_s);
     }
-    fprintf(out, "  proxy      transparent %s; tls %s; http %s\n",
+    fprintf(out, "  proxy      transparent %s; tls %s; http %s; connect %s; socks %s\n",
             cli_format_addrs(&c->proxy.transparent, a, sizeof a),
             cli_format_addrs(&c->proxy.tls, b, sizeof b),
-            cli_format_addrs(&c->proxy.http, cbuf, sizeof cbuf));
+            cli_format_addrs(&c->proxy.http, cbuf, sizeof cbuf),
+            cli_format_addrs(&c->proxy.connect, d, sizeof d),
+            cli_format_addrs(&c->proxy.socks, e, sizeof e));
     fprintf(out, "  ports      tls %s; http %s\n",
             cli_format_ports(c->proxy.tls_ports.items, c->proxy.tls_ports.n, a, sizeof a),
             cli_format_ports(c->proxy.http_ports.items, c->proxy.http_ports.n, b, sizeof b));
@@ -405,10 +407,7 @@ static int cli_who(const moat_gen_t *gen, const char *client, const char *user, 
         }
         w->tenant = gen->clients ? filter_tenants_lookup(gen->clients, &a) : -1;
     } else if (user) {
-        for (size_t i = 0; i < gen->cfg->n_tenants && w->tenant < 0; i++)
-            for (size_t j = 0; j < gen->cfg->tenants[i].n_users; j++)
-                if (strcmp(gen->cfg->tenants[i].users[j].name, user) == 0)
-                    w->tenant = (long)i;
+        w->tenant = moat_gen_user_tenant(gen, user, strlen(user));
         if (w->tenant < 0) {
             fprintf(err, "moat explain: no tenant has a user '%s'\n", user);
             return 1;

@@ -23,8 +23,9 @@
 #include "filter/addr.h"
 #include "filter/name.h"
 
-static const char *const cfg_listen_key[CFG_L_N] = {"dns.listen", "proxy.transparent", "proxy.tls",
-                                                    "proxy.http", "metrics.listen"};
+static const char *const cfg_listen_key[CFG_L_N] = {
+    "dns.listen",    "proxy.transparent", "proxy.tls",     "proxy.http",
+    "proxy.connect", "proxy.socks",       "metrics.listen"};
 
 /* Add an error; an allocation failure becomes the sticky -ENOMEM. */
 void cfg_err(cfg_ctx_t *c, unsigned line, unsigned col, const char *fmt, ...)
@@ -508,6 +509,8 @@ static void cfg_walk_proxy(cfg_ctx_t *c, const cfg_node_t *n)
         K_TRANSPARENT,
         K_TLS,
         K_HTTP,
+        K_CONNECT_LISTEN,
+        K_SOCKS,
         K_TLS_PORTS,
         K_HTTP_PORTS,
         K_MAX_HELLO,
@@ -519,8 +522,8 @@ static void cfg_walk_proxy(cfg_ctx_t *c, const cfg_node_t *n)
         K_N
     };
     static const char *const names[K_N] = {
-        "transparent",     "tls",          "http",           "tls_ports",
-        "http_ports",      "max_hello",    "max_http_head",  "peek_timeout",
+        "transparent",     "tls",          "http",           "connect",       "socks",
+        "tls_ports",       "http_ports",   "max_hello",      "max_http_head", "peek_timeout",
         "connect_timeout", "idle_timeout", "max_connections"};
     const cfg_node_t *v[K_N];
     cfg_t *cfg = c->cfg;
@@ -533,6 +536,12 @@ static void cfg_walk_proxy(cfg_ctx_t *c, const cfg_node_t *n)
         cfg_get_addrs(c, v[K_TLS], "proxy.tls", 0, &cfg->proxy.tls, &c->listen_pos[CFG_L_TLS]);
     if (v[K_HTTP])
         cfg_get_addrs(c, v[K_HTTP], "proxy.http", 0, &cfg->proxy.http, &c->listen_pos[CFG_L_HTTP]);
+    if (v[K_CONNECT_LISTEN])
+        cfg_get_addrs(c, v[K_CONNECT_LISTEN], "proxy.connect", 0, &cfg->proxy.connect,
+                      &c->listen_pos[CFG_L_CONNECT]);
+    if (v[K_SOCKS])
+        cfg_get_addrs(c, v[K_SOCKS], "proxy.socks", 0, &cfg->proxy.socks,
+                      &c->listen_pos[CFG_L_SOCKS]);
     if (v[K_TLS_PORTS])
         cfg_set_port_list(c, v[K_TLS_PORTS], "proxy.tls_ports", &cfg->proxy.tls_ports,
                           &c->tls_ports_pos);
@@ -841,8 +850,9 @@ static void cfg_check_listen(cfg_ctx_t *c)
     const cfg_t *cfg = c->cfg;
     const cfg_addr_list_t metrics = {(cfg_addr_t *)&cfg->metrics.listen,
                                      cfg->metrics.enabled ? 1u : 0u};
-    const cfg_addr_list_t *lists[CFG_L_N] = {&cfg->dns.listen, &cfg->proxy.transparent,
-                                             &cfg->proxy.tls, &cfg->proxy.http, &metrics};
+    const cfg_addr_list_t *lists[CFG_L_N] = {
+        &cfg->dns.listen,    &cfg->proxy.transparent, &cfg->proxy.tls, &cfg->proxy.http,
+        &cfg->proxy.connect, &cfg->proxy.socks,       &metrics};
     size_t total = 0;
     for (unsigned l = 0; l < CFG_L_N; l++)
         total += lists[l]->n;
@@ -1144,6 +1154,8 @@ void cfg_free(cfg_t *cfg)
     free(cfg->proxy.transparent.items);
     free(cfg->proxy.tls.items);
     free(cfg->proxy.http.items);
+    free(cfg->proxy.connect.items);
+    free(cfg->proxy.socks.items);
     free(cfg->proxy.tls_ports.items);
     free(cfg->proxy.http_ports.items);
     cfg_rules_free(cfg->allow, cfg->n_allow);

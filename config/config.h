@@ -126,6 +126,9 @@ typedef struct cfg {
 
     struct {
         cfg_addr_list_t transparent, tls, http;
+        /* The explicit proxies (SPEC §2.6): HTTP CONNECT and absolute-form
+         * requests, and SOCKS5. */
+        cfg_addr_list_t connect, socks;
         cfg_port_list_t tls_ports, http_ports;
         uint32_t max_hello;     /* bytes, counting TLS record headers */
         uint32_t max_http_head; /* bytes */

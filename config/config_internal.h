@@ -81,7 +81,16 @@ typedef struct cfg_pos {
 
 /* Every listener takes TCP (DNS takes UDP too), so no two may share an
  * address; these are the lists checked against each other. */
-enum { CFG_L_DNS, CFG_L_TRANSPARENT, CFG_L_TLS, CFG_L_HTTP, CFG_L_METRICS, CFG_L_N };
+enum {
+    CFG_L_DNS,
+    CFG_L_TRANSPARENT,
+    CFG_L_TLS,
+    CFG_L_HTTP,
+    CFG_L_CONNECT,
+    CFG_L_SOCKS,
+    CFG_L_METRICS,
+    CFG_L_N
+};
 
 /* A tenant's name, client or user, kept for the duplicate checks. */
 typedef struct cfg_ref {

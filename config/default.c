@@ -18,6 +18,8 @@ const char cfg_default_yaml[] =
     "  transparent: []\n"
     "  tls: [\"127.0.0.1:8443\"]\n"
     "  http: [\"127.0.0.1:8080\"]\n"
+    "  connect: []                       # HTTP proxy (CONNECT), e.g. 127.0.0.1:3128\n"
+    "  socks: []                         # SOCKS5, e.g. 127.0.0.1:1080\n"
     "  tls_ports: [443]\n"
     "  http_ports: [80]\n"
     "  max_hello: 16384\n"

@@ -6,8 +6,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+
 #include "core/stats.h"
 #include "filter/siphash.h"
+
+#define GEN_SHA256_LEN 32
+
+/* A proxy user: its name (the cfg's), its tenant, and the SHA-256 of its
+ * password, so that a check hashes the given password and compares digests
+ * (SPEC §2.6). */
+struct moat_gen_user {
+    const char *name;
+    size_t len;
+    size_t tenant;
+    uint8_t sha256[GEN_SHA256_LEN];
+};
 
 /* moat's own listeners, refused as destinations (SPEC §2.4): every listen
  * address of the config. Returns 0 with *out (owned, calloc'd) and *n, or
@@ -17,7 +32,7 @@ static int gen_own_listeners(const cfg_t *cfg, struct sockaddr_storage **out, si
     *out = NULL;
     *n = 0;
     const cfg_addr_list_t *lists[] = {&cfg->dns.listen, &cfg->proxy.transparent, &cfg->proxy.tls,
-                                      &cfg->proxy.http};
+                                      &cfg->proxy.http, &cfg->proxy.connect,     &cfg->proxy.socks};
     size_t n_own = cfg->metrics.enabled ? 1 : 0;
     for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
         n_own += lists[i]->n;
@@ -147,6 +162,77 @@ done:
     return rc;
 }
 
+/* Byte order, then length: a total order on names with any bytes in them. */
+static int gen_name_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    int d = memcmp(a, b, alen < blen ? alen : blen);
+    if (d != 0)
+        return d;
+    return alen < blen ? -1 : alen > blen;
+}
+
+static int gen_user_cmp(const void *pa, const void *pb)
+{
+    const moat_gen_user_t *a = pa, *b = pb;
+    return gen_name_cmp(a->name, a->len, b->name, b->len);
+}
+
+static int gen_sha256(const void *data, size_t len, uint8_t out[GEN_SHA256_LEN])
+{
+    static const char empty[1];
+    return gnutls_hash_fast(GNUTLS_DIG_SHA256, len ? data : empty, len, out) == 0 ? 0 : -EIO;
+}
+
+/* Every tenant's users, sorted by name for gen_user_find. The config
+ * refused two tenants with one user, so names are unique. */
+static int gen_compile_users(moat_gen_t *gen)
+{
+    const cfg_t *cfg = gen->cfg;
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_tenants; i++)
+        n += cfg->tenants[i].n_users;
+    if (n == 0)
+        return 0;
+    gen->users = calloc(n, sizeof *gen->users);
+    if (!gen->users)
+        return -ENOMEM;
+    for (size_t i = 0; i < cfg->n_tenants; i++) {
+        const cfg_tenant_t *t = &cfg->tenants[i];
+        for (size_t j = 0; j < t->n_users; j++) {
+            const cfg_user_t *cu = &t->users[j];
+            moat_gen_user_t *u = &gen->users[gen->n_users++];
+            u->name = cu->name;
+            u->len = strlen(cu->name);
+            u->tenant = i;
+            if (cu->hashed)
+                memcpy(u->sha256, cu->sha256, sizeof u->sha256);
+            else if (gen_sha256(cu->password, strlen(cu->password), u->sha256) != 0)
+                return -EIO;
+        }
+    }
+    qsort(gen->users, gen->n_users, sizeof *gen->users, gen_user_cmp);
+    return 0;
+}
+
+static const moat_gen_user_t *gen_user_find(const moat_gen_t *gen, const char *name, size_t len)
+{
+    if (!name && len > 0)
+        return NULL;
+    size_t lo = 0, hi = gen->n_users;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const moat_gen_user_t *u = &gen->users[mid];
+        int d = gen_name_cmp(name ? name : "", len, u->name, u->len);
+        if (d == 0)
+            return u;
+        if (d < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
 int moat_gen_from_cfg(cfg_t *cfg, moat_gen_t **out)
 {
     *out = NULL;
@@ -170,6 +256,8 @@ int moat_gen_from_cfg(cfg_t *cfg, moat_gen_t **out)
     }
     if (rc == 0)
         rc = gen_compile_tenants(gen, own, n_own);
+    if (rc == 0)
+        rc = gen_compile_users(gen);
     free(own);
     if (rc != 0) {
         moat_gen_unref(gen);
@@ -232,6 +320,9 @@ void moat_gen_free(moat_gen_t *gen)
     for (size_t i = 0; i < gen->n_tenants; i++)
         filter_policy_free(gen->tenants[i].policy);
     free(gen->tenants);
+    if (gen->users)
+        explicit_bzero(gen->users, gen->n_users * sizeof *gen->users);
+    free(gen->users);
     filter_policy_free(gen->policy);
     /* The lists last: the policies above borrowed them. */
     for (size_t i = 0; gen->lists && i < gen->cfg->n_lists; i++)
@@ -279,6 +370,52 @@ long moat_gen_tenant_find(const moat_gen_t *gen, const char *name)
         if (strcmp(gen->tenants[i].name, name) == 0)
             return (long)i;
     return -1;
+}
+
+bool moat_gen_has_users(const moat_gen_t *gen)
+{
+    return gen->n_users > 0;
+}
+
+long moat_gen_user_tenant(const moat_gen_t *gen, const char *user, size_t user_len)
+{
+    const moat_gen_user_t *u = gen_user_find(gen, user, user_len);
+    return u ? (long)u->tenant : -1;
+}
+
+/* Whether client is one of tenant t's guests: inside one of its prefixes,
+ * or any client when it names none. */
+static bool gen_client_ok(const moat_gen_t *gen, size_t t, const filter_addr_t *client)
+{
+    const cfg_tenant_t *ct = &gen->cfg->tenants[t];
+    if (ct->n_clients == 0)
+        return true;
+    if (!client)
+        return false;
+    for (size_t i = 0; i < ct->n_clients; i++)
+        if (filter_prefix_contains(&ct->clients[i], client))
+            return true;
+    return false;
+}
+
+long moat_gen_user_auth(const moat_gen_t *gen, const filter_addr_t *client, const char *user,
+                        size_t user_len, const char *pass, size_t pass_len)
+{
+    /* Compared against when the user is unknown, so that case costs what a
+     * wrong password does. */
+    static const uint8_t none[GEN_SHA256_LEN];
+    uint8_t got[GEN_SHA256_LEN];
+    if ((!pass && pass_len > 0) || gen_sha256(pass, pass_len, got) != 0)
+        return -1;
+    const moat_gen_user_t *u = gen_user_find(gen, user, user_len);
+    const volatile uint8_t *want = u ? u->sha256 : none;
+    unsigned diff = 0;
+    for (size_t i = 0; i < GEN_SHA256_LEN; i++)
+        diff |= (unsigned)(got[i] ^ want[i]);
+    explicit_bzero(got, sizeof got);
+    if (!u || diff != 0)
+        return -1;
+    return gen_client_ok(gen, u->tenant, client) ? (long)u->tenant : -1;
 }
 
 void moat_gen_swap(moat_gen_t **slot, moat_gen_t *gen)

@@ -24,6 +24,9 @@ typedef struct moat_tenant {
     unsigned stats_id;       /* its counters (stats_tenant), set by moat_gen_publish */
 } moat_tenant_t;
 
+/* A proxy user compiled (SPEC §2.6, §2.7); defined in gen.c. */
+typedef struct moat_gen_user moat_gen_user_t;
+
 typedef struct moat_gen {
     unsigned refs;
     uint64_t id;             /* set by the daemon: 1 for the first, +1 per successful reload */
@@ -34,6 +37,8 @@ typedef struct moat_gen {
     moat_tenant_t *tenants;  /* owned: cfg->tenants compiled, same order */
     size_t n_tenants;
     filter_tenants_t *clients; /* owned: client address -> tenant index */
+    moat_gen_user_t *users;    /* owned: every tenant's proxy users, sorted by name */
+    size_t n_users;
 } moat_gen_t;
 
 /* Who is asking (SPEC §2.7): the policy and mode a query or a connection is
@@ -66,6 +71,31 @@ bool moat_gen_same_upstream(const moat_gen_t *a, const moat_gen_t *b);
 
 /* The index of the tenant named name, or -1. */
 long moat_gen_tenant_find(const moat_gen_t *gen, const char *name);
+
+/* Proxy users (SPEC §2.6 Authentication, §2.7 users). User names are looked
+ * up by binary search over the generation's sorted users, never by a scan
+ * over the tenants. Neither function logs anything. */
+
+/* True when some tenant names users: the proxy listeners then ask every
+ * client for credentials. */
+bool moat_gen_has_users(const moat_gen_t *gen);
+
+/* The index of the tenant whose user is user[0..user_len) (bytes, no NUL
+ * needed), or -1. For `moat explain --user`: no password is checked. */
+long moat_gen_user_tenant(const moat_gen_t *gen, const char *user, size_t user_len);
+
+/* Authenticate a proxy client: the index of the tenant whose user this is
+ * when pass[0..pass_len) is its password and, when that tenant has
+ * `clients`, client is inside one of its prefixes; -1 otherwise (unknown
+ * user, wrong password, client outside: not told apart; client NULL counts
+ * as outside). The password is compared in constant time: the SHA-256 of
+ * the given one against the SHA-256 of the configured one (computed when
+ * the generation was compiled, or given as `sha256:HEX`), with no early
+ * exit, and an unknown user costs the same hash and comparison, so neither
+ * the length nor the bytes of the secret show in the time taken. pass may
+ * be NULL when pass_len is 0. */
+long moat_gen_user_auth(const moat_gen_t *gen, const filter_addr_t *client, const char *user,
+                        size_t user_len, const char *pass, size_t pass_len);
 
 /* Load path (NULL: the embedded default) and compile its policy. Returns 0
  * with *out holding one reference, -EINVAL with the errors in *diag (always

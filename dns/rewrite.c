@@ -61,7 +61,8 @@ static void rw_addr_make(bool v6, const uint8_t *b, filter_addr_t *out)
         memset(out, 0, sizeof *out);
 }
 
-/* SPEC §2.2 / §2.4: the addresses a name may not point to. */
+/* SPEC §2.2 / §2.4 / §2.5: the addresses a name may not point to (the
+ * ranges judge embedded IPv4 addresses too, filter/addr.h). */
 static bool rw_addr_refused(const filter_policy_t *p, const filter_addr_t *a)
 {
     if (!filter_addr_is_always_refused(a) && !filter_addr_is_private(a))

@@ -19,8 +19,10 @@
  *       would be malformed (RFC 9460 §8);
  *   (b) rebinding defence: A and AAAA records (every section) whose address is
  *       always refused or private/CGNAT (SPEC §2.4, filter/addr.h;
- *       ::ffff:a.b.c.d is judged as a.b.c.d) are removed unless an address
- *       rule covers the address; the same addresses are removed from
+ *       ::ffff:a.b.c.d is judged as a.b.c.d, and ::a.b.c.d, 64:ff9b::a.b.c.d
+ *       and 6to4 2002:aabb:ccdd:: as themselves and as the IPv4 address they
+ *       carry, SPEC §2.5) are removed unless an address rule covers the
+ *       address as written; the same addresses are removed from
  *       ipv4hint/ipv6hint SvcParams (the key goes when it empties), since
  *       clients connect to hints too. When this leaves an A/AAAA question
  *       with no record of its type, the answer is NODATA (CNAMEs kept, RCODE

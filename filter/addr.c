@@ -203,8 +203,8 @@ static bool ranges_contain(const range_t *r, size_t n, const filter_addr_t *a)
     return false;
 }
 
-/* SPEC §2.4, always refused. IPv4-mapped addresses were unmapped on the way
- * in, so ::ffff:127.0.0.1 is 127.0.0.1 here. */
+/* SPEC §2.4, always refused. IPv4 addresses written in IPv6 are checked
+ * again as the IPv4 address they carry (filter_addr_embedded_v4). */
 static const range_t always_refused[] = {
     {AF_INET, {0}, 8},                   /* 0.0.0.0/8: unspecified, "this network" */
     {AF_INET, {127}, 8},                 /* loopback */
@@ -224,14 +224,50 @@ static const range_t private_ranges[] = {
     {AF_INET6, {0xfc}, 7},                               /* unique local */
 };
 
+static const uint8_t nat64_prefix[12] = {0, 0x64, 0xff, 0x9b}; /* 64:ff9b::/96, RFC 6052 §2.1 */
+static const uint8_t zero_prefix[12] = {0};
+
+bool filter_addr_embedded_v4(const filter_addr_t *a, filter_addr_t *v4)
+{
+    filter_addr_t out;
+    memset(&out, 0, sizeof out);
+    const uint8_t *carried = NULL;
+    if (a->family == AF_INET6) {
+        const uint8_t *b = a->bytes;
+        if (memcmp(b, v4mapped_prefix, 12) == 0 || memcmp(b, nat64_prefix, 12) == 0)
+            carried = b + 12; /* RFC 4291 §2.5.5.2; RFC 6052 §2.2 at /96 */
+        else if (memcmp(b, zero_prefix, 12) == 0 && (b[12] | b[13] | b[14] | (b[15] & 0xfe)) != 0)
+            carried = b + 12; /* RFC 4291 §2.5.5.1, but :: and ::1 are themselves */
+        else if (b[0] == 0x20 && b[1] == 0x02)
+            carried = b + 2; /* 6to4, RFC 3056 §2 */
+    }
+    if (carried) {
+        out.family = AF_INET;
+        memcpy(out.bytes, carried, 4);
+    }
+    if (v4)
+        *v4 = out;
+    return carried != NULL;
+}
+
+/* a, and the IPv4 address it carries if it carries one (SPEC §2.5), in one
+ * of the ranges r[0..n). */
+static bool ranges_judge(const range_t *r, size_t n, const filter_addr_t *a)
+{
+    if (ranges_contain(r, n, a))
+        return true;
+    filter_addr_t v4;
+    return filter_addr_embedded_v4(a, &v4) && ranges_contain(r, n, &v4);
+}
+
 bool filter_addr_is_always_refused(const filter_addr_t *a)
 {
-    return ranges_contain(always_refused, sizeof always_refused / sizeof always_refused[0], a);
+    return ranges_judge(always_refused, sizeof always_refused / sizeof always_refused[0], a);
 }
 
 bool filter_addr_is_private(const filter_addr_t *a)
 {
-    return ranges_contain(private_ranges, sizeof private_ranges / sizeof private_ranges[0], a);
+    return ranges_judge(private_ranges, sizeof private_ranges / sizeof private_ranges[0], a);
 }
 
 bool filter_sockaddr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)

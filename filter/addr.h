@@ -3,6 +3,9 @@
  * An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is always turned into the IPv4
  * address it carries, on parse and when taken from a socket address, so that
  * no rule or refused range can be side-stepped by writing it the other way.
+ * The other IPv6 forms that carry an IPv4 address (IPv4-compatible, NAT64,
+ * 6to4) stay IPv6 addresses, and the ranges of SPEC §2.4 judge them twice:
+ * as themselves and as the IPv4 address they carry (SPEC §2.5).
  */
 #ifndef MOAT_FILTER_ADDR_H
 #define MOAT_FILTER_ADDR_H
@@ -54,7 +57,20 @@ const char *filter_prefix_format(const filter_prefix_t *p, char *buf, size_t n);
 /* True when p covers a (same family, first p->len bits equal). */
 bool filter_prefix_contains(const filter_prefix_t *p, const filter_addr_t *a);
 
-/* Ranges of SPEC §2.4, independent of any policy. */
+/* SPEC §2.5: the IPv4 address an IPv6 address carries, in *v4 (AF_INET; may
+ * be NULL) when it is one of
+ *   ::ffff:0:0/96  IPv4-mapped (RFC 4291 §2.5.5.2), bytes 12..15,
+ *   ::/96          IPv4-compatible (RFC 4291 §2.5.5.1), bytes 12..15, but not
+ *                  :: and ::1, which are the unspecified and loopback address,
+ *   64:ff9b::/96   the NAT64 well-known prefix (RFC 6052 §2.1), bytes 12..15,
+ *   2002::/16      6to4 (RFC 3056 §2), bytes 2..5;
+ * false (and *v4 zeroed) for anything else, IPv4 addresses included. */
+bool filter_addr_embedded_v4(const filter_addr_t *a, filter_addr_t *v4);
+
+/* Ranges of SPEC §2.4, independent of any policy. Both judge a and, when it
+ * carries one (filter_addr_embedded_v4), the IPv4 address it carries: true
+ * when either is in the ranges. Every check of these ranges goes through
+ * them (policy.c's refusals and private check, the DNS answer filter). */
 /* Loopback, link-local, unspecified (0.0.0.0/8, ::), multicast, broadcast. */
 bool filter_addr_is_always_refused(const filter_addr_t *a);
 /* RFC 1918, fc00::/7, CGNAT 100.64.0.0/10. */

@@ -1282,9 +1282,13 @@ filter_decision_t filter_check_refused(const filter_policy_t *p, const filter_ad
      * listener, so an own listener is lifted only by an address rule that
      * covers it on that very port, not merely its address; with filtering
      * off there are no rules (filter_match_addr's filter-off allow lifts
-     * nothing). */
-    if (port >= 0 && port <= 65535 && pol_is_own(p, addr, (uint16_t)port) &&
-        (!p->filtering || filter_match_addr(p, addr, port).verdict != FILTER_ALLOW))
+     * nothing). An IPv6 form that carries a listener's IPv4 address
+     * (64:ff9b::, 2002:...) reaches it through a translator (SPEC §2.5). */
+    filter_addr_t v4;
+    bool own = port >= 0 && port <= 65535 &&
+               (pol_is_own(p, addr, (uint16_t)port) ||
+                (filter_addr_embedded_v4(addr, &v4) && pol_is_own(p, &v4, (uint16_t)port)));
+    if (own && (!p->filtering || filter_match_addr(p, addr, port).verdict != FILTER_ALLOW))
         return pol_decision(FILTER_BLOCK, FILTER_REASON_OWN_LISTENER, NULL);
     return pol_decision(FILTER_ALLOW, FILTER_REASON_ALLOWLIST, NULL);
 }

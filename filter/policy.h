@@ -196,12 +196,18 @@ bool filter_addr_covered(const filter_policy_t *p, const filter_addr_t *addr);
  * rule covers addr on that port (a loop back into moat must be named); ALLOW/
  * allowlist otherwise with rule NULL. port may be FILTER_ANY_PORT (the
  * own-listener check is skipped). Not a verdict on its own: an ALLOW here
- * only means "not refused". */
+ * only means "not refused".
+ * §2.5: an IPv6 address that carries an IPv4 one (filter_addr_embedded_v4)
+ * is refused when either is; only a rule covering addr as written (the IPv6
+ * form) lifts that, since that is the address dialled and the one step 0
+ * admits (a rule for 127.0.0.0/8 does not lift ::127.0.0.1). */
 filter_decision_t filter_check_refused(const filter_policy_t *p, const filter_addr_t *addr,
                                        int port);
 
 /* §2.4 for the addresses a name resolved to: true when addr is private or
- * CGNAT and no address rule covers it (only meaningful with filtering on). */
+ * CGNAT, or carries such an IPv4 address (§2.5: ::ffff:10.0.0.1,
+ * 64:ff9b::a00:1), and no address rule covers addr as written (only
+ * meaningful with filtering on). */
 bool filter_check_private(const filter_policy_t *p, const filter_addr_t *addr);
 
 #endif

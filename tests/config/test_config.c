@@ -116,6 +116,10 @@ static void assert_defaults(const cfg_t *c)
     addr_is(&c->proxy.tls.items[0], AF_INET, "127.0.0.1", 8443, "127.0.0.1:8443");
     cr_assert_eq(c->proxy.http.n, 1);
     addr_is(&c->proxy.http.items[0], AF_INET, "127.0.0.1", 8080, "127.0.0.1:8080");
+    cr_assert_eq(c->proxy.connect.n, 0);
+    cr_assert_null(c->proxy.connect.items);
+    cr_assert_eq(c->proxy.socks.n, 0);
+    cr_assert_null(c->proxy.socks.items);
     cr_assert_eq(c->proxy.tls_ports.n, 1);
     cr_assert_eq(c->proxy.tls_ports.items[0].lo, 443);
     cr_assert_eq(c->proxy.tls_ports.items[0].hi, 443);
@@ -214,6 +218,8 @@ Test(config, every_key_set)
        "  transparent: [\"127.0.0.1:9000\", \"[::1]:9000\"]\n"
        "  tls: [\"127.0.0.1:9443\"]\n"
        "  http: []\n"
+       "  connect: [\"127.0.0.1:3128\", \"[::1]:3128\"]\n"
+       "  socks: [\"0.0.0.0:1080\"]\n"
        "  tls_ports: [443, \"8443\", 10000-10010]\n"
        "  http_ports: [80, \"8080-8089\"]\n"
        "  max_hello: 65536\n"
@@ -249,6 +255,11 @@ Test(config, every_key_set)
     cr_assert_eq(cfg->proxy.tls.n, 1);
     cr_assert_eq(cfg->proxy.http.n, 0);
     cr_assert_null(cfg->proxy.http.items);
+    cr_assert_eq(cfg->proxy.connect.n, 2);
+    addr_is(&cfg->proxy.connect.items[0], AF_INET, "127.0.0.1", 3128, "127.0.0.1:3128");
+    addr_is(&cfg->proxy.connect.items[1], AF_INET6, "::1", 3128, "[::1]:3128");
+    cr_assert_eq(cfg->proxy.socks.n, 1);
+    addr_is(&cfg->proxy.socks.items[0], AF_INET, "0.0.0.0", 1080, "0.0.0.0:1080");
     cr_assert_eq(cfg->proxy.tls_ports.n, 3);
     cr_assert_eq(cfg->proxy.tls_ports.items[1].lo, 8443);
     cr_assert_eq(cfg->proxy.tls_ports.items[2].lo, 10000);
@@ -648,6 +659,43 @@ Test(config, err_addresses)
     one_err("dns:\n  upstream: [\"2001:db8::zz\"]\n", 2, 14, "not a valid IPv6 address");
     one_err("metrics: {listen: 9090}\n", 1, 19, "metrics.listen: 9090");
     one_err("proxy:\n  tls: [[\"127.0.0.1:1\"]]\n", 2, 9, "expected an address, not a list");
+}
+
+/* The explicit proxies' listeners (SPEC §2.6): lists of listen addresses,
+ * checked as the other listeners are. */
+Test(config, connect_and_socks_listeners)
+{
+    ok("proxy:\n  connect: []\n  socks: []\n");
+    cr_assert_eq(cfg->proxy.connect.n, 0);
+    cr_assert_eq(cfg->proxy.socks.n, 0);
+    ok("proxy: {connect: [\"127.0.0.1:0\"], socks: [\"127.0.0.1:0\"]}\n"); /* port 0 never clashes
+                                                                            */
+    cr_assert_eq(cfg->proxy.connect.n, 1);
+    cr_assert_eq(cfg->proxy.socks.n, 1);
+    ok("proxy:\n  connect:\n  socks:\n"); /* no value: the default */
+    cr_assert_eq(cfg->proxy.connect.n, 0);
+    cr_assert_eq(cfg->proxy.socks.n, 0);
+    ok("proxy:\n  connect: [\"[::ffff:127.0.0.2]:3128\"]\n");
+    addr_is(&cfg->proxy.connect.items[0], AF_INET, "127.0.0.2", 3128, "[::ffff:127.0.0.2]:3128");
+}
+
+Test(config, err_connect_and_socks)
+{
+    one_err("proxy:\n  connect: \"127.0.0.1:3128\"\n", 2, 12, "proxy.connect: expected a list");
+    one_err("proxy:\n  socks: 1080\n", 2, 10, "proxy.socks: expected a list");
+    one_err("proxy:\n  connect: [\"127.0.0.1\"]\n", 2, 13, "needs a port");
+    one_err("proxy:\n  socks: [\"localhost:1080\"]\n", 2, 11, "host names are not allowed");
+    one_err("proxy:\n  socks: [\"[::1]:1080\", \"[0::1]:1080\"]\n", 2, 25,
+            "proxy.socks: [0::1]:1080: listed twice");
+    one_err("proxy:\n  connect: [\"127.0.0.1:8443\"]\n", 2, 13,
+            "proxy.connect: 127.0.0.1:8443: also used by proxy.tls (default)");
+    one_err("proxy:\n  connect: [\"127.0.0.1:1080\"]\n  socks: [\"127.0.0.1:1080\"]\n", 3, 11,
+            "proxy.socks: 127.0.0.1:1080: also used by proxy.connect");
+    one_err("dns:\n  listen: [\"127.0.0.1:1080\"]\nproxy:\n  socks: [\"127.0.0.1:1080\"]\n", 4, 11,
+            "proxy.socks: 127.0.0.1:1080: also used by dns.listen");
+    one_err("metrics: {listen: \"127.0.0.1:3128\"}\nproxy: {connect: [\"127.0.0.1:3128\"]}\n", 1,
+            19, "metrics.listen: 127.0.0.1:3128: also used by proxy.connect");
+    one_err("proxy:\n  sock: []\n", 2, 3, "did you mean \"socks\"");
 }
 
 Test(config, err_duplicate_key)

@@ -552,3 +552,101 @@ Test(rewrite, edns_options_but_ede_dropped)
         filter_policy_free(pol);
     }
 }
+
+/* SPEC §2.5: AAAA records in the IPv6 forms that carry a refused or private
+ * IPv4 address go as that address would. */
+Test(rewrite, ipv4_in_ipv6_forms_removed)
+{
+    filter_policy_t *pol = policy(true, NULL);
+    const char *an[] = {
+        "example.com. 300 IN AAAA ::ffff:10.0.0.1",    "example.com. 300 IN AAAA ::127.0.0.1",
+        "example.com. 300 IN AAAA ::10.0.0.1",         "example.com. 300 IN AAAA ::2",
+        "example.com. 300 IN AAAA 64:ff9b::a9fe:a9fe", "example.com. 300 IN AAAA 64:ff9b::a00:1",
+        "example.com. 300 IN AAAA 64:ff9b::6440:1",    "example.com. 300 IN AAAA 2002:7f00:1::",
+        "example.com. 300 IN AAAA 2002:c0a8:101::1",   "example.com. 300 IN AAAA 2002::",
+        "example.com. 300 IN AAAA 64:ff9b::808:808",   "example.com. 300 IN AAAA 2002:808:808::",
+        "example.com. 300 IN AAAA 64:ff9b:1::a00:1",   NULL};
+    size_t len;
+    uint8_t *w = build(&len, "example.com. IN AAAA", 0, an, NULL, NULL, false);
+    dns_rewrite_result_t r;
+    cr_assert_eq(dns_rewrite(pol, w, len, &r), 0);
+    cr_assert_eq(r.removed_addrs, 10);
+    cr_assert(!r.nodata);
+    ldns_pkt *p = parse(&r);
+    cr_assert_eq(ldns_rr_list_rr_count(ldns_pkt_answer(p)), 3);
+    cr_assert(section_has_addr(ldns_pkt_answer(p), "64:ff9b::808:808"));
+    cr_assert(section_has_addr(ldns_pkt_answer(p), "2002:808:808::"));
+    /* the local-use NAT64 prefix has no fixed embedding: judged as itself */
+    cr_assert(section_has_addr(ldns_pkt_answer(p), "64:ff9b:1::a00:1"));
+    ldns_pkt_free(p);
+    cr_assert_eq(r.n_addrs, 3);
+    dns_rewrite_result_free(&r);
+    free(w);
+    filter_policy_free(pol);
+}
+
+Test(rewrite, ipv4_in_ipv6_forms_only_gives_nodata)
+{
+    filter_policy_t *pol = policy(true, NULL);
+    const char *an[] = {"example.com. 300 IN AAAA ::ffff:10.0.0.1",
+                        "example.com. 300 IN AAAA 64:ff9b::a00:1", NULL};
+    size_t len;
+    uint8_t *w = build(&len, "example.com. IN AAAA", 0, an, NULL, NULL, false);
+    dns_rewrite_result_t r;
+    cr_assert_eq(dns_rewrite(pol, w, len, &r), 0);
+    cr_assert(r.nodata);
+    cr_assert_eq(r.removed_addrs, 2);
+    cr_assert_eq(r.n_addrs, 0);
+    dns_rewrite_result_free(&r);
+    free(w);
+    filter_policy_free(pol);
+}
+
+/* Only a rule covering the IPv6 form as written keeps it: a rule for the
+ * IPv4 address it carries does not (SPEC §2.5, filter/policy.h). */
+Test(rewrite, ipv4_in_ipv6_forms_covered_by_their_own_rule)
+{
+    const char *cover[] = {"10.0.0.0/8", "64:ff9b::a00:0/120", "2002:7f00::/24", NULL};
+    filter_policy_t *pol = policy(true, cover);
+    const char *an[] = {
+        "example.com. 300 IN AAAA 64:ff9b::a00:1",  "example.com. 300 IN AAAA 64:ff9b::a01:1",
+        "example.com. 300 IN AAAA ::10.0.0.1",      "example.com. 300 IN AAAA 2002:7f00:1::",
+        "example.com. 300 IN AAAA ::ffff:10.0.0.1", NULL};
+    size_t len;
+    uint8_t *w = build(&len, "example.com. IN AAAA", 0, an, NULL, NULL, false);
+    dns_rewrite_result_t r;
+    cr_assert_eq(dns_rewrite(pol, w, len, &r), 0);
+    cr_assert_eq(r.removed_addrs, 2);
+    ldns_pkt *p = parse(&r);
+    cr_assert(section_has_addr(ldns_pkt_answer(p), "64:ff9b::a00:1"));
+    cr_assert(section_has_addr(ldns_pkt_answer(p), "2002:7f00:1::"));
+    /* ::ffff: is IPv4 to the policy: 10.0.0.0/8 covers it */
+    cr_assert(section_has_addr(ldns_pkt_answer(p), "::ffff:10.0.0.1"));
+    cr_assert(!section_has_addr(ldns_pkt_answer(p), "64:ff9b::a01:1"));
+    cr_assert(!section_has_addr(ldns_pkt_answer(p), "::10.0.0.1"));
+    ldns_pkt_free(p);
+    dns_rewrite_result_free(&r);
+    free(w);
+    filter_policy_free(pol);
+}
+
+Test(rewrite, ipv4_in_ipv6_forms_in_hints)
+{
+    filter_policy_t *pol = policy(true, NULL);
+    const char *an[] = {"example.com. 300 IN HTTPS 1 . alpn=h2 ipv6hint=64:ff9b::a9fe:a9fe,"
+                        "2001:db8::1,::ffff:127.0.0.1,2002:a00:1::,::192.168.0.1",
+                        "example.com. 300 IN HTTPS 2 . alpn=h2 ipv6hint=64:ff9b::a00:1", NULL};
+    size_t len;
+    uint8_t *w = build(&len, "example.com. IN HTTPS", 0, an, NULL, NULL, false);
+    dns_rewrite_result_t r;
+    cr_assert_eq(dns_rewrite(pol, w, len, &r), 0);
+    cr_assert_eq(r.removed_hints, 5);
+    ldns_pkt *p = parse(&r);
+    assert_rr(ldns_rr_list_rr(ldns_pkt_answer(p), 0),
+              "example.com. 300 IN HTTPS 1 . alpn=h2 ipv6hint=2001:db8::1");
+    assert_rr(ldns_rr_list_rr(ldns_pkt_answer(p), 1), "example.com. 300 IN HTTPS 2 . alpn=h2");
+    ldns_pkt_free(p);
+    dns_rewrite_result_free(&r);
+    free(w);
+    filter_policy_free(pol);
+}

@@ -233,10 +233,10 @@ Test(ranges, always_refused)
                          "::ffff:169.254.169.254"};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
         cr_assert(refused(yes[i]), "%s should be refused", yes[i]);
-    const char *no[] = {
-        "198.18.0.1",      "198.19.255.255", "2001:db8::1",     "8.8.8.8",   "10.0.0.1",
-        "192.168.1.1",     "fec0::1",        "fd00::1",         "128.0.0.1", "126.255.255.255",
-        "169.253.255.255", "240.0.0.1",      "255.255.255.254", "::2",       "1.0.0.0"};
+    const char *no[] = {"198.18.0.1",      "198.19.255.255",  "2001:db8::1",     "8.8.8.8",
+                        "10.0.0.1",        "192.168.1.1",     "fec0::1",         "fd00::1",
+                        "128.0.0.1",       "126.255.255.255", "169.253.255.255", "240.0.0.1",
+                        "255.255.255.254", "1.0.0.0"};
     for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
         cr_assert_not(refused(no[i]), "%s should not be refused", no[i]);
 }
@@ -252,6 +252,123 @@ Test(ranges, private)
                         "192.167.255.255", "192.169.0.0", "100.63.255.255", "100.128.0.0",
                         "fe00::1",         "fbff::1",     "8.8.8.8",        "2001:db8::1",
                         "198.18.0.1",      "127.0.0.1"};
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        cr_assert_not(private_(no[i]), "%s should not be private", no[i]);
+}
+
+/* ---- SPEC §2.5: IPv4 addresses carried in IPv6 ---------------------------- */
+
+static bool embedded(const char *s, const char *want)
+{
+    filter_addr_t a = A(s), v4;
+    memset(&v4, 0xa5, sizeof v4);
+    bool yes = filter_addr_embedded_v4(&a, &v4);
+    if (!yes) {
+        filter_addr_t zero;
+        memset(&zero, 0, sizeof zero);
+        cr_assert_eq(memcmp(&v4, &zero, sizeof v4), 0, "%s: *v4 not zeroed", s);
+        return false;
+    }
+    filter_addr_t w = A(want);
+    cr_assert_eq(v4.family, AF_INET, "%s", s);
+    cr_assert_eq(memcmp(&v4, &w, sizeof v4), 0, "%s should carry %s", s, want);
+    return true;
+}
+
+Test(embedded, forms)
+{
+    /* IPv4-compatible, ::/96 */
+    cr_assert(embedded("::127.0.0.1", "127.0.0.1"));
+    cr_assert(embedded("::7f00:1", "127.0.0.1"));
+    cr_assert(embedded("::10.0.0.1", "10.0.0.1"));
+    cr_assert(embedded("::2", "0.0.0.2"));
+    cr_assert(embedded("::1:0", "0.1.0.0"));
+    cr_assert(embedded("::255.255.255.255", "255.255.255.255"));
+    /* NAT64 well-known prefix */
+    cr_assert(embedded("64:ff9b::a9fe:a9fe", "169.254.169.254"));
+    cr_assert(embedded("64:ff9b::a00:1", "10.0.0.1"));
+    cr_assert(embedded("64:ff9b::", "0.0.0.0"));
+    cr_assert(embedded("64:ff9b::8.8.8.8", "8.8.8.8"));
+    /* 6to4: the IPv4 address is bytes 2..5, whatever follows */
+    cr_assert(embedded("2002:7f00:1::", "127.0.0.1"));
+    cr_assert(embedded("2002:7f00:1:2:3:4:5:6", "127.0.0.1"));
+    cr_assert(embedded("2002::", "0.0.0.0"));
+    cr_assert(embedded("2002:0a00:0001::1", "10.0.0.1"));
+    cr_assert(embedded("2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "255.255.255.255"));
+}
+
+Test(embedded, not_forms)
+{
+    const char *no[] = {
+        "::",  /* unspecified, itself */
+        "::1", /* loopback, itself */
+        "2001:db8::7f00:1",
+        "64:ff9b:1::a00:1", /* the local-use NAT64 prefix: its length is the operator's */
+        "64:ff9a::a00:1",
+        "64:ff9b:0:0:0:1:a00:1", /* not /96 */
+        "2003:7f00:1::",
+        "2001:7f00:1::",
+        "1::7f00:1",
+        "0:0:0:0:0:1:7f00:1",
+        "::fffe:7f00:1",
+        "::ffff:0:7f00:1",
+        "fe80::7f00:1",
+        "fd00::a00:1",
+    };
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        cr_assert_not(embedded(no[i], "0.0.0.0"), "%s carries no IPv4 address", no[i]);
+    /* IPv4 addresses carry nothing; parsed ::ffff: forms are IPv4 already. */
+    cr_assert_not(embedded("127.0.0.1", "0.0.0.0"));
+    cr_assert_not(embedded("::ffff:127.0.0.1", "0.0.0.0"));
+}
+
+Test(embedded, mapped_built_by_hand)
+{
+    /* An address built from bytes, not parsed, may still be ::ffff:a.b.c.d. */
+    filter_addr_t a = {.family = AF_INET6, .bytes = {[10] = 0xff, 0xff, 127, 0, 0, 1}}, v4;
+    cr_assert(filter_addr_embedded_v4(&a, &v4));
+    cr_assert_eq(v4.family, AF_INET);
+    cr_assert_eq(v4.bytes[0], 127);
+    cr_assert(filter_addr_is_always_refused(&a));
+    cr_assert(filter_addr_embedded_v4(&a, NULL));
+}
+
+Test(embedded, always_refused)
+{
+    const char *yes[] = {"::127.0.0.1",
+                         "::169.254.169.254",
+                         "::224.0.0.1",
+                         "::255.255.255.255",
+                         "::0.1.2.3",
+                         "::2",
+                         "64:ff9b::a9fe:a9fe",
+                         "64:ff9b::7f00:1",
+                         "64:ff9b::",
+                         "64:ff9b::e000:1",
+                         "2002:7f00:1::",
+                         "2002:a9fe:a9fe::1",
+                         "2002::",
+                         "2002:0:1::",
+                         "2002:ffff:ffff::",
+                         "2002:e000:1::"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        cr_assert(refused(yes[i]), "%s should be refused", yes[i]);
+    const char *no[] = {"::8.8.8.8",      "::10.0.0.1",     "64:ff9b::808:808",
+                        "64:ff9b::a00:1", "2002:808:808::", "2002:a00:1::",
+                        "2001:db8::1",    "::1:0:0:0",      "64:ff9b:1::7f00:1"};
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        cr_assert_not(refused(no[i]), "%s should not be refused", no[i]);
+}
+
+Test(embedded, private)
+{
+    const char *yes[] = {"::10.0.0.1",        "::ffff:10.0.0.1", "64:ff9b::a00:1",
+                         "64:ff9b::c0a8:101", "64:ff9b::6440:1", "64:ff9b::ac10:1",
+                         "2002:a00:1::",      "2002:c0a8:101::", "2002:6440:1::1"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        cr_assert(private_(yes[i]), "%s should be private", yes[i]);
+    const char *no[] = {"::8.8.8.8", "64:ff9b::808:808", "2002:808:808::", "64:ff9b::7f00:1",
+                        "::127.0.0.1"};
     for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
         cr_assert_not(private_(no[i]), "%s should not be private", no[i]);
 }

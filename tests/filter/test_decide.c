@@ -31,6 +31,7 @@ enum {
     P_MAIN,  /* filtering on: the rules below */
     P_OFF,   /* no `allow` key */
     P_NAMED, /* address rules naming every refused address and the own listeners */
+    P_V6,    /* address rules naming IPv6 forms of IPv4 addresses (SPEC §2.5) */
     P_COUNT,
 };
 
@@ -38,6 +39,29 @@ static const spec_t main_rules[] = {
     {"allowed.example", NULL}, {"*.wild.example", NULL}, {"ssh.example", "22"},
     {"198.51.100.0/24", NULL}, {"203.0.113.7", "8443"},  {"10.9.0.0/16", NULL},
     {"private.example", NULL},
+};
+
+/* The IPv6 forms that carry an always-refused IPv4 address (SPEC §2.5). */
+static const char *const refused_v6_forms[] = {
+    "::127.0.0.1",     "::169.254.169.254",  "64:ff9b::a9fe:a9fe",
+    "64:ff9b::7f00:1", "2002:7f00:1::",      "2002:a9fe:a9fe::1",
+    "2002::", /* 6to4 of 0.0.0.0 */
+    "::224.0.0.1",     "64:ff9b::ffff:ffff",
+};
+/* The P_V6 rule that covers each of refused_v6_forms. */
+static const char *const refused_v6_rule[] = {
+    "::127.0.0.1",     "::169.254.169.254", "64:ff9b::a9fe:a9fe",
+    "64:ff9b::7f00:1", "2002:7f00::/24",    "2002:a9fe::/32",
+    "2002::/32",       "::224.0.0.1",       "64:ff9b::ffff:ffff",
+};
+_Static_assert(sizeof refused_v6_rule == sizeof refused_v6_forms, "one rule per form");
+#define N_REFUSED_V6_FORMS (sizeof refused_v6_forms / sizeof refused_v6_forms[0])
+
+static const spec_t v6_rules[] = {
+    {"::127.0.0.1", NULL},        {"64:ff9b::a9fe:a9fe", NULL}, {"2002:7f00::/24", NULL},
+    {"2002::/32", NULL},          {"::169.254.169.254", NULL},  {"2002:a9fe::/32", NULL},
+    {"::224.0.0.1", NULL},        {"64:ff9b::ffff:ffff", NULL}, {"64:ff9b::7f00:1", NULL},
+    {"64:ff9b::a00:0/120", NULL}, {"64:ff9b::c612:1", "8443"},  {"allowed.example", NULL},
 };
 
 static filter_policy_t *pol[P_COUNT];
@@ -114,6 +138,7 @@ static void setup(void)
     named[N_REFUSED] = (spec_t){"198.18.0.1", "8443"};
     named[N_REFUSED + 1] = (spec_t){"2001:db8::1", "8443"};
     pol[P_NAMED] = compile(named, N_REFUSED + 2, true);
+    pol[P_V6] = compile(v6_rules, sizeof v6_rules / sizeof v6_rules[0], true);
 }
 
 static void teardown(void)
@@ -460,6 +485,85 @@ Test(decide, own_listeners)
     CHECK_ROWS(rows);
 }
 
+/* SPEC §2.5: an IPv6 address that carries an always-refused IPv4 address is
+ * refused as that address is, on every path; a rule naming the IPv6 form
+ * lifts it, a rule naming only the IPv4 address does not. */
+Test(decide, refused_ipv4_in_ipv6_forms)
+{
+    for (size_t i = 0; i < N_REFUSED_V6_FORMS; i++) {
+        const char *a = refused_v6_forms[i], *rule = refused_v6_rule[i];
+        const row_t rows[] = {
+            {a, P_MAIN, ACCEPT, T, false, 443, a, .act = REFUSE, .ans = RESET, .v = BLOCK,
+             .r = R(REFUSED_RANGE)},
+            {a, P_MAIN, ACCEPT, T, false, 5000, a, .act = REFUSE, .ans = RESET, .v = BLOCK,
+             .r = R(REFUSED_RANGE)},
+            {a, P_MAIN, ACCEPT, T, true, 80, a, .act = REFUSE, .ans = RESET, .v = BLOCK,
+             .r = R(REFUSED_RANGE)},
+            {a, P_OFF, ACCEPT, T, false, 443, a, .act = REFUSE, .ans = RESET, .v = BLOCK,
+             .r = R(REFUSED_RANGE)},
+            {a, P_OFF, ACCEPT, T, true, 5000, a, .act = REFUSE, .ans = RESET, .v = BLOCK,
+             .r = R(REFUSED_RANGE)},
+            /* P_NAMED names the IPv4 addresses only: not enough. */
+            {a, P_NAMED, ACCEPT, T, false, 443, a, .act = REFUSE, .ans = RESET, .v = BLOCK,
+             .r = R(REFUSED_RANGE)},
+            {a, P_V6, ACCEPT, T, false, 5000, a, .act = DIAL_ADDR, .v = ALLOW, .r = R(ALLOWLIST),
+             .rule = rule, .dialed = a},
+            {a, P_MAIN, S_HTTP, L_HTTP, true, 80, .result = FILTER_HTTP_NAME, .name = a,
+             .act = REFUSE, .ans = H403, .v = BLOCK, .r = R(REFUSED_RANGE)},
+            {a, P_OFF, S_HTTP, L_HTTP, false, 80, .result = FILTER_HTTP_NAME, .name = a,
+             .act = REFUSE, .ans = H403, .v = BLOCK, .r = R(REFUSED_RANGE)},
+            {a, P_V6, S_HTTP, L_HTTP, false, 80, .result = FILTER_HTTP_NAME, .name = a,
+             .act = DIAL_ADDR, .v = ALLOW, .r = R(ALLOWLIST), .rule = rule, .dialed = a},
+            {a, P_MAIN, RECHECK, T, true, 443, a, .act = REFUSE, .v = BLOCK, .r = R(REFUSED_RANGE)},
+            {a, P_OFF, RECHECK, T, false, 443, a, .act = REFUSE, .v = BLOCK, .r = R(REFUSED_RANGE)},
+        };
+        CHECK_ROWS(rows);
+    }
+    /* ::ffff: forms are IPv4 from the parse on, so a rule for the IPv4
+     * address is the rule for them; ::, ::1 are themselves. */
+    static const row_t more[] = {
+        {"mapped", P_MAIN, ACCEPT, T, false, 443, "::ffff:127.0.0.1", .act = REFUSE, .ans = RESET,
+         .v = BLOCK, .r = R(REFUSED_RANGE)},
+        {"mapped, named as IPv4", P_NAMED, ACCEPT, T, false, 443, "::ffff:127.0.0.1",
+         .act = DIAL_ADDR, .v = ALLOW, .r = R(ALLOWLIST), .rule = "127.0.0.1",
+         .dialed = "127.0.0.1"},
+        {"mapped metadata", P_OFF, ACCEPT, T, false, 80, "::ffff:169.254.169.254", .act = REFUSE,
+         .ans = RESET, .v = BLOCK, .r = R(REFUSED_RANGE)},
+        {"public in NAT64", P_OFF, ACCEPT, T, false, 443, "64:ff9b::808:808", .act = DIAL_ADDR,
+         .v = ALLOW, .r = R(FILTER_OFF)},
+        {"public in 6to4", P_OFF, ACCEPT, T, false, 443, "2002:808:808::1", .act = DIAL_ADDR,
+         .v = ALLOW, .r = R(FILTER_OFF)},
+        {"private in NAT64, transparent: not refused", P_OFF, ACCEPT, T, false, 443,
+         "64:ff9b::a00:1", .act = DIAL_ADDR, .v = ALLOW, .r = R(FILTER_OFF)},
+    };
+    CHECK_ROWS(more);
+}
+
+/* SPEC §2.5 for moat's own listeners: 64:ff9b::c612:1 and 2002:c612:1:: reach
+ * 198.18.0.1 through a translator. */
+Test(decide, own_listeners_in_ipv6_forms)
+{
+    static const row_t rows[] = {
+        {"NAT64", P_MAIN, ACCEPT, T, false, 8443, "64:ff9b::c612:1", .act = REFUSE, .ans = RESET,
+         .v = BLOCK, .r = R(OWN_LISTENER)},
+        {"6to4", P_MAIN, ACCEPT, T, false, 8443, "2002:c612:1::", .act = REFUSE, .ans = RESET,
+         .v = BLOCK, .r = R(OWN_LISTENER)},
+        {"compatible, filtering off", P_OFF, ACCEPT, T, false, 8443, "::198.18.0.1", .act = REFUSE,
+         .ans = RESET, .v = BLOCK, .r = R(OWN_LISTENER)},
+        {"NAT64, audit", P_MAIN, ACCEPT, T, true, 8443, "64:ff9b::c612:1", .act = REFUSE,
+         .ans = RESET, .v = BLOCK, .r = R(OWN_LISTENER)},
+        {"NAT64, another port", P_OFF, ACCEPT, T, false, 8444, "64:ff9b::c612:1", .act = DIAL_ADDR,
+         .v = ALLOW, .r = R(FILTER_OFF)},
+        {"named as IPv4 only", P_NAMED, ACCEPT, T, false, 8443, "64:ff9b::c612:1", .act = REFUSE,
+         .ans = RESET, .v = BLOCK, .r = R(OWN_LISTENER)},
+        {"named on its port", P_V6, ACCEPT, T, false, 8443, "64:ff9b::c612:1", .act = DIAL_ADDR,
+         .v = ALLOW, .r = R(ALLOWLIST), .rule = "64:ff9b::c612:1"},
+        {"NAT64, reload", P_MAIN, RECHECK, T, false, 8443, "64:ff9b::c612:1", .act = REFUSE,
+         .v = BLOCK, .r = R(OWN_LISTENER)},
+    };
+    CHECK_ROWS(rows);
+}
+
 Test(decide, tls_hello)
 {
     static const row_t rows[] = {
@@ -652,6 +756,8 @@ typedef struct dial_row {
     bool audited;
 } dial_row_t;
 
+static void check_dial_rows(const dial_row_t *rows, size_t n_rows);
+
 Test(decide, dial_addresses_step4_and_private_ranges)
 {
     static const dial_row_t rows[] = {
@@ -742,9 +848,140 @@ Test(decide, dial_addresses_step4_and_private_ranges)
          R(ALLOWLIST),
          false},
     };
+    check_dial_rows(rows, sizeof rows / sizeof rows[0]);
+}
+
+/* SPEC §2.5: a name resolving to IPv6 forms of refused or private IPv4
+ * addresses. */
+Test(decide, dial_ipv4_in_ipv6_forms)
+{
+    static const dial_row_t rows[] = {
+        {"NAT64 of a private address",
+         P_MAIN,
+         false,
+         443,
+         {"64:ff9b::a00:1"},
+         {},
+         BLOCK,
+         R(PRIVATE_RANGE),
+         false},
+        {"mapped private (IPv4 once parsed)",
+         P_MAIN,
+         false,
+         443,
+         {"::ffff:10.0.0.1"},
+         {},
+         BLOCK,
+         R(PRIVATE_RANGE),
+         false},
+        {"compatible and 6to4 of private addresses",
+         P_MAIN,
+         false,
+         443,
+         {"::192.168.1.1", "2002:6440:1::", "2002:ac10:1::1"},
+         {},
+         BLOCK,
+         R(PRIVATE_RANGE),
+         false},
+        {"NAT64 of the metadata address",
+         P_MAIN,
+         false,
+         443,
+         {"64:ff9b::a9fe:a9fe"},
+         {},
+         BLOCK,
+         R(REFUSED_RANGE),
+         false},
+        {"refused, audit: never",
+         P_MAIN,
+         true,
+         443,
+         {"2002:7f00:1::", "::127.0.0.1"},
+         {},
+         BLOCK,
+         R(REFUSED_RANGE),
+         false},
+        {"private only, audit: dialled",
+         P_MAIN,
+         true,
+         443,
+         {"64:ff9b::a00:1"},
+         {"64:ff9b::a00:1"},
+         BLOCK,
+         R(PRIVATE_RANGE),
+         true},
+        {"public and private forms: the public ones",
+         P_MAIN,
+         false,
+         443,
+         {"64:ff9b::a00:1", "64:ff9b::808:808", "2002:a00:1::", "2002:808:808::"},
+         {"64:ff9b::808:808", "2002:808:808::"},
+         ALLOW,
+         R(ALLOWLIST),
+         false},
+        {"a rule for 10.9.0.0/16 does not cover the NAT64 form",
+         P_MAIN,
+         false,
+         443,
+         {"64:ff9b::a09:101"},
+         {},
+         BLOCK,
+         R(PRIVATE_RANGE),
+         false},
+        {"a rule for the NAT64 form covers it",
+         P_V6,
+         false,
+         443,
+         {"64:ff9b::a00:1", "64:ff9b::a01:1"},
+         {"64:ff9b::a00:1"},
+         ALLOW,
+         R(ALLOWLIST),
+         false},
+        {"a rule for the 6to4 form lifts the refusal",
+         P_V6,
+         false,
+         443,
+         {"2002:7f00:1::"},
+         {"2002:7f00:1::"},
+         ALLOW,
+         R(ALLOWLIST),
+         false},
+        {"filtering off: private forms are fine, refused ones are not",
+         P_OFF,
+         false,
+         443,
+         {"64:ff9b::a00:1", "64:ff9b::a9fe:a9fe", "2002::"},
+         {"64:ff9b::a00:1"},
+         ALLOW,
+         R(ALLOWLIST),
+         false},
+        {"own listener in NAT64",
+         P_MAIN,
+         true,
+         8443,
+         {"64:ff9b::c612:1"},
+         {},
+         BLOCK,
+         R(OWN_LISTENER),
+         false},
+        {"::, ::1 themselves",
+         P_MAIN,
+         false,
+         443,
+         {"::", "::1"},
+         {},
+         BLOCK,
+         R(REFUSED_RANGE),
+         false},
+    };
+    check_dial_rows(rows, sizeof rows / sizeof rows[0]);
+}
+
+static void check_dial_rows(const dial_row_t *rows, size_t n_rows)
+{
     const filter_rule_info_t *rule = filter_policy_rule_at(pol[P_MAIN], 0);
     filter_decision_t admitted = {.verdict = FILTER_ALLOW, .reason = R(ALLOWLIST), .rule = rule};
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    for (size_t i = 0; i < n_rows; i++) {
         const dial_row_t *w = &rows[i];
         filter_addr_t a[4];
         size_t n = 0, n_kept = 0;
