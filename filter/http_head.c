@@ -200,6 +200,18 @@ static bool http_absolute_authority(filter_cur_t t, filter_cur_t *auth)
     return filter_cur_ok(auth);
 }
 
+/* True when the authority holds a backslash: WHATWG URL parsers (browsers,
+ * and the libraries that copy them) read it as '/', so `http://a.test\@b.test/`
+ * names a.test to them while RFC 3986 reads userinfo "a.test\" and host
+ * b.test. Such a URI names two hosts at once: refused. */
+static bool http_has_backslash(filter_cur_t auth)
+{
+    for (size_t i = 0; filter_cur_peek(&auth, i) >= 0; i++)
+        if (filter_cur_peek(&auth, i) == '\\')
+            return true;
+    return false;
+}
+
 static void http_set_name(filter_http_head_t *out, const http_host_t *h)
 {
     memcpy(out->name, h->name, h->len + 1);
@@ -453,6 +465,9 @@ filter_http_result_t filter_http_head_parse(const uint8_t *buf, size_t len, size
     } else if (http_absolute_authority(target, &auth)) {
         /* RFC 9112 §3.2.2: the target's host wins over Host; RFC 9110
          * §4.2.1: an empty host in an http URI is invalid. */
+        if (http_has_backslash(auth))
+            return http_answer(out, FILTER_HTTP_BAD_NAME,
+                               "'\\' in the URI's authority (WHATWG URL parsers read it as '/')");
         r = http_authority(auth, true, &h, out);
         if (r == FILTER_HTTP_NO_NAME)
             r = http_answer(out, FILTER_HTTP_BAD_NAME, "absolute URI with an empty host");

@@ -131,6 +131,36 @@ Test(http_head, userinfo)
     expect("GET / HTTP/1.1\r\nHost: user@host.example\r\n\r\n", FILTER_HTTP_BAD_NAME);
 }
 
+/* A backslash in an absolute URI's authority is '/' to WHATWG URL parsers:
+ * `http://blocked.test\@allowed.test/` names blocked.test to a browser-like
+ * client and allowed.test to RFC 3986. Refused wherever it sits in the
+ * authority; after the authority it is path and harmless. */
+Test(http_head, backslash_in_authority)
+{
+    static const char *const bad[] = {
+        "GET http://blocked.test\\@allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+        "GET http://blocked.test\\@allowed.test HTTP/1.1\r\n\r\n",
+        "GET http://u:p\\@allowed.test:80/x HTTP/1.1\r\n\r\n",
+        "GET http://\\@allowed.test/ HTTP/1.1\r\n\r\n",
+        "GET http://allowed.test\\ HTTP/1.1\r\n\r\n",
+        "GET http://allowed.test:80\\x/ HTTP/1.1\r\n\r\n",
+        "GET HTTPS://a\\b@allowed.test?q HTTP/1.1\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        filter_http_head_t h;
+        cr_assert_eq(parse(bad[i], &h), FILTER_HTTP_BAD_NAME, "<%s>: %s", bad[i], h.detail);
+        cr_assert_not_null(strstr(h.detail, "WHATWG"), "<%s>: %s", bad[i], h.detail);
+        cr_assert_eq(h.name_len, 0);
+        check_prefixes(bad[i], strlen(bad[i]), MAXH, FILTER_HTTP_BAD_NAME, true);
+    }
+    /* Past the authority (path, query, fragment) a backslash is not the host's. */
+    expect_name("GET http://allowed.test/\\blocked.test HTTP/1.1\r\n\r\n", "allowed.test");
+    expect_name("GET http://allowed.test?\\@blocked.test HTTP/1.1\r\n\r\n", "allowed.test");
+    expect_name("GET http://allowed.test#\\@blocked.test HTTP/1.1\r\n\r\n", "allowed.test");
+    /* In origin-form the target is not read for a host at all. */
+    expect_name("GET /\\@x HTTP/1.1\r\nHost: allowed.test\r\n\r\n", "allowed.test");
+}
+
 Test(http_head, ip_literals)
 {
     filter_http_head_t h;
