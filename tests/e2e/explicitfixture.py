@@ -660,6 +660,12 @@ class ExplicitCase(pf.NetnsTestCase):
         cls.blackhole = cls.serve(pm.Blackhole())
         cls.start_dnsmasq(DNSMASQ_ARGS)
 
+    def setUp(self):
+        super().setUp()
+        # Each test starts with empty access logs (nginx appends, O_APPEND).
+        for n in ("allowed", "secret", "blocked", "git"):
+            open(os.path.join(self.nginx.dir, n + "-access.log"), "w").close()
+
     def start(self, allow=ALLOW, proxy_extra="", extra=""):
         """moat on CONFIG (self.config_text), running."""
         self.metrics_port = free_port()
@@ -708,16 +714,17 @@ class ExplicitCase(pf.NetnsTestCase):
         s = self.gconnect(SOCKS_PORT, src=src)
         return s, socks5(s, host, port, **kw)
 
-    def resolve_in_guest(self, name, src=GUEST_A):
-        """The A records moat's DNS answers the guest (from src) for name."""
+    def resolve_in_guest(self, name, src=GUEST_A, qtype="A"):
+        """The addresses (qtype A or AAAA) moat's DNS answers the guest
+        (from src) for name."""
         from dnsfixture import Response, build_query
         with self.guest.inside():
             u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with u:
             u.bind((src, 0))
             u.settimeout(3)
-            u.sendto(build_query(name), (GW, DNS_PORT))
-            return [rr.addr() for rr in Response(u.recv(4096)).answer if rr.type == 1]
+            u.sendto(build_query(name, qtype), (GW, DNS_PORT))
+            return Response(u.recv(4096)).addrs()
 
     def assert_closed(self, s, timeout=5):
         """s is closed by moat (EOF or reset) within timeout."""

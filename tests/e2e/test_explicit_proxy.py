@@ -178,22 +178,30 @@ class ExplicitProxyTest(xf.ExplicitCase):
         _, status, h = self.tunnel("nx.test:443")  # allowed, NXDOMAIN upstream
         self.assertEqual((status, h.get("x-proxy-error")), (502, "dns-failure"))
         _, status, h = self.tunnel("closed.test:443")  # nothing listens: refused
-        self.assertEqual(status, 502)
+        self.assertEqual((status, h.get("x-proxy-error")), (502, "dial-failed"))
         _, status, h = self.tunnel("black.test:443")  # SYNs dropped: connect_timeout 1s
-        self.assertEqual(status, 504)
-        self.moat.line_with("listener=connect", "name=nx.test", "verdict=block")
+        self.assertEqual((status, h.get("x-proxy-error")), (504, "connect-timeout"))
+        self.assertRegex(self.moat.line_with("listener=connect", "name=nx.test", "verdict=block"),
+                         r"reason=(no-address|dns-failure)")
         self.moat.line_with("listener=connect", "name=closed.test", "reason=dial-failed")
         self.moat.line_with("listener=connect", "name=black.test", "reason=connect-timeout")
 
+        # HTTP, but no proxy request: 400
         for bad in (b"CONNECT allowed.test HTTP/1.1\r\n\r\n",  # no port
                     b"CONNECT allowed.test:0 HTTP/1.1\r\n\r\n",
                     b"CONNECT allowed.test:65536 HTTP/1.1\r\n\r\n",
-                    b"CONNECT allowed.test:443 HTTP/1.1\r\nHost allowed\r\n\r\n",
-                    b"CONNECT a b c\r\n\r\n"):
+                    b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n",  # origin form
+                    b"GET https://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+                    b"GET http://u:p@allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n"):
             s = self.gconnect(xf.CONNECT_PORT)
             s.sendall(bad)
             status, _, _ = xf.read_head_exact(s)
             self.assertEqual(status, 400, bad)
+        self.assertEqual(self.nginx.access_log("allowed"), "")
+        # not HTTP at all: closed
+        s = self.gconnect(xf.CONNECT_PORT)
+        s.sendall(pf.client_hello("allowed.test"))
+        self.assert_closed(s)
 
     def test_socks_replies(self):
         self.start()
@@ -278,7 +286,7 @@ class ExplicitProxyTest(xf.ExplicitCase):
         self.start(allow=AUTH_CONFIG)
         # a client that offers no user/password method
         self.assertEqual(self.socks_tunnel("allowed.test", 443)[1], "no-acceptable-method")
-        for user, pw in (("u1", BAD), ("nobody", PW["u1"]), ("u1", "")):
+        for user, pw in (("u1", BAD), ("nobody", PW["u1"]), ("u1", PW["u2"])):
             s, rep = self.socks_tunnel("allowed.test", 443, user=user, password=pw)
             self.assertEqual(rep, xf.SOCKS_AUTH_FAILED, (user, pw))
             self.assert_closed(s)
