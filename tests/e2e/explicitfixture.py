@@ -19,7 +19,7 @@ namespace (the "host"); the guest namespace is made inside it with
               git.test 198.18.0.4, rec.test 198.18.0.9 (recorder),
               closed.test 198.18.0.10 (nothing listens), ssh.test
               198.18.0.22 (sshd), black.test 198.18.5.1 (SYNs dropped),
-              six 2001:db8::2 (nginx HTTP)
+              six 2001:db8::2 (nginx HTTP on 80 and 8000)
 
 The host does not forward (a new namespace's default), so from the guest
 the only thing to talk to is 198.18.10.1. Guest programs run with
@@ -52,7 +52,8 @@ REC = "198.18.0.9"       # RecordServer on 443 and 80
 CLOSED = "198.18.0.10"   # nothing listens: a dial is refused
 SSHADDR = "198.18.0.22"  # sshd on port 22
 BLACK = pm.BLACK         # SYNs dropped (pm.Blackhole)
-SIX = pm.SIX             # nginx HTTP "http-six" on port 80
+SIX = pm.SIX             # nginx HTTP "six-site" on port 80 and SIX_PORT
+SIX_PORT = 8000
 LOOP_ADDRS = [ALLOWED, BLOCKED, GITADDR, REC, CLOSED, SSHADDR, BLACK, pf.GUEST]
 
 # What dnsmasq (moat's upstream) answers. mapped.test has only an AAAA, an
@@ -211,7 +212,7 @@ class NginxVhosts(pf.NginxServer):
     on ALLOWED, TLS 443 and HTTP 80, each with its own access log
     (self.access_log(name)); blocked.test on BLOCKED; git.test on GITADDR
     (TLS) through fcgiwrap's socket to git-http-backend, repositories under
-    git_root; HTTP on [SIX]:80. Pages: "<name>-site\\n" at /, and /big
+    git_root; HTTP on [SIX]:80 and [SIX]:SIX_PORT. Pages: "<name>-site\\n" at /, and /big
     (256 KiB) on allowed.test."""
 
     BIG = b"0123456789abcdef" * (1 << 14)
@@ -226,7 +227,7 @@ class NginxVhosts(pf.NginxServer):
         servers = (vhost.format(a=ALLOWED, n="allowed", d=d) +
                    vhost.format(a=ALLOWED, n="secret", d=d) +
                    vhost.format(a=BLOCKED, n="blocked", d=d) +
-                   ("  server {{ listen [{six}]:80; root {d}/six; }}\n"
+                   ("  server {{ listen [{six}]:80; listen [{six}]:{six_port}; root {d}/six; }}\n"
                    "  server {{ listen {g}:443 ssl; server_name git.test;\n"
                    "    access_log {d}/git-access.log;\n"
                    "    location / {{\n"
@@ -248,7 +249,7 @@ class NginxVhosts(pf.NginxServer):
                    "      fastcgi_param HTTP_GIT_PROTOCOL $http_git_protocol;\n"
                    "    }}\n"
                    "  }}\n").format(six=SIX, g=GITADDR, d=d, sock=fcgi_sock,
-                                    backend=GIT_HTTP_BACKEND, root=git_root))
+                                    backend=GIT_HTTP_BACKEND, root=git_root, six_port=SIX_PORT))
         for n in ("allowed", "secret", "blocked", "git"):
             pages["%s-access.log" % n] = ""
         super().__init__(d, cert, key, pages=pages, servers=servers,
@@ -323,7 +324,9 @@ def make_git_repo(root, home):
 class Sshd:
     """OpenSSH's sshd on addr:22 with a host key and a user key made for
     the test (self.user_key, self.known_hosts: ssh.test and addr with the
-    host key), public-key login for root only."""
+    host key), public-key login for root only. With UsePAM no, sshd
+    refuses an account whose password field is locked with '!': root's is
+    '*' in Debian's container images (CI), which is fine."""
 
     def __init__(self, tmpdir, addr, names=("ssh.test",)):
         d = os.path.join(tmpdir, "sshd")
@@ -615,7 +618,7 @@ ALLOW = """allow:
   - nx.test
   - mapped.test
   - {host: ssh.test, ports: [22]}
-  - {cidr: "2001:db8::2/128", ports: [80]}
+  - {cidr: "2001:db8::2/128", ports: [8000]}
 """
 
 CONFIG = """dns:

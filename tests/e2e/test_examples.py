@@ -213,7 +213,8 @@ class ProxyOnlyExampleTest(ExampleBase, unittest.TestCase):
         curl = ("curl", "-sS", "--max-time", "10")
         # HTTPS_PROXY: CONNECT; HTTP_PROXY: absolute form
         r = self.exec_(*curl, "https://allowed.test/")
-        self.assertEqual((r.returncode, r.stdout), (0, "allowed-site\n"), r.stderr + self.moat_log())
+        self.assertEqual((r.returncode, r.stdout), (0, "allowed-site\n"),
+                         r.stderr + self.moat_log())
         self.wait_log(r"kind=tcp listener=connect .*port=443 .*name=allowed\.test verdict=allow")
         r = self.exec_(*curl, "http://allowed.test/")
         self.assertEqual((r.returncode, r.stdout), (0, "allowed-site\n"), r.stderr)

@@ -183,7 +183,7 @@ class ExplicitAttackTest(xf.ExplicitCase):
         r = self.guest.run(*base, "--sni-hostname", "secret.test", "--verify-hostname",
                            "allowed.test", "127.0.0.1", input="", timeout=20)
         self.assertNotEqual(r.returncode, 0)
-        self.assertIn("Access denied", r.stdout + r.stderr)
+        self.assertIn("Received alert [49]", r.stdout + r.stderr)  # access_denied
         r = self.guest.run(*base, "--sni-hostname", "allowed.test", "--verify-hostname",
                            "allowed.test", "127.0.0.1", input="", timeout=20)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)

@@ -187,6 +187,7 @@ class ExplicitProxyTest(xf.ExplicitCase):
         self.moat.line_with("listener=connect", "name=black.test", "reason=connect-timeout")
 
         # HTTP, but no proxy request: 400
+        served = self.nginx.access_log("allowed")
         for bad in (b"CONNECT allowed.test HTTP/1.1\r\n\r\n",  # no port
                     b"CONNECT allowed.test:0 HTTP/1.1\r\n\r\n",
                     b"CONNECT allowed.test:65536 HTTP/1.1\r\n\r\n",
@@ -197,7 +198,7 @@ class ExplicitProxyTest(xf.ExplicitCase):
             s.sendall(bad)
             status, _, _ = xf.read_head_exact(s)
             self.assertEqual(status, 400, bad)
-        self.assertEqual(self.nginx.access_log("allowed"), "")
+        self.assertEqual(self.nginx.access_log("allowed"), served)
         # not HTTP at all: closed
         s = self.gconnect(xf.CONNECT_PORT)
         s.sendall(pf.client_hello("allowed.test"))
@@ -210,11 +211,14 @@ class ExplicitProxyTest(xf.ExplicitCase):
         t = xf.tls_in_tunnel(s, "allowed.test", self.cert)
         self.socks.append(t)
         self.assertEqual(xf.get_over(t, "allowed.test"), ("HTTP/1.1 200 OK", b"allowed-site\n"))
-        # an IPv6 target an address rule admits on port 80
-        s, rep = self.socks_tunnel(xf.SIX, 80)
+        # an IPv6 target an address rule admits on a port that is neither a
+        # TLS nor an HTTP port (so nothing inside is checked)
+        s, rep = self.socks_tunnel(xf.SIX, xf.SIX_PORT)
         self.assertEqual(rep, 0)
-        self.assertEqual(xf.get_over(s, "[%s]" % xf.SIX), ("HTTP/1.1 200 OK", b"six-site\n"))
-        self.moat.line_with("listener=socks", "dest=%s" % xf.SIX, "port=80", "verdict=allow")
+        self.assertEqual(xf.get_over(s, "six.test"), ("HTTP/1.1 200 OK", b"six-site\n"))
+        s.close()  # an allowed connection is logged when it ends
+        self.moat.line_with("listener=socks", "dest=%s" % xf.SIX, "port=%d" % xf.SIX_PORT,
+                            "verdict=allow")
 
         self.assertEqual(self.socks_tunnel("blocked.test", 443)[1], 2)
         self.assertEqual(self.socks_tunnel("nx.test", 443)[1], 4)
@@ -294,8 +298,10 @@ class ExplicitProxyTest(xf.ExplicitCase):
         self.assertEqual(rep, 0)
         self.assertEqual(self.socks_tunnel("blocked.test", 443, user="u1",
                                            password=PW["u1"])[1], 2)
-        self.assertEqual(self.socks_tunnel("blocked.test", 443, src=xf.GUEST_B, user="u2",
-                                           password=PW["u2"])[1], 0)
+        s, rep = self.socks_tunnel("blocked.test", 443, src=xf.GUEST_B, user="u2",
+                                   password=PW["u2"])
+        self.assertEqual(rep, 0)
+        s.close()  # an allowed connection is logged when it ends
         s, rep = self.socks_tunnel("allowed.test", 443, src=xf.GUEST_B, user="u1",
                                    password=PW["u1"])
         self.assertIn(rep, (xf.SOCKS_AUTH_FAILED, 2))
