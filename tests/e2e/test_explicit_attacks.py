@@ -101,7 +101,7 @@ class Forwarder:
 @unittest.skipIf(SKIP, SKIP)
 class ExplicitAttackTest(xf.ExplicitCase):
     NEEDS = ["curl", "openssl", "gnutls-cli", "nft", "git", "fcgiwrap", "sshd", "ssh",
-             "ssh-keygen", "nc"]
+             "ssh-keygen", "nc", "dig"]
 
     def assert_vhost_untouched(self, *names):
         for n in names:
