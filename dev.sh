@@ -14,7 +14,8 @@ BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libc-ares-dev 
             publicsuffix) # zlib, libpsl: moat learn (gzip logs, the Public Suffix List)
 TEST_PKGS=(python3 bind9-dnsutils knot-dnsutils gnutls-bin curl nginx-light dnsmasq-base
            nftables iproute2 valgrind openssl slirp4netns groff-base man-db python3-yaml
-           liburing-dev) # liburing: bench/tcp/uringsni only (built, so CI compiles it)
+           liburing-dev  # liburing: bench/tcp/uringsni only (built, so CI compiles it)
+           git fcgiwrap openssh-server openssh-client netcat-openbsd) # explicit proxies' e2e clients and servers
 FUZZ_PKGS=(clang lld libclang-rt-14-dev)
 PACKAGE_PKGS=(build-essential debhelper dpkg-dev python3)
 

@@ -3,7 +3,10 @@ scripts (examples/tap/run.sh, examples/gvproxy/run.sh): bring the example up,
 then from the guest namespace: an allowed name over real TLS works, a blocked
 one gets the TLS access_denied alert, DNS for a blocked name is sinkholed,
 UDP to port 443 (QUIC) never reaches the internet; then down, and nothing of
-the example is left. Needs root (network namespaces, nftables); the gvproxy
+the example is left. examples/proxy-only/run.sh (a guest whose only way out
+is moat's CONNECT and SOCKS5 listeners) is checked through its `exec`: the
+proxy variables it sets carry curl and urllib to allowed names and get
+blocked ones refused. Needs root (network namespaces, nftables); the gvproxy
 simulation also needs slirp4netns and setpriv."""
 import os
 import re
@@ -193,6 +196,66 @@ class GvproxyExampleTest(ExampleBase, unittest.TestCase):
     GUEST, GATE, INET = "moatgv-guest", "moatgv-host", "moatgv-inet"
     ALLOWED_IP, BLOCKED_IP, UPSTREAM_IP = "198.18.5.10", "198.18.5.11", "198.18.5.53"
     EXTRA_TOOLS = ["slirp4netns", "setpriv"]
+
+
+@unittest.skipIf(SKIP, SKIP)
+class ProxyOnlyExampleTest(ExampleBase, unittest.TestCase):
+    SCRIPT = os.path.join(ROOT, "examples", "proxy-only", "run.sh")
+    GUEST, GATE, INET = "moatpo-guest", "moatpo-gate", "moatpo-inet"
+    ALLOWED_IP, BLOCKED_IP = "198.18.7.10", "198.18.7.11"
+
+    def exec_(self, *args, timeout=30):
+        """args run in the guest by `run.sh exec` (the proxy variables set)."""
+        return subprocess.run(["bash", self.SCRIPT, "exec", *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def test_example(self):
+        curl = ("curl", "-sS", "--max-time", "10")
+        # HTTPS_PROXY: CONNECT; HTTP_PROXY: absolute form
+        r = self.exec_(*curl, "https://allowed.test/")
+        self.assertEqual((r.returncode, r.stdout), (0, "allowed-site\n"),
+                         r.stderr + self.moat_log())
+        self.wait_log(r"kind=tcp listener=connect .*port=443 .*name=allowed\.test verdict=allow")
+        r = self.exec_(*curl, "http://allowed.test/")
+        self.assertEqual((r.returncode, r.stdout), (0, "allowed-site\n"), r.stderr)
+        self.wait_log(r"listener=connect .*port=80 .*name=allowed\.test verdict=allow")
+
+        # blocked: 403 to the CONNECT; moat's 403 page for the absolute form
+        r = self.exec_(*curl, "-o", "/dev/null", "-w", "%{http_connect}", "https://blocked.test/")
+        self.assertEqual((r.returncode, r.stdout), (56, "403"), r.stderr)
+        r = self.exec_(*curl, "-i", "http://blocked.test/")
+        self.assertRegex(r.stdout, r"^HTTP/1\.1 403 ")
+        self.assertIn("X-Proxy-Error: blocked-by-allowlist", r.stdout)
+        self.wait_log(r"listener=connect .*name=blocked\.test verdict=block reason=not-allowed")
+
+        # ALL_PROXY alone: SOCKS5, the name resolved by moat (socks5h)
+        r = self.exec_("env", "-u", "HTTPS_PROXY", "-u", "https_proxy", *curl,
+                       "https://allowed.test/")
+        self.assertEqual((r.returncode, r.stdout), (0, "allowed-site\n"), r.stderr)
+        self.wait_log(r"listener=socks .*name=allowed\.test verdict=allow")
+        r = self.exec_("env", "-u", "HTTPS_PROXY", "-u", "https_proxy", *curl,
+                       "https://blocked.test/")
+        self.assertEqual(r.returncode, 97, r.stderr)  # CURLE_PROXY: SOCKS5 reply 2
+
+        # Python's standard library reads the same variables
+        r = self.exec_(sys.executable, "-c",
+                       "import urllib.request as u; print(u.urlopen('https://allowed.test/', "
+                       "timeout=10).read().decode(), end='')")
+        self.assertEqual((r.returncode, r.stdout), (0, "allowed-site\n"), r.stderr)
+
+        # no way out but moat: the server's own address is unreachable
+        r = self.exec_(*curl, "--noproxy", "*", "--max-time", "3", "--resolve",
+                       "allowed.test:443:" + self.ALLOWED_IP, "https://allowed.test/")
+        self.assertIn(r.returncode, (7, 28), r.stderr)  # no route / dropped
+
+        r = self.run_script("down")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                            timeout=10).stdout
+        for n in (self.GUEST, self.GATE, self.INET):
+            self.assertNotIn(n, ns)
+            self.assertFalse(os.path.exists("/etc/netns/" + n))
+        self.assertFalse(os.path.exists(self.state))
 
 
 if __name__ == "__main__":
