@@ -23,7 +23,7 @@
  *   request   send filter_socks_format_reply() with out->reply, and close
  *
  * Credentials (RFC 1929): the user and password are raw bytes, copied into
- * fixed buffers with a NUL after them. The request struct therefore holds a
+ * fixed buffers with a NUL after them. filter_socks_auth_t therefore holds a
  * secret: the caller wipes it when done and never logs the password. No
  * detail string ever holds credential bytes.
  */

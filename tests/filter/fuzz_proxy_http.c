@@ -148,6 +148,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         filter_pxhttp_result_t full = fz_one(data, size, maxes[m]);
         size_t cuts[] = {0, 1, size / 2, size / 3, size > 0 ? size - 1 : 0};
         for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+            if (cuts[i] > size)
+                continue;
             filter_pxhttp_result_t r = fz_one(data, cuts[i], maxes[m]);
             fz_check(r == FILTER_PXHTTP_NEED_MORE || r == full);
         }
