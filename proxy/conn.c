@@ -68,85 +68,31 @@
 #include "filter/name.h"
 #include "filter/tls_hello.h"
 #include "core/log.h"
-#include "proxy/proxy_internal.h"
+#include "proxy/conn_internal.h"
 #include "dns/addrmem.h"
 #include "resolver/server.h"
 
-/* Reads per direction and turn before other connections get theirs. */
-#define PX_PUMP_ROUNDS 16
 /* Events taken from the epoll set per wake-up. */
 #define PX_EP_BATCH 128
 /* How long a blocked connection that got its alert or 403 may keep sending
  * before we close it anyway. */
 #define PX_LINGER_MS 2000
 
-typedef enum px_state {
-    PX_S_PEEK,
-    PX_S_RESOLVE,
-    PX_S_DIAL,
-    PX_S_SPLICE,
-    PX_S_LINGER,
-    PX_S_CLOSING,
-} px_state_t;
-
-typedef struct px_dir {
-    px_pipe_t pipe; /* rfd -1 when none */
-    size_t in_pipe; /* bytes in the pipe */
-    uint64_t bytes; /* bytes delivered to the other side */
-    bool eof;       /* the source reached EOF */
-    bool shut;      /* delivered to the end: shutdown(dst, SHUT_WR), or close */
-    bool stream;    /* splice from now on (else copy; see the top) */
-} px_dir_t;
-
-/* One socket of a connection, as the epoll set knows it (its data.ptr). */
-typedef struct px_side {
-    px_conn_t *c;
-    bool server;  /* ufd, else cfd */
-    bool rd;      /* bytes or EOF may be waiting */
-    bool wr;      /* room for bytes may be free */
-    bool fin;     /* the peer's FIN came in order (EPOLLRDHUP without error) */
-    bool written; /* written to: the next write wants TCP_NODELAY */
-    bool nodelay; /* TCP_NODELAY is set (inherited from the listener on cfd) */
-} px_side_t;
-
-struct px_conn {
-    px_t *px;
-    moat_list_t node;  /* on px->conns until closing */
-    moat_list_t later; /* on px->later (or the round px_later_cb runs) */
-    uv_timer_t timer;
-    int cfd, ufd;
-    px_side_t cs, us; /* cfd, ufd in the epoll set */
-    unsigned handles; /* initialised handles not yet closed (the timer) */
-    px_kind_t kind;
-    px_state_t state;
-    unsigned stats_tenant; /* the tenant its active gauge counts under (core/stats.h) */
-    bool has_dest;         /* dest: the original destination or the address dialled */
-    bool has_orig;         /* transparent: dest is the original destination */
-    bool name_ok;          /* name is normalised (dialable) */
-    bool by_name;          /* decided by a name (re-decided by name on reload) */
-    bool log_at_close;     /* allowed (or audit-passed): log with bytes at close */
-    bool reset;            /* close with RST */
-    bool peek_tls;         /* PEEK: reading a ClientHello, else a request head */
-    filter_decision_t dec; /* what log_at_close logs; its rule is owned by gen's policy */
-    moat_gen_t *gen;       /* held from the decision on */
-    filter_addr_t client, dest, orig;
-    uint16_t cport, port;
-    char *name; /* as seen (raw) or normalised when name_ok */
-    size_t name_len;
-    uint64_t start_ms, last_ms;
-    px_dialcache_waiter_t wait; /* waiting for a lookup of name (RESOLVE) */
-    filter_addr_t *addrs;
-    size_t n_addrs, next_addr;
-    px_dir_t d_up, d_down; /* client → server, server → client */
-};
-
-static void px_conn_close(px_conn_t *c);
 static void px_dial_next(px_conn_t *c);
 static void px_peek(px_conn_t *c);
 static void px_peek_failed(px_conn_t *c, filter_reason_t why);
 static void px_names_for(void *arg, filter_name_each_cb each, void *each_arg);
 
 /* ---- logging ------------------------------------------------------------------------ */
+
+moat_scope_t px_conn_scope(const px_conn_t *c, const moat_gen_t *gen)
+{
+    if (!c->auth_name)
+        return moat_gen_scope(gen, &c->client);
+    /* The index is the held generation's; another one is asked by name. */
+    long i = gen->id == c->auth_gen ? c->auth_tenant : moat_gen_tenant_find(gen, c->auth_name);
+    return i >= 0 ? moat_gen_scope_at(gen, i) : moat_gen_scope(gen, &c->client);
+}
 
 static void px_fmt_addr(const filter_addr_t *a, uint16_t port, char *buf, size_t n)
 {
@@ -158,11 +104,16 @@ static void px_fmt_addr(const filter_addr_t *a, uint16_t port, char *buf, size_t
         snprintf(buf, n, "%s", ab);
 }
 
-static void px_log(px_conn_t *c, const filter_decision_t *dec)
+void px_conn_log(px_conn_t *c, const filter_decision_t *dec)
+{
+    px_conn_log_as(c, dec, c->name, c->name_len);
+}
+
+void px_conn_log_as(px_conn_t *c, const filter_decision_t *dec, const char *name, size_t name_len)
 {
     /* The tenant it was decided as: by the generation it holds, else (not
      * yet admitted) the current one. */
-    moat_scope_t sc = moat_gen_scope(c->gen ? c->gen : c->px->gen, &c->client);
+    moat_scope_t sc = px_conn_scope(c, c->gen ? c->gen : c->px->gen);
     /* px_log_refused's stand-in has no handles: counted as refused there. */
     if (c->handles)
         stats_conn_decision(sc.stats_id, px_kind_stats(c->kind),
@@ -181,8 +132,8 @@ static void px_log(px_conn_t *c, const filter_decision_t *dec)
         .client = client,
         .dest = c->has_dest ? dest : NULL,
         .dest_port = c->port,
-        .name = c->name,
-        .name_len = c->name_len,
+        .name = name,
+        .name_len = name_len,
         .decision = *dec,
         .tenant = sc.tenant,
         .bytes_up = c->d_up.bytes,
@@ -203,12 +154,12 @@ void px_log_refused(px_t *px, px_kind_t kind, const struct sockaddr_storage *pee
     c.start_ms = uv_now(px->loop);
     (void)filter_addr_from_sockaddr((const struct sockaddr *)peer, &c.client, &c.cport);
     stats_conn_refused(px_kind_stats(kind), reason);
-    px_log(&c, &d);
+    px_conn_log(&c, &d);
 }
 
 /* ---- closing ------------------------------------------------------------------------ */
 
-static void px_dir_release(px_t *px, px_dir_t *d)
+void px_conn_dir_release(px_t *px, px_dir_t *d)
 {
     if (d->pipe.rfd < 0)
         return;
@@ -228,6 +179,9 @@ static void px_conn_free(px_conn_t *c)
     if (c->gen)
         moat_gen_unref(c->gen);
     free(c->name);
+    free(c->auth_name);
+    free(c->head_out);
+    px_watch_free(c);
     free(c);
     moat_service_handle_closed(&px->svc);
 }
@@ -257,13 +211,13 @@ static void px_req_cancel(px_conn_t *c)
     px_dialcache_unwait(&c->wait);
 }
 
-static void px_conn_close(px_conn_t *c)
+void px_conn_close(px_conn_t *c)
 {
     if (c->state == PX_S_CLOSING)
         return;
     px_t *px = c->px;
     if (c->log_at_close)
-        px_log(c, &c->dec);
+        px_conn_log(c, &c->dec);
     c->log_at_close = false;
     c->state = PX_S_CLOSING;
     px_req_cancel(c);
@@ -272,8 +226,8 @@ static void px_conn_close(px_conn_t *c)
     stats_conn_close(c->stats_tenant, px_kind_stats(c->kind));
     free(c->addrs);
     c->addrs = NULL;
-    px_dir_release(px, &c->d_up);
-    px_dir_release(px, &c->d_down);
+    px_conn_dir_release(px, &c->d_up);
+    px_conn_dir_release(px, &c->d_down);
     moat_list_remove(&c->later);
     /* Closing takes the sockets out of the epoll set; the memory stays
      * until the timer's close callback, so events already taken from the
@@ -288,7 +242,7 @@ void px_conn_abort(px_conn_t *c, const filter_decision_t *why)
 {
     if (why && c->log_at_close) {
         c->log_at_close = false;
-        px_log(c, why);
+        px_conn_log(c, why);
     }
     c->reset = true;
     px_conn_close(c);
@@ -306,7 +260,7 @@ static int px_watch(px_conn_t *c, px_side_t *s, int fd)
 static void px_later_cb(uv_idle_t *h);
 
 /* Work left after this turn's rounds: run again when the loop is idle. */
-static void px_later_add(px_conn_t *c)
+void px_conn_later(px_conn_t *c)
 {
     if (moat_list_linked(&c->later) || c->state == PX_S_CLOSING)
         return;
@@ -318,7 +272,7 @@ static void px_later_add(px_conn_t *c)
 
 /* Record the connection's name (for the log, and to dial when ok). False
  * when there is no memory for it. */
-static bool px_set_name(px_conn_t *c, const char *name, size_t len, bool ok)
+bool px_conn_set_name(px_conn_t *c, const char *name, size_t len, bool ok)
 {
     char *n = malloc(len + 1);
     if (!n)
@@ -332,7 +286,7 @@ static bool px_set_name(px_conn_t *c, const char *name, size_t len, bool ok)
     return true;
 }
 
-static void px_take_gen(px_conn_t *c)
+void px_conn_take_gen(px_conn_t *c)
 {
     if (!c->gen)
         c->gen = moat_gen_ref(c->px->gen);
@@ -355,26 +309,15 @@ static void px_linger(px_conn_t *c)
         px_conn_close(c);
         return;
     }
-    px_later_add(c);
+    px_conn_later(c);
 }
 
 static void px_timer_cb(uv_timer_t *t);
 
-static void px_send_answer(px_conn_t *c, filter_answer_t ans)
+void px_conn_answer(px_conn_t *c, const void *data, size_t len)
 {
-    const uint8_t *data = NULL;
-    size_t len = 0;
-    char resp[FILTER_HTTP_403_MAX];
-    if (ans == FILTER_ANSWER_ALERT) {
-        data = filter_tls_alert_access_denied(&len);
-    } else {
-        int n = filter_http_format_403(c->name, c->name ? c->name_len : 0, resp, sizeof resp);
-        if (n > 0) {
-            data = (const uint8_t *)resp;
-            len = (size_t)n;
-        }
-    }
     uv_timer_stop(&c->timer);
+    px_close_fd(&c->ufd, false); /* a tunnel refused after its dial */
     /* Drop what is queued so that closing does not reset (RFC 793: data
      * unread at close means RST, which can destroy our answer in flight). */
     for (int i = 0; i < PX_PUMP_ROUNDS; i++)
@@ -391,17 +334,85 @@ static void px_send_answer(px_conn_t *c, filter_answer_t ans)
     px_linger(c);
 }
 
-/* ---- dial -------------------------------------------------------------------------- */
+static void px_send_answer(px_conn_t *c, filter_answer_t ans)
+{
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    char resp[FILTER_HTTP_403_MAX];
+    if (ans == FILTER_ANSWER_ALERT) {
+        data = filter_tls_alert_access_denied(&len);
+    } else {
+        int n = filter_http_format_403(c->name, c->name ? c->name_len : 0, resp, sizeof resp);
+        if (n > 0) {
+            data = (const uint8_t *)resp;
+            len = (size_t)n;
+        }
+    }
+    px_conn_answer(c, data, len);
+}
 
-static void px_splice_start(px_conn_t *c);
+bool px_conn_reply(px_conn_t *c, const void *data, size_t len)
+{
+    px_conn_pre_write(c, &c->cs);
+    ssize_t n = send(c->cfd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 || (size_t)n != len) {
+        px_conn_abort(c, NULL);
+        return false;
+    }
+    return true;
+}
+
+int px_conn_consume(px_conn_t *c, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = recv(c->cfd, c->px->copy_buf, n < PX_COPY_BUF ? n : PX_COPY_BUF, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) /* peeked bytes are queued: this does not happen */
+            return r < 0 ? -errno : -EPIPE;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+ssize_t px_conn_peek_bytes(px_conn_t *c, size_t limit)
+{
+    px_t *px = c->px;
+    if (limit == 0)
+        limit = 1;
+    if (px->peek_cap < limit) {
+        uint8_t *nb = realloc(px->peek_buf, limit);
+        if (!nb)
+            return -ENOMEM;
+        px->peek_buf = nb;
+        px->peek_cap = limit;
+    }
+    ssize_t n;
+    do
+        n = recv(c->cfd, px->peek_buf, limit, MSG_PEEK);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        c->cs.rd = false;
+        return 0;
+    }
+    return n <= 0 ? -EPIPE : n;
+}
+
+/* ---- dial -------------------------------------------------------------------------- */
 
 /* The connection was allowed but cannot be made. */
 static void px_dial_fail(px_conn_t *c, filter_reason_t why)
 {
+    if (c->proto != PX_PROTO_NONE && !c->replied) { /* told in the client's protocol */
+        c->log_at_close = false;
+        filter_decision_t d = filter_decide_failed(c->dec, why);
+        px_tunnel_refuse(c, &d);
+        return;
+    }
     if (c->log_at_close) {
         c->log_at_close = false;
         filter_decision_t d = filter_decide_failed(c->dec, why);
-        px_log(c, &d);
+        px_conn_log(c, &d);
     }
     c->reset = true;
     px_conn_close(c);
@@ -418,7 +429,7 @@ static void px_dial_event(px_conn_t *c, uint32_t events)
         return;
     }
     if (events & EPOLLOUT)
-        px_splice_start(c);
+        px_conn_splice(c);
 }
 
 static void px_dial_next(px_conn_t *c)
@@ -482,9 +493,10 @@ static void px_resolve_cb(void *arg, int status, const dns_cache_addr_t *addrs, 
     px_conn_t *c = arg;
     if (c->state != PX_S_RESOLVE)
         return;
-    if (status != 0) {
+    if (status != 0) { /* an upstream error (SERVFAIL, REFUSED) leaves nothing to dial */
         px_dial_fail(c, status == -ETIMEDOUT ? FILTER_REASON_CONNECT_TIMEOUT
-                                             : FILTER_REASON_DIAL_FAILED);
+                        : status == -ENOMEM  ? FILTER_REASON_DIAL_FAILED
+                                             : FILTER_REASON_NO_ADDRESS);
         return;
     }
     free(c->addrs);
@@ -497,7 +509,7 @@ static void px_resolve_cb(void *arg, int status, const dns_cache_addr_t *addrs, 
     for (size_t i = 0; i < n; i++)
         c->addrs[i] = addrs[i].addr;
     size_t kept = n;
-    moat_scope_t sc = moat_gen_scope(c->gen, &c->client);
+    moat_scope_t sc = px_conn_scope(c, c->gen);
     filter_decision_t d = filter_decide_dial(sc.policy, sc.audit, c->port, c->dec, c->addrs, &kept);
     if (kept == 0) {
         px_dial_fail(c, d.reason);
@@ -543,8 +555,8 @@ static bool px_port_in(const filter_port_range_t *r, size_t n, int port)
 /* What the connection knows, as filter_decide_conn wants it (with gen's
  * config); the stage's own facts are filled in by the caller, and the
  * client's scope (its tenant's mode and policy) by px_decide. */
-static void px_input(px_conn_t *c, const moat_gen_t *gen, filter_conn_stage_t stage,
-                     filter_conn_input_t *in)
+void px_conn_input(px_conn_t *c, const moat_gen_t *gen, filter_conn_stage_t stage,
+                   filter_conn_input_t *in)
 {
     const cfg_t *cfg = gen->cfg;
     *in = (filter_conn_input_t){
@@ -567,7 +579,8 @@ static void px_input(px_conn_t *c, const moat_gen_t *gen, filter_conn_stage_t st
  * audit; logged at close), or log the block and answer as step 5 says. */
 static void px_act(px_conn_t *c, const filter_conn_out_t *o)
 {
-    if (o->name && !px_set_name(c, o->name, o->name_len, o->name_ok) && o->name_ok && o->by_name) {
+    if (o->name && !px_conn_set_name(c, o->name, o->name_len, o->name_ok) && o->name_ok &&
+        o->by_name) {
         px_peek_failed(c, FILTER_REASON_DIAL_FAILED);
         return;
     }
@@ -581,13 +594,17 @@ static void px_act(px_conn_t *c, const filter_conn_out_t *o)
     case FILTER_ACT_PEEK_HTTP:
         /* Within peek_timeout counted from accept. */
         c->peek_tls = o->action == FILTER_ACT_PEEK_TLS;
+        /* An explicit proxy's client sends its hello or head once told the
+         * tunnel is open (an address target on a tls or http port). */
+        if (c->proto != PX_PROTO_NONE && !c->replied && !px_tunnel_ready(c))
+            return;
         c->state = PX_S_PEEK;
         uv_timer_start(&c->timer, px_timer_cb, c->px->gen->cfg->proxy.peek_timeout_ms, 0);
         px_peek(c); /* the hello is often there already */
         return;
     case FILTER_ACT_DIAL_NAME:
     case FILTER_ACT_DIAL_ADDR:
-        px_take_gen(c);
+        px_conn_take_gen(c);
         c->dec = o->decision;
         c->log_at_close = true;
         px_peek_end(c);
@@ -597,8 +614,12 @@ static void px_act(px_conn_t *c, const filter_conn_out_t *o)
             px_dial_addr(c, &c->dest);
         return;
     case FILTER_ACT_REFUSE:
-        px_take_gen(c);
-        px_log(c, &o->decision);
+        px_conn_take_gen(c);
+        if (c->proto != PX_PROTO_NONE && !c->replied) {
+            px_tunnel_refuse(c, &o->decision);
+            return;
+        }
+        px_conn_log(c, &o->decision);
         if (o->answer == FILTER_ANSWER_RESET)
             px_conn_abort(c, NULL);
         else
@@ -610,7 +631,7 @@ static void px_act(px_conn_t *c, const filter_conn_out_t *o)
 static bool px_first_name_cb(const char *name, size_t len, void *arg)
 {
     px_conn_t *c = arg;
-    (void)px_set_name(c, name, len, false); /* for the log only: no memory, no name */
+    (void)px_conn_set_name(c, name, len, false); /* for the log only: no memory, no name */
     return false;
 }
 
@@ -633,23 +654,39 @@ static void px_name_for_log(px_conn_t *c, const filter_conn_input_t *in, const f
 
 /* Decide with the current generation, as the client's tenant (SPEC §2.7),
  * and act on it. */
-static void px_decide(px_conn_t *c, filter_conn_input_t *in)
+void px_conn_decide(px_conn_t *c, filter_conn_input_t *in)
 {
-    moat_scope_t sc = moat_gen_scope(c->px->gen, &c->client);
+    moat_scope_t sc = px_conn_scope(c, c->px->gen);
     in->audit = sc.audit;
     filter_conn_out_t o;
     filter_decide_conn(sc.policy, in, &o);
     px_name_for_log(c, in, &o);
+    /* SPEC §2.3: with filtering on, every later request of a connection
+     * admitted by its request head is decided too (watch.c). */
+    if ((o.action == FILTER_ACT_DIAL_NAME || o.action == FILTER_ACT_DIAL_ADDR) &&
+        in->stage == FILTER_STAGE_HTTP && c->watch_mode == PX_WATCH_NONE &&
+        filter_policy_filtering(sc.policy))
+        c->watch_mode = PX_WATCH_SWITCH;
     px_act(c, &o);
 }
 
 /* The peek ended without a hello or head to decide by. */
 static void px_peek_failed(px_conn_t *c, filter_reason_t why)
 {
+    if (c->tunnel_peek && why == FILTER_REASON_CLIENT_CLOSED) {
+        /* The client left its open tunnel before sending anything to
+         * refuse: the tunnel was allowed, and is logged so at close. */
+        px_conn_close(c);
+        return;
+    }
+    if (c->tunnel_peek) { /* the tunnel's hello never came: logged as why, not allowed */
+        c->log_at_close = false;
+        c->tunnel_peek = false;
+    }
     filter_conn_input_t in;
-    px_input(c, c->px->gen, FILTER_STAGE_PEEK_FAILED, &in);
+    px_conn_input(c, c->px->gen, FILTER_STAGE_PEEK_FAILED, &in);
     in.failed = why;
-    px_decide(c, &in);
+    px_conn_decide(c, &in);
 }
 
 /* ---- peek ---------------------------------------------------------------------------- */
@@ -664,25 +701,11 @@ static void px_peek(px_conn_t *c)
         limit = 1;
     /* MSG_PEEK reads from the start every time, so nothing needs keeping
      * between peeks: one buffer serves every connection. */
-    if (px->peek_cap < limit) {
-        uint8_t *nb = realloc(px->peek_buf, limit);
-        if (!nb) {
-            px_peek_failed(c, FILTER_REASON_DIAL_FAILED);
-            return;
-        }
-        px->peek_buf = nb;
-        px->peek_cap = limit;
-    }
-    ssize_t n;
-    do
-        n = recv(c->cfd, px->peek_buf, limit, MSG_PEEK);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        c->cs.rd = false;
+    ssize_t n = px_conn_peek_bytes(c, limit);
+    if (n == 0)
         return;
-    }
-    if (n <= 0) {
-        px_peek_failed(c, FILTER_REASON_CLIENT_CLOSED);
+    if (n < 0) {
+        px_peek_failed(c, n == -ENOMEM ? FILTER_REASON_DIAL_FAILED : FILTER_REASON_CLIENT_CLOSED);
         return;
     }
     size_t len = (size_t)n;
@@ -691,20 +714,24 @@ static void px_peek(px_conn_t *c)
     filter_http_head_t head;
     if (tls) {
         filter_tls_result_t r = filter_tls_hello_parse(px->peek_buf, len, limit, &hello);
+        if (r != FILTER_TLS_NEED_MORE && c->tunnel_peek) {
+            px_tunnel_hello(c, r, &hello);
+            return;
+        }
         if (r != FILTER_TLS_NEED_MORE) {
-            px_input(c, px->gen, FILTER_STAGE_TLS, &in);
+            px_conn_input(c, px->gen, FILTER_STAGE_TLS, &in);
             in.tls = r;
             in.hello = &hello;
-            px_decide(c, &in);
+            px_conn_decide(c, &in);
             return;
         }
     } else {
         filter_http_result_t r = filter_http_head_parse(px->peek_buf, len, limit, &head);
         if (r != FILTER_HTTP_NEED_MORE) {
-            px_input(c, px->gen, FILTER_STAGE_HTTP, &in);
+            px_conn_input(c, px->gen, FILTER_STAGE_HTTP, &in);
             in.http = r;
             in.head = &head;
-            px_decide(c, &in);
+            px_conn_decide(c, &in);
             return;
         }
     }
@@ -728,7 +755,7 @@ static void px_peek(px_conn_t *c)
  * first one (interactive protocols). The first write never waits, and a
  * connection that writes once each way (a request and its answer) saves
  * the call. */
-static void px_side_pre_write(px_conn_t *c, px_side_t *s)
+void px_conn_pre_write(px_conn_t *c, px_side_t *s)
 {
     if (s->written && !s->nodelay) {
         int one = 1;
@@ -741,9 +768,9 @@ static void px_side_pre_write(px_conn_t *c, px_side_t *s)
 /* src said EOF and every byte it sent reached dst: pass the half-close on.
  * When the other direction has ended too, the connection closes right
  * after and close() sends the FIN: no shutdown() needed. */
-static void px_dir_finish(px_conn_t *c, px_dir_t *d, int dst, const px_dir_t *other)
+void px_conn_dir_finish(px_conn_t *c, px_dir_t *d, int dst, const px_dir_t *other)
 {
-    px_dir_release(c->px, d);
+    px_conn_dir_release(c->px, d);
     if (!d->shut) {
         d->shut = true;
         if (!other->shut)
@@ -770,7 +797,7 @@ static int px_copy_once(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *ds
         d->eof = true;
         return 1;
     }
-    px_side_pre_write(c, dst);
+    px_conn_pre_write(c, dst);
     ssize_t m = send(dfd, px->copy_buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (m < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
         return -errno;
@@ -806,7 +833,7 @@ static int px_copy_once(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *ds
 /* Move bytes src → dst until src has none, dst is full, or the round
  * limit. 0 when done for now, 1 when rounds ran out with work left, -errno
  * on a failure of either side. */
-static int px_pump(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, px_dir_t *other)
+int px_conn_pump(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, px_dir_t *other)
 {
     px_t *px = c->px;
     int sfd = src->server ? c->ufd : c->cfd, dfd = dst->server ? c->ufd : c->cfd;
@@ -814,7 +841,7 @@ static int px_pump(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, px
         if (d->in_pipe > 0) {
             if (!dst->wr)
                 return 0;
-            px_side_pre_write(c, dst);
+            px_conn_pre_write(c, dst);
             ssize_t n =
                 splice(d->pipe.rfd, NULL, dfd, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
             if (n > 0) {
@@ -832,7 +859,7 @@ static int px_pump(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, px
             return n < 0 ? -errno : -EPIPE;
         }
         if (d->eof) {
-            px_dir_finish(c, d, dfd, other);
+            px_conn_dir_finish(c, d, dfd, other);
             return 0;
         }
         if (!src->rd || !dst->wr)
@@ -862,7 +889,7 @@ static int px_pump(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, px
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             src->rd = false;
-            px_dir_release(px, d); /* idle: give the pipe back */
+            px_conn_dir_release(px, d); /* idle: give the pipe back */
             return 0;
         }
         return -errno;
@@ -872,8 +899,12 @@ static int px_pump(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, px
 
 static void px_relay(px_conn_t *c)
 {
-    int up = px_pump(c, &c->d_up, &c->cs, &c->us, &c->d_down);
-    int down = up < 0 ? 0 : px_pump(c, &c->d_down, &c->us, &c->cs, &c->d_up);
+    if (c->watch) {
+        px_watch_relay(c);
+        return;
+    }
+    int up = px_conn_pump(c, &c->d_up, &c->cs, &c->us, &c->d_down);
+    int down = up < 0 ? 0 : px_conn_pump(c, &c->d_down, &c->us, &c->cs, &c->d_up);
     if (up < 0 || down < 0) {
         /* One side failed (reset, or a write after its close): bytes may be
          * lost, so the other side gets a reset too, not a clean end. */
@@ -885,14 +916,27 @@ static void px_relay(px_conn_t *c)
         return;
     }
     if (up > 0 || down > 0)
-        px_later_add(c);
+        px_conn_later(c);
 }
 
-static void px_splice_start(px_conn_t *c)
+void px_conn_splice(px_conn_t *c)
 {
     free(c->addrs);
     c->addrs = NULL;
     c->n_addrs = 0;
+    if (c->watch_mode != PX_WATCH_NONE && !c->watch && !px_watch_start(c))
+        return;
+    if (c->proto != PX_PROTO_NONE && !c->replied && !px_tunnel_ready(c))
+        return;
+    if (c->check_sni) { /* SPEC §2.6: the hello inside the tunnel, as in step 1 */
+        c->check_sni = false;
+        c->tunnel_peek = true;
+        c->peek_tls = true;
+        c->state = PX_S_PEEK;
+        uv_timer_start(&c->timer, px_timer_cb, c->gen->cfg->proxy.peek_timeout_ms, 0);
+        px_peek(c);
+        return;
+    }
     c->state = PX_S_SPLICE;
     c->last_ms = uv_now(c->px->loop);
     uint64_t idle = c->gen->cfg->proxy.idle_timeout_ms;
@@ -909,6 +953,9 @@ static void px_timer_cb(uv_timer_t *t)
 {
     px_conn_t *c = t->data;
     switch (c->state) {
+    case PX_S_HANDSHAKE:
+        px_tunnel_failed(c, FILTER_REASON_PEEK_TIMEOUT);
+        return;
     case PX_S_PEEK:
         px_peek_failed(c, FILTER_REASON_PEEK_TIMEOUT);
         return;
@@ -960,8 +1007,8 @@ static void px_names_for(void *arg, filter_name_each_cb each, void *each_arg)
 static void px_conn_begin(px_conn_t *c)
 {
     filter_conn_input_t in;
-    px_input(c, c->px->gen, FILTER_STAGE_ACCEPT, &in);
-    px_decide(c, &in);
+    px_conn_input(c, c->px->gen, FILTER_STAGE_ACCEPT, &in);
+    px_conn_decide(c, &in);
 }
 
 void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_storage *peer,
@@ -994,8 +1041,17 @@ void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_stor
     moat_list_push(&px->conns, &c->node);
     px->n_conns++;
     (void)filter_addr_from_sockaddr((const struct sockaddr *)peer, &c->client, &c->cport);
+    c->auth_tenant = -1;
     c->stats_tenant = moat_gen_scope(px->gen, &c->client).stats_id;
     stats_conn_open(c->stats_tenant, px_kind_stats(kind));
+    if (kind == PX_CONNECT || kind == PX_SOCKS) {
+        /* SPEC §2.6: the client names its destination first (tunnel.c),
+         * within peek_timeout. */
+        c->state = PX_S_HANDSHAKE;
+        uv_timer_start(&c->timer, px_timer_cb, px->gen->cfg->proxy.peek_timeout_ms, 0);
+        px_tunnel_handshake(c);
+        return;
+    }
     if (kind == PX_TLS) {
         c->port = 443;
     } else if (kind == PX_HTTP) {
@@ -1019,6 +1075,10 @@ px_conn_t *px_conn_of(moat_list_t *node)
 static void px_conn_run(px_conn_t *c)
 {
     switch (c->state) {
+    case PX_S_HANDSHAKE:
+        if (c->cs.rd)
+            px_tunnel_handshake(c);
+        return;
     case PX_S_PEEK:
         if (c->cs.rd)
             px_peek(c);
@@ -1063,6 +1123,8 @@ static void px_ep_cb(uv_poll_t *h, int status, int events)
             px_dial_event(c, e);
         else if (!s->server && c->state == PX_S_PEEK && (e & EPOLLERR))
             px_peek_failed(c, FILTER_REASON_CLIENT_CLOSED);
+        else if (!s->server && c->state == PX_S_HANDSHAKE && (e & EPOLLERR))
+            px_tunnel_failed(c, FILTER_REASON_CLIENT_CLOSED);
         else
             px_conn_run(c);
     }
@@ -1131,18 +1193,20 @@ void px_conns_recheck(px_t *px, moat_gen_t *gen)
         /* Re-decided from what was recorded: its name (when normalised),
          * its original destination, or the IP literal it was dialled at. */
         filter_conn_input_t in;
-        px_input(c, gen, FILTER_STAGE_RECHECK, &in);
+        px_conn_input(c, gen, FILTER_STAGE_RECHECK, &in);
         in.name = c->name_ok ? c->name : NULL;
         in.name_len = c->name_len;
         in.by_name = c->by_name;
         in.addr = c->has_dest ? &c->dest : NULL;
         /* As its tenant in the new generation: a tenant added, changed or
          * removed may move the client to another policy. */
-        moat_scope_t sc = moat_gen_scope(gen, &c->client);
+        moat_scope_t sc = px_conn_scope(c, gen);
         in.audit = sc.audit;
         filter_conn_out_t o;
         filter_decide_conn(sc.policy, &in, &o);
-        if (o.action == FILTER_ACT_REFUSE) {
+        /* An authenticated user whose tenant is gone has no policy left. */
+        long tenant = c->auth_name ? moat_gen_tenant_find(gen, c->auth_name) : -1;
+        if (o.action == FILTER_ACT_REFUSE || (c->auth_name && tenant < 0)) {
             filter_decision_t why = {.verdict = FILTER_BLOCK,
                                      .reason = FILTER_REASON_POLICY_RELOAD,
                                      .rule = c->dec.rule};
@@ -1151,6 +1215,8 @@ void px_conns_recheck(px_t *px, moat_gen_t *gen)
         }
         moat_gen_t *old = c->gen;
         c->gen = moat_gen_ref(gen);
+        c->auth_tenant = tenant;
+        c->auth_gen = gen->id;
         c->dec = o.decision;
         moat_gen_unref(old);
     }

@@ -50,6 +50,10 @@ const char *px_kind_str(px_kind_t k)
         return "tls";
     case PX_HTTP:
         return "http";
+    case PX_CONNECT:
+        return "connect";
+    case PX_SOCKS:
+        return "socks";
     }
     return "?";
 }
@@ -61,6 +65,10 @@ stats_listener_t px_kind_stats(px_kind_t k)
         return STATS_LISTENER_TLS;
     case PX_HTTP:
         return STATS_LISTENER_HTTP;
+    case PX_CONNECT:
+        return STATS_LISTENER_CONNECT;
+    case PX_SOCKS:
+        return STATS_LISTENER_SOCKS;
     case PX_TRANSPARENT:
         break;
     }
@@ -356,13 +364,14 @@ fail:
     return rc;
 }
 
-/* moat_listeners_apply over the transparent, tls and http lists, in that
- * order (kind = px_kind_t). */
+/* moat_listeners_apply over the transparent, tls, http, connect and socks
+ * lists, in that order (kind = px_kind_t). */
 static void px_lsn_wanted(void *ctx, size_t i, const cfg_addr_t **addr, int *kind)
 {
     const cfg_t *cfg = ((px_t *)ctx)->gen->cfg;
-    const cfg_addr_list_t *lists[3] = {&cfg->proxy.transparent, &cfg->proxy.tls, &cfg->proxy.http};
-    const px_kind_t kinds[3] = {PX_TRANSPARENT, PX_TLS, PX_HTTP};
+    const cfg_addr_list_t *lists[5] = {&cfg->proxy.transparent, &cfg->proxy.tls, &cfg->proxy.http,
+                                       &cfg->proxy.connect, &cfg->proxy.socks};
+    const px_kind_t kinds[5] = {PX_TRANSPARENT, PX_TLS, PX_HTTP, PX_CONNECT, PX_SOCKS};
     size_t k = 0;
     while (i >= lists[k]->n)
         i -= lists[k++]->n;
@@ -408,7 +417,8 @@ static const moat_listeners_ops_t px_lsn_ops = {
 static int px_listeners_apply(px_t *px)
 {
     const cfg_t *cfg = px->gen->cfg;
-    size_t n = cfg->proxy.transparent.n + cfg->proxy.tls.n + cfg->proxy.http.n;
+    size_t n = cfg->proxy.transparent.n + cfg->proxy.tls.n + cfg->proxy.http.n +
+               cfg->proxy.connect.n + cfg->proxy.socks.n;
     return moat_listeners_apply(&px->listeners, n, &px_lsn_ops, px);
 }
 

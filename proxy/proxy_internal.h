@@ -34,7 +34,7 @@
  * smallest pipe the kernel hands out (over pipe-user-pages-soft) holds two. */
 #define PX_COPY_BUF 8192
 
-typedef enum px_kind { PX_TRANSPARENT, PX_TLS, PX_HTTP } px_kind_t;
+typedef enum px_kind { PX_TRANSPARENT, PX_TLS, PX_HTTP, PX_CONNECT, PX_SOCKS } px_kind_t;
 
 typedef struct px px_t;
 typedef struct px_conn px_conn_t;

@@ -444,7 +444,7 @@ class TcpFaultTest(pf.NetnsTestCase):
         s.close()
 
     def served_http(self, s):
-        s.sendall(b"GET / HTTP/1.1\r\nHost: ok.test\r\n\r\n")
+        s.sendall(b"GET / HTTP/1.1\r\nHost: ok.test\r\nContent-Length: 1000000000\r\n\r\n")
         s.settimeout(10)
         self.assertEqual(recv_exact(s, 6), b"ready\n")
         s.sendall(b"ping")

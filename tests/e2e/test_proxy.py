@@ -274,7 +274,9 @@ class ProxyTest(pf.NetnsTestCase):
         blocks = 100
         s = self.connect(self.http_port)
         s.settimeout(60)
-        s.sendall(b"POST / HTTP/1.1\r\nHost: bulk.test\r\nX-Blocks: %d\r\n\r\n" % blocks)
+        # Framed as the request's body: every request is decided (SPEC §2.3).
+        s.sendall(b"POST / HTTP/1.1\r\nHost: bulk.test\r\nX-Blocks: %d\r\nContent-Length: %d\r\n\r\n"
+                  % (blocks, blocks * len(pf.UP_BLOCK)))
         up = hashlib.sha256()
         errors = []
 
@@ -463,7 +465,9 @@ class ProxyTest(pf.NetnsTestCase):
         return [rr.addr() for rr in Response(u.recv(4096)).answer if rr.type == 1]
 
     def bulk_exchange(self, s, blocks=1):
-        s.sendall(b"POST / HTTP/1.1\r\nHost: bulk.test\r\nX-Blocks: %d\r\n\r\n" % blocks)
+        # Framed as the request's body: every request is decided (SPEC §2.3).
+        s.sendall(b"POST / HTTP/1.1\r\nHost: bulk.test\r\nX-Blocks: %d\r\nContent-Length: %d\r\n\r\n"
+                  % (blocks, blocks * len(pf.UP_BLOCK)))
         for _ in range(blocks):
             s.sendall(pf.UP_BLOCK)
         s.shutdown(socket.SHUT_WR)

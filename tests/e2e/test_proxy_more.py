@@ -233,9 +233,13 @@ class ProxyMoreTest(pf.NetnsTestCase):
 
     # ---- 2. idle_timeout ---------------------------------------------------------------------
 
+    # Every request on an http connection is decided (SPEC §2.3): the raw
+    # bytes the echo tests send after the head are framed as its body.
+    IDLE_HEAD = b"POST / HTTP/1.1\r\nHost: idle.test\r\nContent-Length: 1000000000\r\n\r\n"
+
     def idle_conn(self, rcvbuf=None):
         s = self.connect(self.addr("http"), rcvbuf=rcvbuf)
-        s.sendall(b"GET / HTTP/1.1\r\nHost: idle.test\r\n\r\n")
+        s.sendall(self.IDLE_HEAD)
         got = b""
         while not got.endswith(b"ready\n"):
             d = s.recv(100)
@@ -283,7 +287,7 @@ class ProxyMoreTest(pf.NetnsTestCase):
         self.assertEqual(got, b"end")
         s.close()
         line = self.log_line("name=idle.test", "verdict=allow")
-        self.assertIn("bytes_up=%d" % (len(b"GET / HTTP/1.1\r\nHost: idle.test\r\n\r\n") +
+        self.assertIn("bytes_up=%d" % (len(self.IDLE_HEAD) +
                                        len(sent) + 3), line)
 
     def stalled_reader_roundtrip(self, total=2_000_000, chunk=1000):

@@ -361,7 +361,7 @@ class ReloadTest(pf.NetnsTestCase):
                         ok = " 200 " in head and hashlib.sha256(body).hexdigest() == BLOB_SHA
                         what = "GET /blob: %s, %d bytes" % (head.split("\r\n")[0], len(body))
                     else:
-                        s.sendall(b"POST / HTTP/1.1\r\nHost: bulk.test\r\nX-Blocks: 1\r\n\r\n")
+                        s.sendall(b"POST / HTTP/1.1\r\nHost: bulk.test\r\nX-Blocks: 1\r\nContent-Length: 1000000000\r\n\r\n")
                         s.sendall(pf.UP_BLOCK)
                         s.shutdown(socket.SHUT_WR)
                         got = recv_all(s, size=1 << 20)
@@ -389,7 +389,7 @@ class ReloadTest(pf.NetnsTestCase):
 
     def open_echo(self, name):
         s = self.connect(self.http_port)
-        s.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % name.encode())
+        s.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000000000\r\n\r\n" % name.encode())
         if recv_exact(s, 6) != b"ready\n":
             raise AssertionError("echo did not answer")
         return s

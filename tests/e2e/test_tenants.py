@@ -127,7 +127,7 @@ class TenantTest(pf.SourceClients, pf.NetnsTestCase):
         blocks = 24
         bulk = self.connect_as(BOX["box-1"], "127.0.0.1", self.http_port)
         bulk.settimeout(30)
-        bulk.sendall(b"POST / HTTP/1.1\r\nHost: bulk.test\r\nX-Blocks: %d\r\n\r\n" % blocks)
+        bulk.sendall(b"POST / HTTP/1.1\r\nHost: bulk.test\r\nX-Blocks: %d\r\nContent-Length: 1000000000\r\n\r\n" % blocks)
         first = b""
         while len(first) < len(pf.DOWN_BLOCK):
             d = bulk.recv(1 << 20)

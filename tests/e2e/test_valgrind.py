@@ -144,7 +144,7 @@ class ValgrindTest(pf.NetnsTestCase):
         self.assertEqual(recv_exact(s, len(hello)), hello)
         s.close()
         h = self.connect(http_port)
-        h.sendall(b"GET / HTTP/1.1\r\nHost: ok.test\r\n\r\n")
+        h.sendall(b"GET / HTTP/1.1\r\nHost: ok.test\r\nContent-Length: 1000000000\r\n\r\n")
         self.assertEqual(recv_exact(h, 6), b"ready\n")
         h.sendall(b"ping")
         self.assertEqual(recv_exact(h, 4), b"ping")
