@@ -331,6 +331,10 @@ static int wt_move(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, ui
 static int wt_hold(px_watch_t *w, const uint8_t *buf, size_t from, size_t len)
 {
     size_t rest = len - from;
+    if (rest == 0) {
+        w->held_len = 0;
+        return 0;
+    }
     if (buf == w->held) {
         memmove(w->held, w->held + from, rest);
         w->held_len = rest;
