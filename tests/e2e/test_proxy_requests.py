@@ -18,7 +18,38 @@ from moatlib import Moat, free_port, recv_all, write_config
 
 SKIP = pf.netns_skip(__name__, __file__)
 NAMES = {"a.test": pf.ADDRS["a"], "b.test": pf.ADDRS["b"], "blocked.test": pf.ADDRS["a"],
-         "lo.test": "127.0.0.1"}
+         "lo.test": "127.0.0.1", "ws.test": pf.ADDRS["bulk"]}
+
+
+class UpgradeServer(pf.TcpServer):
+    """On (addr, 80): answers a request head asking to upgrade with 101 and
+    then echoes raw bytes; any other request gets 426 (Content-Length 0)
+    and the connection stays for the next request."""
+
+    def _serve(self, c):
+        try:
+            c.settimeout(10)
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(4096)
+                    if not d:
+                        return
+                    buf += d
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                if b"upgrade: websocket" in head.lower():
+                    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                              b"Connection: Upgrade\r\n\r\n" + buf)
+                    while True:
+                        d = c.recv(4096)
+                        if not d:
+                            return
+                        c.sendall(d)
+                c.sendall(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            pass
+        finally:
+            c.close()
 
 
 @unittest.skipIf(SKIP, SKIP)
@@ -28,6 +59,7 @@ class ProxyRequestsTest(pf.NetnsTestCase):
         pf.setup_netns()
         cls.cert, key = pf.make_cert(cls.dir, ["a.test", "b.test", "blocked.test"])
         cls.nginx = cls.serve(pf.Nginx(cls.dir, cls.cert, key))
+        cls.ws = cls.serve(UpgradeServer(pf.ADDRS["bulk"], 80))
         cls.start_dnsmasq(pf.address_args(NAMES.items()))
 
     def start(self, allow="allow: [a.test]", extra=""):
@@ -188,6 +220,39 @@ class ProxyRequestsTest(pf.NetnsTestCase):
         first = data.find(b"http-a")
         self.assertGreater(first, 0, data)
         self.assertGreater(data.find(b" 403 "), first, data)
+
+    def test_upgrade_followed_until_101(self):
+        """A request without the upgrade gets 426 and the next request is
+        still decided (host-switch); after a 101 the bytes are opaque."""
+        self.start("allow: [ws.test, a.test]")
+        s = self.connect(self.hport)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: ws.test\r\n\r\n")
+        head, _ = pf.read_head(s)
+        self.assertIn(b" 426 ", head.split(b"\r\n")[0])
+        s.sendall(b"GET / HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\n"
+                  b"Upgrade: websocket\r\n\r\nearly")
+        head, rest = pf.read_head(s)
+        self.assertIn(b" 101 ", head.split(b"\r\n")[0])
+        got = rest
+        while len(got) < 5:
+            got += s.recv(100)
+        self.assertEqual(got, b"early")
+        frame = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n\x81\x05hello"  # not a request any more
+        s.sendall(frame)
+        got = b""
+        while len(got) < len(frame):
+            d = s.recv(4096)
+            self.assertTrue(d)
+            got += d
+        self.assertEqual(got, frame)
+        s2 = self.connect(self.hport)
+        s2.sendall(b"GET / HTTP/1.1\r\nHost: ws.test\r\n\r\n")
+        head, _ = pf.read_head(s2)
+        self.assertIn(b" 426 ", head.split(b"\r\n")[0])
+        s2.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\n"
+                   b"Upgrade: websocket\r\n\r\n")
+        self.assertIn(b" 403 ", recv_all(s2, timeout=5))
+        self.moat.wait_line("name=a.test verdict=block reason=host-switch")
 
     def test_keepalive_same_host_goes_on(self):
         self.start()
