@@ -525,6 +525,14 @@ static int wt_down(px_conn_t *c)
         if (n == 0)
             continue;
         if (!wt_scan_responses(c, c->px->copy_buf, (size_t)n)) {
+            if (filter_http_flow_error(&w->flow, FILTER_HTTP_FLOW_RESP) ==
+                FILTER_HTTP_FLOW_E_UNREQUESTED) {
+                /* More answers than requests: the server read a request
+                 * where moat saw a body (a desync); what it answers now is
+                 * not known. */
+                wt_fail(c, FILTER_REASON_BAD_FRAMING);
+                return -ECONNABORTED;
+            }
             w->resp_lost = true;
             free(w->resp);
             w->resp = NULL;
