@@ -203,6 +203,13 @@ void px_tunnel_hello(px_conn_t *c, filter_tls_result_t r, const filter_tls_hello
         px_conn_abort(c, NULL);
         return;
     }
+    /* Audit: logged with the name the hello asked for, and let through. */
+    if (px_conn_scope(c, c->gen).audit) {
+        d.audit = true;
+        px_conn_log_as(c, &d, hello->sni, hello->sni_len);
+        px_conn_splice(c);
+        return;
+    }
     /* Logged with the name the hello asked for: the one it was refused for. */
     c->log_at_close = false;
     if (hello->sni_len)

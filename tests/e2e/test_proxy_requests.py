@@ -167,6 +167,25 @@ class ProxyRequestsTest(pf.NetnsTestCase):
         self.assertIsNotNone(pf.closed_within(t, 5))
         self.moat.line_with("listener=connect", "reason=policy-reload")
 
+    def test_audit_lets_tunnels_and_switches_through(self):
+        self.start(extra="mode: audit\n")
+        proxy = "http://127.0.0.1:%d" % self.cport
+        r = self.curl("-x", proxy, "https://b.test/")
+        self.assertEqual(r.stdout, "server-b\n", r.stderr)
+        s = self.connect(self.cport)
+        s.sendall(b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n")
+        head, _ = pf.read_head(s)
+        self.assertIn(b" 200 ", head.split(b"\r\n")[0])
+        t = ssl.create_default_context(cafile=self.cert).wrap_socket(
+            s, server_hostname="blocked.test")
+        self.socks.append(t)
+        self.moat.line_with("name=blocked.test", "reason=sni-mismatch", "audit=passed")
+        h = self.connect(self.hport)
+        h.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        pf.read_head(h)
+        h.sendall(b"GET / HTTP/1.1\r\nHost: b.test\r\n\r\n")
+        self.moat.line_with("name=b.test", "reason=host-switch", "audit=passed")
+
     # ---- socks listener ------------------------------------------------------------------
 
     def test_socks_allowed_and_blocked(self):
