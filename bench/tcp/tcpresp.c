@@ -1,6 +1,7 @@
-/* bench/tcp/tcpresp.c: the server side of bench/tcp (issue 4, Performance).
+/* bench/tcp/tcpresp.c: the server side of bench/tcp (issues 4 and 14, Performance).
  *
  *   tcpresp PORT HELLO_LEN
+ *   tcpresp PORT http
  *
  * Listens on 0.0.0.0:PORT (plain TCP, not TLS: it stands for any server and
  * measures the proxy, not a handshake). Per connection: reads HELLO_LEN bytes
@@ -9,6 +10,12 @@
  * those bytes are discarded as they come (recv MSG_TRUNC: no copy) and, once
  * all are in, their count is answered back (no half-close needed: sniproxy
  * does not keep it). Closes at the client's EOF.
+ *
+ * With `http` instead of a length, it is a keep-alive HTTP/1.1 server for
+ * the keep-alive load: every request head (up to its CRLF CRLF; requests
+ * carry no body) is answered with TCPRESP_HTTP (a Content-Length response),
+ * pipelined ones in order, until the client's EOF. Heads are not kept: a
+ * connection's state is how much of the CRLF CRLF it has seen.
  * One thread, epoll, level-triggered.
  */
 #include <errno.h>
@@ -34,6 +41,7 @@ typedef struct tr_conn {
     uint32_t hdr_got; /* bytes of expect read */
     uint64_t expect;  /* bulk: the byte count announced after the hello */
     uint64_t sunk;    /* bytes after it */
+    uint8_t crlf;     /* http: bytes of "\r\n\r\n" matched so far */
 } tr_conn_t;
 
 static void tr_die(const char *what)
@@ -42,12 +50,50 @@ static void tr_die(const char *what)
     exit(2);
 }
 
+/* http: answer every request head that ends in what is readable on fd; 1
+ * when the connection is done (EOF, an error). */
+static int tr_http(int fd, tr_conn_t *s)
+{
+    static const char resp[] = TCPRESP_HTTP;
+    static char out[64 * (sizeof resp - 1)];
+    for (;;) {
+        uint8_t buf[16384];
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r < 0 && errno == EAGAIN)
+            return 0;
+        if (r <= 0)
+            return 1;
+        size_t heads = 0, used = 0;
+        for (ssize_t i = 0; i < r; i++) {
+            uint8_t c = buf[i];
+            if (c == (s->crlf & 1 ? '\n' : '\r'))
+                s->crlf++;
+            else
+                s->crlf = c == '\r';
+            if (s->crlf == 4) {
+                s->crlf = 0;
+                heads++;
+            }
+        }
+        while (heads > 0) { /* pipelined heads: answered in batches of 64 */
+            size_t batch = heads < 64 ? heads : 64;
+            for (size_t i = 0; i < batch; i++)
+                memcpy(out + i * (sizeof resp - 1), resp, sizeof resp - 1);
+            used = batch * (sizeof resp - 1);
+            if (send(fd, out, used, MSG_NOSIGNAL) != (ssize_t)used)
+                return 1; /* the client reads every answer before its next request */
+            heads -= batch;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
-        fprintf(stderr, "usage: tcpresp PORT HELLO_LEN\n");
+        fprintf(stderr, "usage: tcpresp PORT HELLO_LEN | tcpresp PORT http\n");
         return 2;
     }
+    int http = strcmp(argv[2], "http") == 0;
     uint32_t hello_len = (uint32_t)atoi(argv[2]);
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
@@ -91,6 +137,11 @@ int main(int argc, char **argv)
             }
             tr_conn_t *s = &conns[fd];
             int closing = 0;
+            if (http) {
+                if (tr_http(fd, s))
+                    close(fd);
+                continue;
+            }
             while (!s->replied) {
                 uint8_t buf[16384];
                 size_t want = hello_len - s->got;
