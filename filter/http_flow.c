@@ -382,56 +382,35 @@ static void fl_body_start(filter_http_flow_side_t *s, bool chunked, uint64_t n)
     }
 }
 
-/* One byte of a chunked body outside chunk-data; E_NONE or why it is wrong. */
-static filter_http_flow_err_t fl_chunk_byte(filter_http_flow_side_t *s, int b)
+/* One byte of a chunk-size (FL_CK_SIZE0, FL_CK_SIZE): a hex digit, or what
+ * ends the size. */
+static filter_http_flow_err_t fl_chunk_size_byte(filter_http_flow_side_t *s, int b)
+{
+    int h = fl_hex(b);
+    if (h >= 0) {
+        if (s->digits >= FL_CHUNK_DIGITS)
+            return FILTER_HTTP_FLOW_E_CHUNK_TOO_BIG;
+        s->left = s->left << 4 | (uint64_t)h;
+        s->digits++;
+        s->chunk = FL_CK_SIZE;
+    } else if (s->chunk == FL_CK_SIZE0) {
+        return FILTER_HTTP_FLOW_E_CHUNK_SIZE;
+    } else if (b == ';') {
+        s->chunk = FL_CK_EXT;
+    } else if (b == ' ' || b == '\t') {
+        s->chunk = FL_CK_SIZE_WS;
+    } else if (b == '\r') {
+        s->chunk = FL_CK_SIZE_LF;
+    } else {
+        return FILTER_HTTP_FLOW_E_CHUNK_SIZE;
+    }
+    return FILTER_HTTP_FLOW_E_NONE;
+}
+
+/* One byte of the trailer section (after the last chunk). */
+static filter_http_flow_err_t fl_chunk_trailer_byte(filter_http_flow_side_t *s, int b)
 {
     switch ((fl_chunk_t)s->chunk) {
-    case FL_CK_SIZE0:
-    case FL_CK_SIZE: {
-        int h = fl_hex(b);
-        if (h >= 0) {
-            if (s->digits >= FL_CHUNK_DIGITS)
-                return FILTER_HTTP_FLOW_E_CHUNK_TOO_BIG;
-            s->left = s->left << 4 | (uint64_t)h;
-            s->digits++;
-            s->chunk = FL_CK_SIZE;
-        } else if (s->chunk == FL_CK_SIZE0) {
-            return FILTER_HTTP_FLOW_E_CHUNK_SIZE;
-        } else if (b == ';') {
-            s->chunk = FL_CK_EXT;
-        } else if (b == ' ' || b == '\t') {
-            s->chunk = FL_CK_SIZE_WS;
-        } else if (b == '\r') {
-            s->chunk = FL_CK_SIZE_LF;
-        } else {
-            return FILTER_HTTP_FLOW_E_CHUNK_SIZE;
-        }
-        return FILTER_HTTP_FLOW_E_NONE;
-    }
-    case FL_CK_SIZE_WS: /* chunk-ext = *( BWS ";" ... ) */
-        if (b == ';')
-            s->chunk = FL_CK_EXT;
-        else if (b != ' ' && b != '\t')
-            return FILTER_HTTP_FLOW_E_CHUNK_SIZE;
-        return FILTER_HTTP_FLOW_E_NONE;
-    case FL_CK_EXT:
-        if (b == '\r')
-            s->chunk = FL_CK_SIZE_LF;
-        else if (fl_ctl(b))
-            return FILTER_HTTP_FLOW_E_CHUNK_SIZE;
-        return FILTER_HTTP_FLOW_E_NONE;
-    case FL_CK_SIZE_LF:
-        if (b != '\n')
-            return FILTER_HTTP_FLOW_E_CHUNK_SIZE;
-        s->digits = 0;
-        s->chunk = s->left > 0 ? FL_CK_DATA : FL_CK_TRAILER; /* last-chunk: size 0 */
-        return FILTER_HTTP_FLOW_E_NONE;
-    case FL_CK_DATA_CR:
-    case FL_CK_DATA_LF:
-        if (b != (s->chunk == FL_CK_DATA_CR ? '\r' : '\n'))
-            return FILTER_HTTP_FLOW_E_CHUNK_END;
-        s->chunk = s->chunk == FL_CK_DATA_CR ? FL_CK_DATA_LF : FL_CK_SIZE0;
-        return FILTER_HTTP_FLOW_E_NONE;
     case FL_CK_TRAILER:
         if (b == '\r')
             s->chunk = FL_CK_END_LF;
@@ -458,11 +437,48 @@ static filter_http_flow_err_t fl_chunk_byte(filter_http_flow_side_t *s, int b)
             return FILTER_HTTP_FLOW_E_TRAILER;
         s->chunk = s->chunk == FL_CK_TRAILER_LF ? FL_CK_TRAILER : FL_CK_DONE;
         return FILTER_HTTP_FLOW_E_NONE;
+    default:
+        return FILTER_HTTP_FLOW_E_STATE;
+    }
+}
+
+/* One byte of a chunked body outside chunk-data; E_NONE or why it is wrong. */
+static filter_http_flow_err_t fl_chunk_byte(filter_http_flow_side_t *s, int b)
+{
+    switch ((fl_chunk_t)s->chunk) {
+    case FL_CK_SIZE0:
+    case FL_CK_SIZE:
+        return fl_chunk_size_byte(s, b);
+    case FL_CK_SIZE_WS: /* chunk-ext = *( BWS ";" ... ) */
+        if (b == ';')
+            s->chunk = FL_CK_EXT;
+        else if (b != ' ' && b != '\t')
+            return FILTER_HTTP_FLOW_E_CHUNK_SIZE;
+        return FILTER_HTTP_FLOW_E_NONE;
+    case FL_CK_EXT:
+        if (b == '\r')
+            s->chunk = FL_CK_SIZE_LF;
+        else if (fl_ctl(b))
+            return FILTER_HTTP_FLOW_E_CHUNK_SIZE;
+        return FILTER_HTTP_FLOW_E_NONE;
+    case FL_CK_SIZE_LF:
+        if (b != '\n')
+            return FILTER_HTTP_FLOW_E_CHUNK_SIZE;
+        s->digits = 0;
+        s->chunk = s->left > 0 ? FL_CK_DATA : FL_CK_TRAILER; /* last-chunk: size 0 */
+        return FILTER_HTTP_FLOW_E_NONE;
+    case FL_CK_DATA_CR:
+    case FL_CK_DATA_LF:
+        if (b != (s->chunk == FL_CK_DATA_CR ? '\r' : '\n'))
+            return FILTER_HTTP_FLOW_E_CHUNK_END;
+        s->chunk = s->chunk == FL_CK_DATA_CR ? FL_CK_DATA_LF : FL_CK_SIZE0;
+        return FILTER_HTTP_FLOW_E_NONE;
     case FL_CK_DATA:
     case FL_CK_DONE:
-        break;
+        return FILTER_HTTP_FLOW_E_STATE;
+    default:
+        return fl_chunk_trailer_byte(s, b);
     }
-    return FILTER_HTTP_FLOW_E_STATE;
 }
 
 /* Follow a chunked body through the bytes of c; returns how many it took. */
