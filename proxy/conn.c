@@ -121,6 +121,8 @@ void px_conn_log_as(px_conn_t *c, const filter_decision_t *dec, const char *name
                             : dec->verdict == FILTER_BLOCK ? STATS_VERDICT_BLOCK
                                                            : STATS_VERDICT_ALLOW,
                             dec->reason, c->d_up.bytes, c->d_down.bytes);
+    if (!log_decision_enabled(dec)) /* below the level: nothing to format */
+        return;
     char client[FILTER_ADDR_STRLEN + 10], dest[FILTER_ADDR_STRLEN];
     px_fmt_addr(&c->client, c->cport, client, sizeof client);
     if (c->has_dest)
