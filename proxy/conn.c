@@ -48,9 +48,15 @@
  * sockets open. A pipe is refilled only when it is empty: then EAGAIN from
  * socket → pipe can only mean "no data", never "pipe full".
  *
- * One uv_timer per connection serves peek_timeout (from accept),
- * connect_timeout (resolve + dial), idle_timeout (splice; re-armed lazily
- * from the last activity) and the linger bound.
+ * Timeouts: a connection has one deadline at a time (peek_timeout from
+ * accept, connect_timeout for resolve + dial, idle_timeout while splicing,
+ * re-armed lazily from the last activity, and the linger bound), on the
+ * service's list for that kind of timeout. A timeout is the same for every
+ * connection of a generation, so a new deadline is the list's last and the
+ * lists stay in deadline order at O(1) a change; one uv_timer serves the
+ * earliest head of all lists, and is re-armed only when a deadline comes
+ * before the one it is armed for. A uv_timer per connection cost a heap
+ * insert per state change and a uv_close per connection.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -188,11 +194,57 @@ static void px_conn_free(px_conn_t *c)
     moat_service_handle_closed(&px->svc);
 }
 
-static void px_conn_handle_closed_cb(uv_handle_t *h)
+/* Free the connections closed so far (after the events of the turn that
+ * closed them). */
+static void px_reap(px_t *px)
 {
-    px_conn_t *c = h->data;
-    if (--c->handles == 0)
-        px_conn_free(c);
+    moat_list_t *it;
+    while ((it = moat_list_first(&px->dead))) {
+        moat_list_remove(it);
+        px_conn_free(container_of(it, px_conn_t, tnode));
+    }
+}
+
+static void px_reap_cb(uv_check_t *h)
+{
+    px_t *px = h->data;
+    uv_check_stop(h);
+    px_reap(px);
+}
+
+/* ---- deadlines ------------------------------------------------------------------------ */
+
+static void px_tq_cb(uv_timer_t *t);
+
+/* Arm the service's timer for due if it would fire later. */
+static void px_tq_arm(px_t *px, uint64_t due)
+{
+    if (due >= px->tq_due)
+        return;
+    px->tq_due = due;
+    uint64_t now = uv_now(px->loop);
+    uv_timer_start(&px->tq_timer, px_tq_cb, due > now ? due - now : 0, 0);
+}
+
+/* The connection's timeout: ms from now, on the list of its kind (replaces
+ * any deadline it had). */
+static void px_deadline(px_conn_t *c, px_tq_kind_t k, uint64_t ms)
+{
+    px_t *px = c->px;
+    moat_list_remove(&c->tnode);
+    c->deadline = uv_now(px->loop) + ms;
+    /* Last, unless a reload shortened the timeout: then before the later
+     * deadlines of the previous generation's. */
+    moat_list_t *q = &px->tq[k], *p = q->prev;
+    while (p != q && container_of(p, px_conn_t, tnode)->deadline > c->deadline)
+        p = p->prev;
+    moat_list_push(p, &c->tnode);
+    px_tq_arm(px, c->deadline);
+}
+
+static void px_deadline_stop(px_conn_t *c)
+{
+    moat_list_remove(&c->tnode); /* the timer may fire for nothing: it re-arms */
 }
 
 static void px_close_fd(int *fd, bool reset)
@@ -231,12 +283,14 @@ void px_conn_close(px_conn_t *c)
     px_conn_dir_release(px, &c->d_up);
     px_conn_dir_release(px, &c->d_down);
     moat_list_remove(&c->later);
-    /* Closing takes the sockets out of the epoll set; the memory stays
-     * until the timer's close callback, so events already taken from the
-     * set for this connection find it CLOSING. */
     px_close_fd(&c->cfd, c->reset);
     px_close_fd(&c->ufd, c->reset);
-    uv_close((uv_handle_t *)&c->timer, px_conn_handle_closed_cb);
+    /* Closing takes the sockets out of the epoll set; the memory stays
+     * until the reaper runs after this turn's events, so events already
+     * taken from the set for this connection find it CLOSING. */
+    moat_list_remove(&c->tnode);
+    moat_list_append(&px->dead, &c->tnode);
+    uv_check_start(&px->reap, px_reap_cb);
     moat_service_busy_done(&px->svc);
 }
 
@@ -314,11 +368,9 @@ static void px_linger(px_conn_t *c)
     px_conn_later(c);
 }
 
-static void px_timer_cb(uv_timer_t *t);
-
 void px_conn_answer(px_conn_t *c, const void *data, size_t len)
 {
-    uv_timer_stop(&c->timer);
+    px_deadline_stop(c);
     px_close_fd(&c->ufd, false); /* a tunnel refused after its dial */
     /* Drop what is queued so that closing does not reset (RFC 793: data
      * unread at close means RST, which can destroy our answer in flight). */
@@ -331,7 +383,7 @@ void px_conn_answer(px_conn_t *c, const void *data, size_t len)
     }
     (void)shutdown(c->cfd, SHUT_WR);
     c->state = PX_S_LINGER;
-    uv_timer_start(&c->timer, px_timer_cb, PX_LINGER_MS, 0);
+    px_deadline(c, PX_TQ_LINGER, PX_LINGER_MS);
     c->cs.rd = true; /* what came after the loop above */
     px_linger(c);
 }
@@ -469,7 +521,7 @@ static void px_dial_start(px_conn_t *c)
 {
     c->state = PX_S_DIAL;
     c->next_addr = 0;
-    uv_timer_start(&c->timer, px_timer_cb, c->gen->cfg->proxy.connect_timeout_ms, 0);
+    px_deadline(c, PX_TQ_DIAL, c->gen->cfg->proxy.connect_timeout_ms);
     px_dial_next(c);
 }
 
@@ -528,7 +580,7 @@ static void px_resolve(px_conn_t *c)
     const cfg_t *cfg = c->gen->cfg;
     /* The upstream answers within dns.timeout; the timer only matters if
      * the DNS service went away under us. */
-    uv_timer_start(&c->timer, px_timer_cb, cfg->dns.timeout_ms + cfg->proxy.connect_timeout_ms, 0);
+    px_deadline(c, PX_TQ_RESOLVE, cfg->dns.timeout_ms + cfg->proxy.connect_timeout_ms);
     px_dialcache_result_t hit;
     int rc = c->px->dialcache ? px_dialcache_get(c->px->dialcache, c->name, c->name_len, &c->wait,
                                                  px_resolve_cb, c, &hit)
@@ -543,7 +595,7 @@ static void px_resolve(px_conn_t *c)
 static void px_peek_end(px_conn_t *c)
 {
     c->cs.rd = true; /* the peeked bytes are still queued */
-    uv_timer_stop(&c->timer);
+    px_deadline_stop(c);
 }
 
 static bool px_port_in(const filter_port_range_t *r, size_t n, int port)
@@ -601,7 +653,7 @@ static void px_act(px_conn_t *c, const filter_conn_out_t *o)
         if (c->proto != PX_PROTO_NONE && !c->replied && !px_tunnel_ready(c))
             return;
         c->state = PX_S_PEEK;
-        uv_timer_start(&c->timer, px_timer_cb, c->px->gen->cfg->proxy.peek_timeout_ms, 0);
+        px_deadline(c, PX_TQ_PEEK, c->px->gen->cfg->proxy.peek_timeout_ms);
         px_peek(c); /* the hello is often there already */
         return;
     case FILTER_ACT_DIAL_NAME:
@@ -935,7 +987,7 @@ void px_conn_splice(px_conn_t *c)
         c->tunnel_peek = true;
         c->peek_tls = true;
         c->state = PX_S_PEEK;
-        uv_timer_start(&c->timer, px_timer_cb, c->gen->cfg->proxy.peek_timeout_ms, 0);
+        px_deadline(c, PX_TQ_PEEK, c->gen->cfg->proxy.peek_timeout_ms);
         px_peek(c);
         return;
     }
@@ -943,17 +995,17 @@ void px_conn_splice(px_conn_t *c)
     c->last_ms = uv_now(c->px->loop);
     uint64_t idle = c->gen->cfg->proxy.idle_timeout_ms;
     if (idle)
-        uv_timer_start(&c->timer, px_timer_cb, idle, 0);
+        px_deadline(c, PX_TQ_IDLE, idle);
     else
-        uv_timer_stop(&c->timer);
+        px_deadline_stop(c);
     px_relay(c);
 }
 
 /* ---- timer ------------------------------------------------------------------------------ */
 
-static void px_timer_cb(uv_timer_t *t)
+/* The connection's deadline passed (it is off its list). */
+static void px_timeout(px_conn_t *c)
 {
-    px_conn_t *c = t->data;
     switch (c->state) {
     case PX_S_HANDSHAKE:
         px_tunnel_failed(c, FILTER_REASON_PEEK_TIMEOUT);
@@ -971,7 +1023,7 @@ static void px_timer_cb(uv_timer_t *t)
             px_conn_close(c);
             return;
         }
-        uv_timer_start(&c->timer, px_timer_cb, idle - (now - c->last_ms), 0);
+        px_deadline(c, PX_TQ_IDLE, idle - (now - c->last_ms));
         return;
     }
     case PX_S_LINGER:
@@ -980,6 +1032,30 @@ static void px_timer_cb(uv_timer_t *t)
     case PX_S_CLOSING:
         return;
     }
+}
+
+static void px_tq_cb(uv_timer_t *t)
+{
+    px_t *px = t->data;
+    uint64_t now = uv_now(px->loop), next = UINT64_MAX;
+    px->tq_due = UINT64_MAX;
+    for (int k = 0; k < PX_TQ_N; k++) {
+        moat_list_t *it;
+        while ((it = moat_list_first(&px->tq[k]))) {
+            px_conn_t *c = container_of(it, px_conn_t, tnode);
+            if (c->deadline > now)
+                break;
+            moat_list_remove(it);
+            px_timeout(c); /* may set a later deadline (and arm the timer) */
+        }
+    }
+    for (int k = 0; k < PX_TQ_N; k++) {
+        moat_list_t *it = moat_list_first(&px->tq[k]);
+        if (it && container_of(it, px_conn_t, tnode)->deadline < next)
+            next = container_of(it, px_conn_t, tnode)->deadline;
+    }
+    if (next != UINT64_MAX)
+        px_tq_arm(px, next);
 }
 
 /* ---- accept ------------------------------------------------------------------------------ */
@@ -1033,8 +1109,7 @@ void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_stor
     c->kind = kind;
     c->d_up.pipe.rfd = c->d_up.pipe.wfd = -1;
     c->d_down.pipe.rfd = c->d_down.pipe.wfd = -1;
-    uv_timer_init(px->loop, &c->timer);
-    c->timer.data = c;
+    moat_list_init(&c->tnode);
     c->handles = 1;
     moat_service_handle_open(&px->svc);
     moat_service_busy_add(&px->svc);
@@ -1050,7 +1125,7 @@ void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_stor
         /* SPEC §2.6: the client names its destination first (tunnel.c),
          * within peek_timeout. */
         c->state = PX_S_HANDSHAKE;
-        uv_timer_start(&c->timer, px_timer_cb, px->gen->cfg->proxy.peek_timeout_ms, 0);
+        px_deadline(c, PX_TQ_PEEK, px->gen->cfg->proxy.peek_timeout_ms);
         px_tunnel_handshake(c);
         return;
     }
@@ -1151,6 +1226,8 @@ static void px_conns_closed_cb(uv_handle_t *h)
         close(px->epfd);
         px->epfd = -1;
     }
+    if (h == (uv_handle_t *)&px->reap)
+        px_reap(px); /* connections closed since the last check */
     moat_service_handle_closed(&px->svc);
 }
 
@@ -1168,6 +1245,13 @@ int px_conns_start(px_t *px)
     px->ep_poll.data = px;
     uv_idle_init(px->loop, &px->later_idle);
     px->later_idle.data = px;
+    uv_timer_init(px->loop, &px->tq_timer);
+    px->tq_timer.data = px;
+    px->tq_due = UINT64_MAX;
+    uv_check_init(px->loop, &px->reap);
+    px->reap.data = px;
+    moat_service_handle_open(&px->svc);
+    moat_service_handle_open(&px->svc);
     moat_service_handle_open(&px->svc);
     moat_service_handle_open(&px->svc);
     px->conns_started = true;
@@ -1181,6 +1265,8 @@ void px_conns_stop(px_t *px)
     px->conns_started = false;
     uv_close((uv_handle_t *)&px->ep_poll, px_conns_closed_cb);
     uv_close((uv_handle_t *)&px->later_idle, px_conns_closed_cb);
+    uv_close((uv_handle_t *)&px->tq_timer, px_conns_closed_cb);
+    uv_close((uv_handle_t *)&px->reap, px_conns_closed_cb);
 }
 
 /* ---- reload -------------------------------------------------------------------------------- */

@@ -65,10 +65,11 @@ struct px_conn {
     px_t *px;
     moat_list_t node;  /* on px->conns until closing */
     moat_list_t later; /* on px->later (or the round px_later_cb runs) */
-    uv_timer_t timer;
+    moat_list_t tnode; /* on px->tq[] while a deadline is set; on px->dead once closed */
+    uint64_t deadline; /* loop time (ms) the state's timeout ends */
     int cfd, ufd;
     px_side_t cs, us; /* cfd, ufd in the epoll set */
-    unsigned handles; /* initialised handles not yet closed (the timer) */
+    unsigned handles; /* 1: a connection of the service (0: px_log_refused's stand-in) */
     px_kind_t kind;
     px_state_t state;
     unsigned stats_tenant; /* the tenant its active gauge counts under (core/stats.h) */

@@ -578,6 +578,10 @@ int px_proxy_create(moat_service_t *dns, moat_service_t **out)
     moat_list_init(&px->listeners);
     moat_list_init(&px->conns);
     moat_list_init(&px->later);
+    moat_list_init(&px->dead);
+    for (int i = 0; i < PX_TQ_N; i++)
+        moat_list_init(&px->tq[i]);
+    px->tq_due = UINT64_MAX;
     *out = &px->svc;
     return 0;
 }
