@@ -190,7 +190,12 @@ static void px_conn_free(px_conn_t *c)
     free(c->auth_name);
     free(c->head_out);
     px_watch_free(c);
-    free(c);
+    if (px->n_spare < PX_CONN_SPARE) {
+        moat_list_push(&px->spare, &c->node); /* off px->conns since closing */
+        px->n_spare++;
+    } else {
+        free(c);
+    }
     moat_service_handle_closed(&px->svc);
 }
 
@@ -1092,7 +1097,16 @@ static void px_conn_begin(px_conn_t *c)
 void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_storage *peer,
                     const struct sockaddr_storage *dest, socklen_t dest_len)
 {
-    px_conn_t *c = calloc(1, sizeof *c);
+    px_conn_t *c;
+    moat_list_t *spare = moat_list_first(&px->spare);
+    if (spare) {
+        moat_list_remove(spare);
+        px->n_spare--;
+        c = px_conn_of(spare);
+        memset(c, 0, sizeof *c);
+    } else {
+        c = calloc(1, sizeof *c);
+    }
     /* Readable and writable until a call says otherwise (see the top). */
     if (c) {
         c->px = px;

@@ -33,6 +33,10 @@
  * At most two pages: a partial send parks the rest in a pipe, and the
  * smallest pipe the kernel hands out (over pipe-user-pages-soft) holds two. */
 #define PX_COPY_BUF 8192
+/* Freed connections kept for the next accepts: a px_conn_t is past what
+ * malloc's per-thread cache keeps in numbers, and a burst of closes sent
+ * every free and calloc through its bins. */
+#define PX_CONN_SPARE 256
 
 typedef enum px_kind { PX_TRANSPARENT, PX_TLS, PX_HTTP, PX_CONNECT, PX_SOCKS } px_kind_t;
 
@@ -99,6 +103,8 @@ struct px {
      * events (an event taken in the same batch may still name one). */
     moat_list_t dead;
     uv_check_t reap;
+    moat_list_t spare; /* px_conn_t memory for reuse (by node), at most PX_CONN_SPARE */
+    size_t n_spare;
     uint8_t copy_buf[PX_COPY_BUF];
     /* Peeks (conn.c), grown to the largest max_hello / max_http_head. */
     uint8_t *peek_buf;
