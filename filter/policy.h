@@ -120,9 +120,9 @@ typedef enum filter_reason {
     FILTER_REASON_HOST_SWITCH,   /* "host-switch": a later request names another host */
     FILTER_REASON_SNI_MISMATCH,  /* "sni-mismatch": a tunnel's SNI names another name */
     FILTER_REASON_HOST_MISMATCH, /* "host-mismatch": a tunnel's request names another name */
-    FILTER_REASON_BAD_FRAMING,   /* "bad-framing": a body's length cannot be told (RFC 9112 §6.3) */
-    FILTER_REASON_BAD_REQUEST,   /* "bad-request": a malformed proxy request */
-    FILTER_REASON_PROXY_AUTH,    /* "proxy-auth": missing or wrong proxy credentials */
+    FILTER_REASON_BAD_FRAMING, /* "bad-framing": a body's length cannot be told (RFC 9112 §6.3) */
+    FILTER_REASON_BAD_REQUEST, /* "bad-request": a malformed proxy request */
+    FILTER_REASON_PROXY_AUTH,  /* "proxy-auth": missing or wrong proxy credentials */
     /* The DNS service. */
     FILTER_REASON_DOH_CANARY, /* "doh-canary": use-application-dns.net, the browsers' DoH canary */
     FILTER_REASON_COUNT,
@@ -169,6 +169,12 @@ typedef struct filter_decision {
  * matching rule allows (§2.1: every name rule makes the name resolvable). */
 filter_decision_t filter_match_name(const filter_policy_t *p, const char *name, size_t len,
                                     int port);
+
+/* filter_match_name for a name that filter_name_normalize already returned
+ * (FILTER_NAME_OK) and len bytes long: the same answer without normalising
+ * again. */
+filter_decision_t filter_match_name_normalized(const filter_policy_t *p, const char *name,
+                                               size_t len, int port);
 
 /* Every name rule matching a name (exact and wildcards, any port), for
  * `moat explain` without a port. Writes up to max pointers (exact rules
