@@ -236,7 +236,8 @@ static inline uint16_t tls_span_u16(tls_span_t *s)
     return (uint16_t)(hi << 8 | lo);
 }
 
-static void tls_span_skip(tls_span_t *s, size_t n)
+/* The rare case of tls_span_skip: an error, or the bytes span records. */
+static void tls_span_skip_slow(tls_span_t *s, size_t n)
 {
     if (!tls_span_need(s, n))
         return;
@@ -254,6 +255,16 @@ static void tls_span_skip(tls_span_t *s, size_t n)
         s->left -= step;
         n -= step;
     }
+}
+
+static inline void tls_span_skip(tls_span_t *s, size_t n)
+{
+    if (!s->err && s->left >= n && filter_cur_left(&s->frag) >= n) {
+        filter_cur_skip(&s->frag, n);
+        s->left -= n;
+        return;
+    }
+    tls_span_skip_slow(s, n);
 }
 
 /* The next n bytes as a span of their own; the parent moves past them. On
@@ -381,7 +392,12 @@ static filter_tls_result_t tls_body(const uint8_t *buf, size_t end, size_t body_
     while (s.left > 0) {
         uint16_t type = tls_span_u16(&s);
         size_t data_len = tls_span_u16(&s);
-        tls_span_t data = tls_span_sub(&s, data_len);
+        /* Only server_name is read inside; the others are skipped. */
+        tls_span_t data;
+        if (type == TLS_EXT_SERVER_NAME)
+            data = tls_span_sub(&s, data_len);
+        else
+            tls_span_skip(&s, data_len);
         if (s.err)
             return tls_answer(out, FILTER_TLS_NOT_TLS, "extension overruns the extensions block");
         /* RFC 8446 §4.2: no extension type more than once. GREASE values
