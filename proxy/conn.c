@@ -181,12 +181,37 @@ void px_conn_dir_release(px_t *px, px_dir_t *d)
     }
 }
 
+/* Drop the addresses to dial. */
+static void px_addrs_free(px_conn_t *c)
+{
+    if (c->addrs != c->addrs_inline)
+        free(c->addrs);
+    c->addrs = NULL;
+    c->n_addrs = 0;
+}
+
+/* Room for n addresses to dial (replacing any); NULL without memory. */
+static filter_addr_t *px_addrs_alloc(px_conn_t *c, size_t n)
+{
+    px_addrs_free(c);
+    c->addrs = n <= PX_ADDRS_INLINE ? c->addrs_inline : malloc(n * sizeof *c->addrs);
+    return c->addrs;
+}
+
+static void px_name_free(px_conn_t *c)
+{
+    if (c->name != c->name_inline)
+        free(c->name);
+    c->name = NULL;
+}
+
 static void px_conn_free(px_conn_t *c)
 {
     px_t *px = c->px;
     if (c->gen)
         moat_gen_unref(c->gen);
-    free(c->name);
+    px_name_free(c);
+    px_addrs_free(c);
     free(c->auth_name);
     free(c->head_out);
     px_watch_free(c);
@@ -283,8 +308,7 @@ void px_conn_close(px_conn_t *c)
     moat_list_remove(&c->node);
     px->n_conns--;
     stats_conn_close(c->stats_tenant, px_kind_stats(c->kind));
-    free(c->addrs);
-    c->addrs = NULL;
+    px_addrs_free(c);
     px_conn_dir_release(px, &c->d_up);
     px_conn_dir_release(px, &c->d_down);
     moat_list_remove(&c->later);
@@ -335,12 +359,22 @@ void px_conn_later(px_conn_t *c)
  * when there is no memory for it. */
 bool px_conn_set_name(px_conn_t *c, const char *name, size_t len, bool ok)
 {
+    if (len < PX_NAME_INLINE) { /* name may be the connection's own */
+        memmove(c->name_inline, name, len);
+        c->name_inline[len] = '\0';
+        if (c->name != c->name_inline)
+            free(c->name);
+        c->name = c->name_inline;
+        c->name_len = len;
+        c->name_ok = ok;
+        return true;
+    }
     char *n = malloc(len + 1);
     if (!n)
         return false;
     memcpy(n, name, len);
     n[len] = '\0';
-    free(c->name);
+    px_name_free(c);
     c->name = n;
     c->name_len = len;
     c->name_ok = ok;
@@ -533,9 +567,7 @@ static void px_dial_start(px_conn_t *c)
 /* Dial one address (transparent original destination, an IP literal Host). */
 static void px_dial_addr(px_conn_t *c, const filter_addr_t *a)
 {
-    free(c->addrs);
-    c->addrs = malloc(sizeof *c->addrs);
-    if (!c->addrs) {
+    if (!px_addrs_alloc(c, 1)) {
         px_dial_fail(c, FILTER_REASON_DIAL_FAILED);
         return;
     }
@@ -558,10 +590,7 @@ static void px_resolve_cb(void *arg, int status, const dns_cache_addr_t *addrs, 
                                              : FILTER_REASON_NO_ADDRESS);
         return;
     }
-    free(c->addrs);
-    c->addrs = n ? malloc(n * sizeof *c->addrs) : NULL;
-    c->n_addrs = 0;
-    if (n && !c->addrs) {
+    if (!px_addrs_alloc(c, n)) {
         px_dial_fail(c, FILTER_REASON_DIAL_FAILED);
         return;
     }
@@ -980,9 +1009,7 @@ static void px_relay(px_conn_t *c)
 
 void px_conn_splice(px_conn_t *c)
 {
-    free(c->addrs);
-    c->addrs = NULL;
-    c->n_addrs = 0;
+    px_addrs_free(c);
     if (c->watch_mode != PX_WATCH_NONE && !c->watch && !px_watch_start(c))
         return;
     if (c->proto != PX_PROTO_NONE && !c->replied && !px_tunnel_ready(c))
