@@ -280,7 +280,7 @@ static tls_span_t tls_span_sub(tls_span_t *s, size_t n)
 
 /* Extension types seen so far (RFC 8446 §4.2: at most one of each): one bit
  * per type, in words that are only valid once their bit in `valid` is set,
- * so a hello clears 128 bytes instead of the 8 KiB of the whole map. */
+ * so a hello clears the valid bits only, not the whole map. */
 typedef struct tls_seen_set {
     uint64_t valid[65536 / 64 / 64];
     uint64_t words[65536 / 64];

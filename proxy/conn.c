@@ -55,8 +55,8 @@
  * connection of a generation, so a new deadline is the list's last and the
  * lists stay in deadline order at O(1) a change; one uv_timer serves the
  * earliest head of all lists, and is re-armed only when a deadline comes
- * before the one it is armed for. A uv_timer per connection cost a heap
- * insert per state change and a uv_close per connection.
+ * before the one it is armed for (a uv_timer per connection would mean a
+ * heap insert per state change and a uv_close per connection).
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -33,9 +33,9 @@
  * At most two pages: a partial send parks the rest in a pipe, and the
  * smallest pipe the kernel hands out (over pipe-user-pages-soft) holds two. */
 #define PX_COPY_BUF 8192
-/* Freed connections kept for the next accepts: a px_conn_t is past what
- * malloc's per-thread cache keeps in numbers, and a burst of closes sent
- * every free and calloc through its bins. */
+/* Freed connections kept for the next accepts: bursts of closes and
+ * accepts outnumber what malloc's per-thread cache keeps, and would go
+ * through its bins. */
 #define PX_CONN_SPARE 256
 
 typedef enum px_kind { PX_TRANSPARENT, PX_TLS, PX_HTTP, PX_CONNECT, PX_SOCKS } px_kind_t;
