@@ -654,12 +654,22 @@ void log_msg(cfg_log_level_t level, const char *const *kv, const char *fmt, ...)
     line_emit(&line);
 }
 
+static cfg_log_level_t log_decision_level(const filter_decision_t *dec)
+{
+    bool allowed = dec->verdict == FILTER_ALLOW;
+    bool loud = !allowed || atomic_load_explicit(&log_allowed_info, memory_order_relaxed);
+    return loud ? CFG_LOG_INFO : CFG_LOG_DEBUG;
+}
+
+bool log_decision_enabled(const filter_decision_t *dec)
+{
+    return log_enabled(log_decision_level(dec));
+}
+
 void log_decision(const log_decision_t *d)
 {
     const filter_decision_t *dec = &d->decision;
-    bool allowed = dec->verdict == FILTER_ALLOW;
-    bool loud = !allowed || atomic_load_explicit(&log_allowed_info, memory_order_relaxed);
-    cfg_log_level_t level = loud ? CFG_LOG_INFO : CFG_LOG_DEBUG;
+    cfg_log_level_t level = log_decision_level(dec);
     if (!log_enabled(level))
         return;
 
@@ -676,7 +686,7 @@ void log_decision(const log_decision_t *d)
         line_field(&line, "name", d->name, d->name_len);
     line_field_s(&line, "qtype", d->qtype);
     line_field_s(&line, "rcode", d->rcode);
-    line_field_s(&line, "verdict", allowed ? "allow" : "block");
+    line_field_s(&line, "verdict", dec->verdict == FILTER_ALLOW ? "allow" : "block");
     line_field_s(&line, "reason", filter_reason_str(dec->reason));
     if (dec->rule) {
         line_field_s(&line, "rule", dec->rule->text);

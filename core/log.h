@@ -101,6 +101,11 @@ typedef struct log_decision {
  * log.allowed: true). */
 void log_decision(const log_decision_t *d);
 
+/* True when log_decision would write a line for dec: a caller that formats
+ * addresses for the record asks first, so a decision below the level costs
+ * nothing. */
+bool log_decision_enabled(const filter_decision_t *dec);
+
 /* Escape guest bytes for a log line into out (always NUL-terminated):
  * printable ASCII except '"' and '\\' as is, everything else as \xHH (text)
  * or \u00HH (json). Stops before an escape that would not fit whole. Returns

@@ -118,7 +118,10 @@ static void dec_name(const filter_policy_t *p, const filter_conn_input_t *in, fi
         dec_allow(o, dec_make(FILTER_ALLOW, FILTER_REASON_FILTER_OFF, NULL));
         return;
     }
-    filter_decision_t d = filter_match_name(p, o->name, o->name_len, in->port);
+    /* o->name was normalised by dec_set_name. */
+    filter_decision_t d = o->name_ok
+                              ? filter_match_name_normalized(p, o->name, o->name_len, in->port)
+                              : filter_match_name(p, o->name, o->name_len, in->port);
     if (d.verdict == FILTER_ALLOW)
         dec_allow(o, d);
     else

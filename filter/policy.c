@@ -1079,6 +1079,16 @@ filter_decision_t filter_match_name(const filter_policy_t *p, const char *name, 
     size_t n;
     if (!name || filter_name_normalize(name, len, norm, &n) != FILTER_NAME_OK)
         return pol_decision(FILTER_BLOCK, FILTER_REASON_BAD_NAME, NULL);
+    return filter_match_name_normalized(p, norm, n, port);
+}
+
+filter_decision_t filter_match_name_normalized(const filter_policy_t *p, const char *norm, size_t n,
+                                               int port)
+{
+    if (!p)
+        return pol_decision(FILTER_BLOCK, FILTER_REASON_NOT_ALLOWED, NULL);
+    if (!p->filtering)
+        return pol_decision(FILTER_ALLOW, FILTER_REASON_FILTER_OFF, NULL);
     if (p->n_lists)
         return pol_match_name_lists(p, norm, n, port);
 

@@ -170,6 +170,12 @@ typedef struct filter_decision {
 filter_decision_t filter_match_name(const filter_policy_t *p, const char *name, size_t len,
                                     int port);
 
+/* filter_match_name for a name that filter_name_normalize already returned
+ * (FILTER_NAME_OK) and len bytes long: the same answer without normalising
+ * again. */
+filter_decision_t filter_match_name_normalized(const filter_policy_t *p, const char *name,
+                                               size_t len, int port);
+
 /* Every name rule matching a name (exact and wildcards, any port), for
  * `moat explain` without a port. Writes up to max pointers (exact rules
  * first, then wildcards most specific first, config order within each),

@@ -201,7 +201,8 @@ static bool tls_span_need(tls_span_t *s, size_t n)
     return true;
 }
 
-static uint8_t tls_span_u8(tls_span_t *s)
+/* The rare case of tls_span_u8: an error, or the byte is in a later record. */
+static uint8_t tls_span_u8_slow(tls_span_t *s)
 {
     if (!tls_span_need(s, 1))
         return 0;
@@ -215,14 +216,28 @@ static uint8_t tls_span_u8(tls_span_t *s)
     return filter_cur_u8(&s->frag);
 }
 
-static uint16_t tls_span_u16(tls_span_t *s)
+static inline uint8_t tls_span_u8(tls_span_t *s)
 {
+    if (!s->err && s->left > 0 && filter_cur_left(&s->frag) > 0) {
+        s->left--;
+        return filter_cur_u8(&s->frag);
+    }
+    return tls_span_u8_slow(s);
+}
+
+static inline uint16_t tls_span_u16(tls_span_t *s)
+{
+    if (!s->err && s->left >= 2 && filter_cur_left(&s->frag) >= 2) {
+        s->left -= 2;
+        return filter_cur_u16(&s->frag);
+    }
     uint16_t hi = tls_span_u8(s);
     uint16_t lo = tls_span_u8(s);
     return (uint16_t)(hi << 8 | lo);
 }
 
-static void tls_span_skip(tls_span_t *s, size_t n)
+/* The rare case of tls_span_skip: an error, or the bytes span records. */
+static void tls_span_skip_slow(tls_span_t *s, size_t n)
 {
     if (!tls_span_need(s, n))
         return;
@@ -242,6 +257,16 @@ static void tls_span_skip(tls_span_t *s, size_t n)
     }
 }
 
+static inline void tls_span_skip(tls_span_t *s, size_t n)
+{
+    if (!s->err && s->left >= n && filter_cur_left(&s->frag) >= n) {
+        filter_cur_skip(&s->frag, n);
+        s->left -= n;
+        return;
+    }
+    tls_span_skip_slow(s, n);
+}
+
 /* The next n bytes as a span of their own; the parent moves past them. On
  * short input both are in error. */
 static tls_span_t tls_span_sub(tls_span_t *s, size_t n)
@@ -253,11 +278,25 @@ static tls_span_t tls_span_sub(tls_span_t *s, size_t n)
     return sub;
 }
 
-static bool tls_seen(uint64_t *seen, uint16_t type)
+/* Extension types seen so far (RFC 8446 §4.2: at most one of each): one bit
+ * per type, in words that are only valid once their bit in `valid` is set,
+ * so a hello clears the valid bits only, not the whole map. */
+typedef struct tls_seen_set {
+    uint64_t valid[65536 / 64 / 64];
+    uint64_t words[65536 / 64];
+} tls_seen_set_t;
+
+static bool tls_seen(tls_seen_set_t *set, uint16_t type)
 {
-    uint64_t bit = (uint64_t)1 << (type & 63);
-    bool was = (seen[type >> 6] & bit) != 0;
-    seen[type >> 6] |= bit;
+    size_t w = type >> 6;
+    uint64_t bit = (uint64_t)1 << (type & 63), vbit = (uint64_t)1 << (w & 63);
+    if (!(set->valid[w >> 6] & vbit)) {
+        set->valid[w >> 6] |= vbit;
+        set->words[w] = bit;
+        return false;
+    }
+    bool was = (set->words[w] & bit) != 0;
+    set->words[w] |= bit;
     return was;
 }
 
@@ -346,19 +385,24 @@ static filter_tls_result_t tls_body(const uint8_t *buf, size_t end, size_t body_
     if (s.err || ext_len != s.left)
         return tls_answer(out, FILTER_TLS_NOT_TLS, "extensions length does not match the message");
 
-    uint64_t seen[65536 / 64];
-    memset(seen, 0, sizeof seen);
+    tls_seen_set_t seen;
+    memset(seen.valid, 0, sizeof seen.valid);
     filter_tls_result_t sni = FILTER_TLS_NO_SNI;
     const char *sni_detail = "no server_name extension";
     while (s.left > 0) {
         uint16_t type = tls_span_u16(&s);
         size_t data_len = tls_span_u16(&s);
-        tls_span_t data = tls_span_sub(&s, data_len);
+        /* Only server_name is read inside; the others are skipped. */
+        tls_span_t data;
+        if (type == TLS_EXT_SERVER_NAME)
+            data = tls_span_sub(&s, data_len);
+        else
+            tls_span_skip(&s, data_len);
         if (s.err)
             return tls_answer(out, FILTER_TLS_NOT_TLS, "extension overruns the extensions block");
         /* RFC 8446 §4.2: no extension type more than once. GREASE values
          * (RFC 8701) and unknown types are otherwise just skipped. */
-        if (tls_seen(seen, type))
+        if (tls_seen(&seen, type))
             return tls_answer(out, FILTER_TLS_NOT_TLS, "duplicate extension type (RFC 8446 §4.2)");
         switch (type) {
         case TLS_EXT_SERVER_NAME:

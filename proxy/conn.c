@@ -48,9 +48,15 @@
  * sockets open. A pipe is refilled only when it is empty: then EAGAIN from
  * socket → pipe can only mean "no data", never "pipe full".
  *
- * One uv_timer per connection serves peek_timeout (from accept),
- * connect_timeout (resolve + dial), idle_timeout (splice; re-armed lazily
- * from the last activity) and the linger bound.
+ * Timeouts: a connection has one deadline at a time (peek_timeout from
+ * accept, connect_timeout for resolve + dial, idle_timeout while splicing,
+ * re-armed lazily from the last activity, and the linger bound), on the
+ * service's list for that kind of timeout. A timeout is the same for every
+ * connection of a generation, so a new deadline is the list's last and the
+ * lists stay in deadline order at O(1) a change; one uv_timer serves the
+ * earliest head of all lists, and is re-armed only when a deadline comes
+ * before the one it is armed for (a uv_timer per connection would mean a
+ * heap insert per state change and a uv_close per connection).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -121,6 +127,8 @@ void px_conn_log_as(px_conn_t *c, const filter_decision_t *dec, const char *name
                             : dec->verdict == FILTER_BLOCK ? STATS_VERDICT_BLOCK
                                                            : STATS_VERDICT_ALLOW,
                             dec->reason, c->d_up.bytes, c->d_down.bytes);
+    if (!log_decision_enabled(dec)) /* below the level: nothing to format */
+        return;
     char client[FILTER_ADDR_STRLEN + 10], dest[FILTER_ADDR_STRLEN];
     px_fmt_addr(&c->client, c->cport, client, sizeof client);
     if (c->has_dest)
@@ -173,24 +181,100 @@ void px_conn_dir_release(px_t *px, px_dir_t *d)
     }
 }
 
+/* Drop the addresses to dial. */
+static void px_addrs_free(px_conn_t *c)
+{
+    if (c->addrs != c->addrs_inline)
+        free(c->addrs);
+    c->addrs = NULL;
+    c->n_addrs = 0;
+}
+
+/* Room for n addresses to dial (replacing any); NULL without memory. */
+static filter_addr_t *px_addrs_alloc(px_conn_t *c, size_t n)
+{
+    px_addrs_free(c);
+    c->addrs = n <= PX_ADDRS_INLINE ? c->addrs_inline : malloc(n * sizeof *c->addrs);
+    return c->addrs;
+}
+
+static void px_name_free(px_conn_t *c)
+{
+    if (c->name != c->name_inline)
+        free(c->name);
+    c->name = NULL;
+}
+
 static void px_conn_free(px_conn_t *c)
 {
     px_t *px = c->px;
     if (c->gen)
         moat_gen_unref(c->gen);
-    free(c->name);
+    px_name_free(c);
+    px_addrs_free(c);
     free(c->auth_name);
     free(c->head_out);
     px_watch_free(c);
-    free(c);
+    if (px->n_spare < PX_CONN_SPARE) {
+        moat_list_push(&px->spare, &c->node); /* off px->conns since closing */
+        px->n_spare++;
+    } else {
+        free(c);
+    }
     moat_service_handle_closed(&px->svc);
 }
 
-static void px_conn_handle_closed_cb(uv_handle_t *h)
+/* Free the connections closed so far (after the events of the turn that
+ * closed them). */
+static void px_reap(px_t *px)
 {
-    px_conn_t *c = h->data;
-    if (--c->handles == 0)
-        px_conn_free(c);
+    moat_list_t *it;
+    while ((it = moat_list_first(&px->dead))) {
+        moat_list_remove(it);
+        px_conn_free(container_of(it, px_conn_t, tnode));
+    }
+}
+
+static void px_reap_cb(uv_check_t *h)
+{
+    px_t *px = h->data;
+    uv_check_stop(h);
+    px_reap(px);
+}
+
+/* ---- deadlines ------------------------------------------------------------------------ */
+
+static void px_tq_cb(uv_timer_t *t);
+
+/* Arm the service's timer for due if it would fire later. */
+static void px_tq_arm(px_t *px, uint64_t due)
+{
+    if (due >= px->tq_due)
+        return;
+    px->tq_due = due;
+    uint64_t now = uv_now(px->loop);
+    uv_timer_start(&px->tq_timer, px_tq_cb, due > now ? due - now : 0, 0);
+}
+
+/* The connection's timeout: ms from now, on the list of its kind (replaces
+ * any deadline it had). */
+static void px_deadline(px_conn_t *c, px_tq_kind_t k, uint64_t ms)
+{
+    px_t *px = c->px;
+    moat_list_remove(&c->tnode);
+    c->deadline = uv_now(px->loop) + ms;
+    /* Last, unless a reload shortened the timeout: then before the later
+     * deadlines of the previous generation's. */
+    moat_list_t *q = &px->tq[k], *p = q->prev;
+    while (p != q && container_of(p, px_conn_t, tnode)->deadline > c->deadline)
+        p = p->prev;
+    moat_list_push(p, &c->tnode);
+    px_tq_arm(px, c->deadline);
+}
+
+static void px_deadline_stop(px_conn_t *c)
+{
+    moat_list_remove(&c->tnode); /* the timer may fire for nothing: it re-arms */
 }
 
 static void px_close_fd(int *fd, bool reset)
@@ -224,17 +308,18 @@ void px_conn_close(px_conn_t *c)
     moat_list_remove(&c->node);
     px->n_conns--;
     stats_conn_close(c->stats_tenant, px_kind_stats(c->kind));
-    free(c->addrs);
-    c->addrs = NULL;
+    px_addrs_free(c);
     px_conn_dir_release(px, &c->d_up);
     px_conn_dir_release(px, &c->d_down);
     moat_list_remove(&c->later);
-    /* Closing takes the sockets out of the epoll set; the memory stays
-     * until the timer's close callback, so events already taken from the
-     * set for this connection find it CLOSING. */
     px_close_fd(&c->cfd, c->reset);
     px_close_fd(&c->ufd, c->reset);
-    uv_close((uv_handle_t *)&c->timer, px_conn_handle_closed_cb);
+    /* Closing takes the sockets out of the epoll set; the memory stays
+     * until the reaper runs after this turn's events, so events already
+     * taken from the set for this connection find it CLOSING. */
+    moat_list_remove(&c->tnode);
+    moat_list_append(&px->dead, &c->tnode);
+    uv_check_start(&px->reap, px_reap_cb);
     moat_service_busy_done(&px->svc);
 }
 
@@ -274,12 +359,22 @@ void px_conn_later(px_conn_t *c)
  * when there is no memory for it. */
 bool px_conn_set_name(px_conn_t *c, const char *name, size_t len, bool ok)
 {
+    if (len < PX_NAME_INLINE) { /* name may be the connection's own */
+        memmove(c->name_inline, name, len);
+        c->name_inline[len] = '\0';
+        if (c->name != c->name_inline)
+            free(c->name);
+        c->name = c->name_inline;
+        c->name_len = len;
+        c->name_ok = ok;
+        return true;
+    }
     char *n = malloc(len + 1);
     if (!n)
         return false;
     memcpy(n, name, len);
     n[len] = '\0';
-    free(c->name);
+    px_name_free(c);
     c->name = n;
     c->name_len = len;
     c->name_ok = ok;
@@ -312,11 +407,9 @@ static void px_linger(px_conn_t *c)
     px_conn_later(c);
 }
 
-static void px_timer_cb(uv_timer_t *t);
-
 void px_conn_answer(px_conn_t *c, const void *data, size_t len)
 {
-    uv_timer_stop(&c->timer);
+    px_deadline_stop(c);
     px_close_fd(&c->ufd, false); /* a tunnel refused after its dial */
     /* Drop what is queued so that closing does not reset (RFC 793: data
      * unread at close means RST, which can destroy our answer in flight). */
@@ -329,7 +422,7 @@ void px_conn_answer(px_conn_t *c, const void *data, size_t len)
     }
     (void)shutdown(c->cfd, SHUT_WR);
     c->state = PX_S_LINGER;
-    uv_timer_start(&c->timer, px_timer_cb, PX_LINGER_MS, 0);
+    px_deadline(c, PX_TQ_LINGER, PX_LINGER_MS);
     c->cs.rd = true; /* what came after the loop above */
     px_linger(c);
 }
@@ -467,16 +560,14 @@ static void px_dial_start(px_conn_t *c)
 {
     c->state = PX_S_DIAL;
     c->next_addr = 0;
-    uv_timer_start(&c->timer, px_timer_cb, c->gen->cfg->proxy.connect_timeout_ms, 0);
+    px_deadline(c, PX_TQ_DIAL, c->gen->cfg->proxy.connect_timeout_ms);
     px_dial_next(c);
 }
 
 /* Dial one address (transparent original destination, an IP literal Host). */
 static void px_dial_addr(px_conn_t *c, const filter_addr_t *a)
 {
-    free(c->addrs);
-    c->addrs = malloc(sizeof *c->addrs);
-    if (!c->addrs) {
+    if (!px_addrs_alloc(c, 1)) {
         px_dial_fail(c, FILTER_REASON_DIAL_FAILED);
         return;
     }
@@ -499,10 +590,7 @@ static void px_resolve_cb(void *arg, int status, const dns_cache_addr_t *addrs, 
                                              : FILTER_REASON_NO_ADDRESS);
         return;
     }
-    free(c->addrs);
-    c->addrs = n ? malloc(n * sizeof *c->addrs) : NULL;
-    c->n_addrs = 0;
-    if (n && !c->addrs) {
+    if (!px_addrs_alloc(c, n)) {
         px_dial_fail(c, FILTER_REASON_DIAL_FAILED);
         return;
     }
@@ -526,7 +614,7 @@ static void px_resolve(px_conn_t *c)
     const cfg_t *cfg = c->gen->cfg;
     /* The upstream answers within dns.timeout; the timer only matters if
      * the DNS service went away under us. */
-    uv_timer_start(&c->timer, px_timer_cb, cfg->dns.timeout_ms + cfg->proxy.connect_timeout_ms, 0);
+    px_deadline(c, PX_TQ_RESOLVE, cfg->dns.timeout_ms + cfg->proxy.connect_timeout_ms);
     px_dialcache_result_t hit;
     int rc = c->px->dialcache ? px_dialcache_get(c->px->dialcache, c->name, c->name_len, &c->wait,
                                                  px_resolve_cb, c, &hit)
@@ -541,7 +629,7 @@ static void px_resolve(px_conn_t *c)
 static void px_peek_end(px_conn_t *c)
 {
     c->cs.rd = true; /* the peeked bytes are still queued */
-    uv_timer_stop(&c->timer);
+    px_deadline_stop(c);
 }
 
 static bool px_port_in(const filter_port_range_t *r, size_t n, int port)
@@ -599,7 +687,7 @@ static void px_act(px_conn_t *c, const filter_conn_out_t *o)
         if (c->proto != PX_PROTO_NONE && !c->replied && !px_tunnel_ready(c))
             return;
         c->state = PX_S_PEEK;
-        uv_timer_start(&c->timer, px_timer_cb, c->px->gen->cfg->proxy.peek_timeout_ms, 0);
+        px_deadline(c, PX_TQ_PEEK, c->px->gen->cfg->proxy.peek_timeout_ms);
         px_peek(c); /* the hello is often there already */
         return;
     case FILTER_ACT_DIAL_NAME:
@@ -921,9 +1009,7 @@ static void px_relay(px_conn_t *c)
 
 void px_conn_splice(px_conn_t *c)
 {
-    free(c->addrs);
-    c->addrs = NULL;
-    c->n_addrs = 0;
+    px_addrs_free(c);
     if (c->watch_mode != PX_WATCH_NONE && !c->watch && !px_watch_start(c))
         return;
     if (c->proto != PX_PROTO_NONE && !c->replied && !px_tunnel_ready(c))
@@ -933,7 +1019,7 @@ void px_conn_splice(px_conn_t *c)
         c->tunnel_peek = true;
         c->peek_tls = true;
         c->state = PX_S_PEEK;
-        uv_timer_start(&c->timer, px_timer_cb, c->gen->cfg->proxy.peek_timeout_ms, 0);
+        px_deadline(c, PX_TQ_PEEK, c->gen->cfg->proxy.peek_timeout_ms);
         px_peek(c);
         return;
     }
@@ -941,17 +1027,17 @@ void px_conn_splice(px_conn_t *c)
     c->last_ms = uv_now(c->px->loop);
     uint64_t idle = c->gen->cfg->proxy.idle_timeout_ms;
     if (idle)
-        uv_timer_start(&c->timer, px_timer_cb, idle, 0);
+        px_deadline(c, PX_TQ_IDLE, idle);
     else
-        uv_timer_stop(&c->timer);
+        px_deadline_stop(c);
     px_relay(c);
 }
 
 /* ---- timer ------------------------------------------------------------------------------ */
 
-static void px_timer_cb(uv_timer_t *t)
+/* The connection's deadline passed (it is off its list). */
+static void px_timeout(px_conn_t *c)
 {
-    px_conn_t *c = t->data;
     switch (c->state) {
     case PX_S_HANDSHAKE:
         px_tunnel_failed(c, FILTER_REASON_PEEK_TIMEOUT);
@@ -969,7 +1055,7 @@ static void px_timer_cb(uv_timer_t *t)
             px_conn_close(c);
             return;
         }
-        uv_timer_start(&c->timer, px_timer_cb, idle - (now - c->last_ms), 0);
+        px_deadline(c, PX_TQ_IDLE, idle - (now - c->last_ms));
         return;
     }
     case PX_S_LINGER:
@@ -978,6 +1064,30 @@ static void px_timer_cb(uv_timer_t *t)
     case PX_S_CLOSING:
         return;
     }
+}
+
+static void px_tq_cb(uv_timer_t *t)
+{
+    px_t *px = t->data;
+    uint64_t now = uv_now(px->loop), next = UINT64_MAX;
+    px->tq_due = UINT64_MAX;
+    for (int k = 0; k < PX_TQ_N; k++) {
+        moat_list_t *it;
+        while ((it = moat_list_first(&px->tq[k]))) {
+            px_conn_t *c = container_of(it, px_conn_t, tnode);
+            if (c->deadline > now)
+                break;
+            moat_list_remove(it);
+            px_timeout(c); /* may set a later deadline (and arm the timer) */
+        }
+    }
+    for (int k = 0; k < PX_TQ_N; k++) {
+        moat_list_t *it = moat_list_first(&px->tq[k]);
+        if (it && container_of(it, px_conn_t, tnode)->deadline < next)
+            next = container_of(it, px_conn_t, tnode)->deadline;
+    }
+    if (next != UINT64_MAX)
+        px_tq_arm(px, next);
 }
 
 /* ---- accept ------------------------------------------------------------------------------ */
@@ -1014,7 +1124,16 @@ static void px_conn_begin(px_conn_t *c)
 void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_storage *peer,
                     const struct sockaddr_storage *dest, socklen_t dest_len)
 {
-    px_conn_t *c = calloc(1, sizeof *c);
+    px_conn_t *c;
+    moat_list_t *spare = moat_list_first(&px->spare);
+    if (spare) {
+        moat_list_remove(spare);
+        px->n_spare--;
+        c = px_conn_of(spare);
+        memset(c, 0, sizeof *c);
+    } else {
+        c = calloc(1, sizeof *c);
+    }
     /* Readable and writable until a call says otherwise (see the top). */
     if (c) {
         c->px = px;
@@ -1031,8 +1150,7 @@ void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_stor
     c->kind = kind;
     c->d_up.pipe.rfd = c->d_up.pipe.wfd = -1;
     c->d_down.pipe.rfd = c->d_down.pipe.wfd = -1;
-    uv_timer_init(px->loop, &c->timer);
-    c->timer.data = c;
+    moat_list_init(&c->tnode);
     c->handles = 1;
     moat_service_handle_open(&px->svc);
     moat_service_busy_add(&px->svc);
@@ -1048,7 +1166,7 @@ void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_stor
         /* SPEC §2.6: the client names its destination first (tunnel.c),
          * within peek_timeout. */
         c->state = PX_S_HANDSHAKE;
-        uv_timer_start(&c->timer, px_timer_cb, px->gen->cfg->proxy.peek_timeout_ms, 0);
+        px_deadline(c, PX_TQ_PEEK, px->gen->cfg->proxy.peek_timeout_ms);
         px_tunnel_handshake(c);
         return;
     }
@@ -1149,6 +1267,8 @@ static void px_conns_closed_cb(uv_handle_t *h)
         close(px->epfd);
         px->epfd = -1;
     }
+    if (h == (uv_handle_t *)&px->reap)
+        px_reap(px); /* connections closed since the last check */
     moat_service_handle_closed(&px->svc);
 }
 
@@ -1166,6 +1286,13 @@ int px_conns_start(px_t *px)
     px->ep_poll.data = px;
     uv_idle_init(px->loop, &px->later_idle);
     px->later_idle.data = px;
+    uv_timer_init(px->loop, &px->tq_timer);
+    px->tq_timer.data = px;
+    px->tq_due = UINT64_MAX;
+    uv_check_init(px->loop, &px->reap);
+    px->reap.data = px;
+    moat_service_handle_open(&px->svc);
+    moat_service_handle_open(&px->svc);
     moat_service_handle_open(&px->svc);
     moat_service_handle_open(&px->svc);
     px->conns_started = true;
@@ -1179,6 +1306,8 @@ void px_conns_stop(px_t *px)
     px->conns_started = false;
     uv_close((uv_handle_t *)&px->ep_poll, px_conns_closed_cb);
     uv_close((uv_handle_t *)&px->later_idle, px_conns_closed_cb);
+    uv_close((uv_handle_t *)&px->tq_timer, px_conns_closed_cb);
+    uv_close((uv_handle_t *)&px->reap, px_conns_closed_cb);
 }
 
 /* ---- reload -------------------------------------------------------------------------------- */

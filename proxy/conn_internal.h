@@ -9,6 +9,11 @@
 #include "filter/http_flow.h"
 #include "proxy/proxy_internal.h"
 
+/* A name this long or shorter, and this many addresses to dial, are kept in
+ * the connection itself (no malloc and free per connection). */
+#define PX_NAME_INLINE  48
+#define PX_ADDRS_INLINE 2
+
 /* Reads per direction and turn before other connections get theirs. */
 #define PX_PUMP_ROUNDS 16
 
@@ -65,10 +70,11 @@ struct px_conn {
     px_t *px;
     moat_list_t node;  /* on px->conns until closing */
     moat_list_t later; /* on px->later (or the round px_later_cb runs) */
-    uv_timer_t timer;
+    moat_list_t tnode; /* on px->tq[] while a deadline is set; on px->dead once closed */
+    uint64_t deadline; /* loop time (ms) the state's timeout ends */
     int cfd, ufd;
     px_side_t cs, us; /* cfd, ufd in the epoll set */
-    unsigned handles; /* initialised handles not yet closed (the timer) */
+    unsigned handles; /* 1: a connection of the service (0: px_log_refused's stand-in) */
     px_kind_t kind;
     px_state_t state;
     unsigned stats_tenant; /* the tenant its active gauge counts under (core/stats.h) */
@@ -96,12 +102,14 @@ struct px_conn {
     moat_gen_t *gen;       /* held from the decision on */
     filter_addr_t client, dest, orig;
     uint16_t cport, port;
-    char *name; /* as seen (raw) or normalised when name_ok */
+    char *name; /* as seen (raw) or normalised when name_ok; NULL, name_inline or malloc'd */
     size_t name_len;
     uint64_t start_ms, last_ms;
     px_dialcache_waiter_t wait; /* waiting for a lookup of name (RESOLVE) */
-    filter_addr_t *addrs;
+    filter_addr_t *addrs;       /* NULL, addrs_inline or malloc'd */
     size_t n_addrs, next_addr;
+    filter_addr_t addrs_inline[PX_ADDRS_INLINE];
+    char name_inline[PX_NAME_INLINE];
     px_dir_t d_up, d_down; /* client → server, server → client */
 };
 

@@ -558,6 +558,11 @@ static void px_free(moat_service_t *svc)
     if (px->epfd >= 0)
         close(px->epfd);
     free(px->peek_buf);
+    moat_list_t *it;
+    while ((it = moat_list_first(&px->spare))) {
+        moat_list_remove(it);
+        free(px_conn_of(it));
+    }
     moat_gen_unref(px->gen);
     free(px);
 }
@@ -578,6 +583,11 @@ int px_proxy_create(moat_service_t *dns, moat_service_t **out)
     moat_list_init(&px->listeners);
     moat_list_init(&px->conns);
     moat_list_init(&px->later);
+    moat_list_init(&px->dead);
+    moat_list_init(&px->spare);
+    for (int i = 0; i < PX_TQ_N; i++)
+        moat_list_init(&px->tq[i]);
+    px->tq_due = UINT64_MAX;
     *out = &px->svc;
     return 0;
 }

@@ -33,8 +33,22 @@
  * At most two pages: a partial send parks the rest in a pipe, and the
  * smallest pipe the kernel hands out (over pipe-user-pages-soft) holds two. */
 #define PX_COPY_BUF 8192
+/* Freed connections kept for the next accepts: bursts of closes and
+ * accepts outnumber what malloc's per-thread cache keeps, and would go
+ * through its bins. */
+#define PX_CONN_SPARE 256
 
 typedef enum px_kind { PX_TRANSPARENT, PX_TLS, PX_HTTP, PX_CONNECT, PX_SOCKS } px_kind_t;
+
+/* The connections' timeouts (conn.c), one deadline list each. */
+typedef enum px_tq_kind {
+    PX_TQ_PEEK,    /* peek_timeout: the hello, head or handshake */
+    PX_TQ_RESOLVE, /* dns.timeout + connect_timeout */
+    PX_TQ_DIAL,    /* connect_timeout */
+    PX_TQ_IDLE,    /* idle_timeout, from the last activity */
+    PX_TQ_LINGER,  /* a refused connection's linger */
+    PX_TQ_N,
+} px_tq_kind_t;
 
 typedef struct px px_t;
 typedef struct px_conn px_conn_t;
@@ -78,6 +92,19 @@ struct px {
     uv_idle_t later_idle;
     moat_list_t later; /* px_conn_t with work left */
     bool conns_started;
+    /* Connection deadlines: a list per kind of timeout, each in deadline
+     * order (a timeout is the same for every connection of a generation,
+     * so a new deadline goes last), and one timer for the earliest head.
+     * tq_due: when tq_timer fires, UINT64_MAX when it is not armed. */
+    moat_list_t tq[PX_TQ_N];
+    uv_timer_t tq_timer;
+    uint64_t tq_due;
+    /* Closed connections, freed by the check handle after this turn's
+     * events (an event taken in the same batch may still name one). */
+    moat_list_t dead;
+    uv_check_t reap;
+    moat_list_t spare; /* px_conn_t memory for reuse (by node), at most PX_CONN_SPARE */
+    size_t n_spare;
     uint8_t copy_buf[PX_COPY_BUF];
     /* Peeks (conn.c), grown to the largest max_hello / max_http_head. */
     uint8_t *peek_buf;
@@ -97,8 +124,8 @@ const char *px_kind_str(px_kind_t k);
 stats_listener_t px_kind_stats(px_kind_t k);
 
 /* conn.c */
-/* Create the connections' epoll set and its handles (counted as the
- * service's handles); 0 or -errno. */
+/* Create the connections' epoll set, deadline timer and reaper (counted as
+ * the service's handles); 0 or -errno. */
 int px_conns_start(px_t *px);
 /* Close them; every connection must be closing already. */
 void px_conns_stop(px_t *px);

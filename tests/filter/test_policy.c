@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "filter/name.h"
 #include "filter/policy.h"
 #include "filter/policy_internal.h"
 
@@ -114,9 +115,20 @@ static filter_policy_t *compile(const spec_t *specs, size_t n)
 #define COMPILE(...)                                                                               \
     compile((const spec_t[]){__VA_ARGS__}, sizeof((const spec_t[]){__VA_ARGS__}) / sizeof(spec_t))
 
+/* Every name decision is also asked of filter_match_name_normalized with
+ * the normalised name (when there is one): the same answer. */
 static filter_decision_t name(const filter_policy_t *p, const char *s, int port)
 {
-    return filter_match_name(p, s, strlen(s), port);
+    filter_decision_t d = filter_match_name(p, s, strlen(s), port);
+    char norm[FILTER_NAME_MAX + 1];
+    size_t n;
+    if (filter_name_normalize(s, strlen(s), norm, &n) == FILTER_NAME_OK) {
+        filter_decision_t e = filter_match_name_normalized(p, norm, n, port);
+        cr_assert_eq(e.verdict, d.verdict, "%s: normalized verdict", s);
+        cr_assert_eq(e.reason, d.reason, "%s: normalized reason", s);
+        cr_assert_eq(e.rule, d.rule, "%s: normalized rule", s);
+    }
+    return d;
 }
 
 static filter_addr_t A(const char *s)
