@@ -303,17 +303,18 @@ awk -F'\t' -v secs="$SECS" -v idle_note="$idle_note" '
     if (!ismoat($3) && $3 != "echo") {
       if ($4 > best[k]) { best[k] = $4; bestn[k] = $3 }
       if (!(k in bestp99) || $6 < bestp99[k]) bestp99[k] = $6 }
-    if ($3 == "echo") echo[k] = $4
+    if ($3 == "echo") { echo[k] = $4; echocpu[k] = $7 }
     if (ismoat($3)) { mq[$3, k] = $4; mp99[$3, k] = $6; mlost[$3, k] = $9 } }
   END {
-    print "| load | tool | server | QPS | p50 µs | p99 µs | CPU µs/query | RSS MB | core 0 busy | × echo | × best peer |"
-    print "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    print "| load | tool | server | QPS | p50 µs | p99 µs | CPU µs/query | RSS MB | core 0 busy | × echo | echo CPU ÷ CPU | × best peer |"
+    print "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for (i = 1; i <= NR; i++) {
       split(row[i], f, "\t"); k = f[1] SUBSEP f[2]
-      re = (ismoat(f[3]) && echo[k] > 0) ? sprintf("%.2f×", f[4] / echo[k]) : ""
-      rb = (ismoat(f[3]) && best[k] > 0) ? sprintf("%.2f× (%s)", f[4] / best[k], bestn[k]) : ""
+      re = (ismoat(f[3]) && (k in echo) && echo[k] > 0) ? sprintf("%.2f×", f[4] / echo[k]) : ""
+      rc = (ismoat(f[3]) && (k in echo) && f[7] > 0) ? sprintf("%.2f×", echocpu[k] / f[7]) : ""
+      rb = (ismoat(f[3]) && (k in best) && best[k] > 0) ? sprintf("%.2f× (%s)", f[4] / best[k], bestn[k]) : ""
       note = (f[9] > 0 || f[10] > 0) ? sprintf(" (lost %d, non-NOERROR %d)", f[9], f[10]) : ""
-      printf "| %s | %s | %s | %d%s | %d | %d | %s | %s | %s%% | %s | %s |\n", name(f[1]), f[2], shown(f[3]), f[4], note, f[5], f[6], f[7], f[8], f[11], re, rb
+      printf "| %s | %s | %s | %d%s | %d | %d | %s | %s | %s%% | %s | %s | %s |\n", name(f[1]), f[2], shown(f[3]), f[4], note, f[5], f[6], f[7], f[8], f[11], re, rc, rb
     }
     print ""
     for (m = 1; m <= 2; m++) { mn = m == 1 ? "moat" : "moat-info"
@@ -322,7 +323,7 @@ awk -F'\t' -v secs="$SECS" -v idle_note="$idle_note" '
         if (!(mk in mq) || !(k in best)) continue
         split(k, kk, SUBSEP)
         printf "%s, %s, dnsload: %s× echo, %.2f× the best peer (%s), lost %d, p99 %d µs vs best peer p99 %d µs (%s)\n",
-          mn, name(kk[1]), (echo[k] > 0 ? sprintf("%.2f", mq[mk] / echo[k]) : "?"),
+          mn, name(kk[1]), ((k in echo) && echo[k] > 0 ? sprintf("%.2f", mq[mk] / echo[k]) : "?"),
           mq[mk] / best[k], bestn[k], mlost[mk], mp99[mk], bestp99[k],
           (mp99[mk] < bestp99[k] ? "lower than every peer" : "NOT lower than every peer") } }
     printf "(%s s per cell; servers pinned to core 0, load on core 1; dnsperf cells are capped by dnsperf; %s)\n", secs, idle_note
