@@ -34,6 +34,12 @@
  * told to give up. */
 #define LOG_FLUSH_MS   2000
 #define LOG_ABANDON_MS 1000
+/* A woken writer waits this long for more lines, or until this many bytes
+ * (at most half the queue) are queued, before it writes: lines then go out
+ * in batches. Woken at every idle spell instead, a writer that shares a core
+ * with the loop preempts it once for every line or two. */
+#define LOG_LINGER_MS  5
+#define LOG_WAKE_BYTES (64u * 1024u)
 
 static const char *const log_level_names[] = {"debug", "info", "warn", "error"};
 
@@ -72,6 +78,7 @@ static struct {
     int wake_fd;         /* eventfd: tells a polling writer to give up */
     uint64_t unreported; /* drops not yet announced */
     bool running, exited, stopping, waiting, hold, wedged;
+    bool lingering; /* the writer is gathering lines (LOG_LINGER_MS) */
     pthread_t thread;
 } lq = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
@@ -413,9 +420,10 @@ static void log_emit(const char *line, size_t len)
     }
     memcpy(b->data + b->len, line, len);
     b->len += len;
-    bool wake = lq.waiting && !lq.hold;
+    size_t enough = lq.cap / 2 < LOG_WAKE_BYTES ? lq.cap / 2 : LOG_WAKE_BYTES;
+    bool wake = !lq.hold && (lq.waiting || (lq.lingering && b->len >= enough));
     if (wake)
-        lq.waiting = false; /* one wake-up per idle spell */
+        lq.waiting = lq.lingering = false; /* one wake-up per idle spell, per batch */
     pthread_mutex_unlock(&lq.mu);
     if (wake)
         pthread_cond_signal(&lq.work);
@@ -445,6 +453,26 @@ static void *log_writer_main(void *arg)
         }
         if (!log_pending() || atomic_load(&log_abandon))
             break;
+        size_t enough = lq.cap / 2 < LOG_WAKE_BYTES ? lq.cap / 2 : LOG_WAKE_BYTES;
+        if (!lq.stopping && lq.n_sw == 0 && lq.fill->len < enough) {
+            /* Let the lines that follow join this batch (see LOG_LINGER_MS);
+             * log_emit ends the wait early once there are enough of them,
+             * log_shutdown at once. */
+            struct timespec dl;
+            clock_gettime(CLOCK_MONOTONIC, &dl);
+            dl.tv_nsec += LOG_LINGER_MS * 1000000L;
+            if (dl.tv_nsec >= 1000000000L) {
+                dl.tv_sec++;
+                dl.tv_nsec -= 1000000000L;
+            }
+            lq.lingering = true;
+            while (lq.lingering && !lq.stopping)
+                if (pthread_cond_clockwait(&lq.work, &lq.mu, CLOCK_MONOTONIC, &dl) == ETIMEDOUT)
+                    break;
+            lq.lingering = false;
+            if (lq.hold && !lq.stopping)
+                continue; /* held meanwhile: take nothing */
+        }
         log_batch_t *b = lq.fill;
         lq.fill = b == &log_batches[0] ? &log_batches[1] : &log_batches[0];
         log_switch_t sw[LOG_SWITCH_MAX];
