@@ -18,7 +18,9 @@
 # the one peer that batches system calls as moat does. moat runs twice: at
 # log.level warn (row moat: the DNS path alone) and at the shipped default
 # log.level info into a log file (row moat-info: every blocked decision
-# logged, as operators run it).
+# logged, as operators run it). BENCH_MOAT_BASE=PATH: another moat binary
+# (an older build, to measure a change) for the rows moat-base and
+# moat-base-info, which BENCH_SERVERS must then name.
 set -euo pipefail
 
 BUILD=${1:-build-bench}
@@ -38,7 +40,8 @@ LOAD_CPU=1
 UP_PORT=$((BASE + 10))
 declare -A PORT=([moat]=$((BASE + 1)) [dnsmasq]=$((BASE + 2)) [unbound]=$((BASE + 3))
                  [dnsdist]=$((BASE + 4)) [dnsdist-mmsg]=$((BASE + 5)) [echo]=$((BASE + 6))
-                 [moat-info]=$((BASE + 7)))
+                 [moat-info]=$((BASE + 7)) [moat-base]=$((BASE + 8)) [moat-base-info]=$((BASE + 9)))
+MOAT_BASE=${BENCH_MOAT_BASE:-}
 N_ALLOWED=64 # names in the cache-hit set (each asked A and AAAA)
 
 die() { echo "bench/dns: $*" >&2; exit 1; }
@@ -107,6 +110,12 @@ sed -e "s/${PORT[moat]}/${PORT[moat-info]}/" -e "s/$((BASE + 21))/$((BASE + 23))
   -e "s/$((BASE + 22))/$((BASE + 24))/" \
   -e "s|^log: .*|log: {format: text, level: info, file: \"$WORK/moat-info.decisions\"}|" \
   "$WORK/moat.yaml" >"$WORK/moat-info.yaml"
+for v in moat moat-info; do
+  sed -e "s/${PORT[$v]}/${PORT[${v/moat/moat-base}]}/" -e "s/$((BASE + 21))/$((BASE + 31))/" \
+    -e "s/$((BASE + 22))/$((BASE + 32))/" -e "s/$((BASE + 23))/$((BASE + 33))/" \
+    -e "s/$((BASE + 24))/$((BASE + 34))/" -e "s/moat-info.decisions/moat-base-info.decisions/" \
+    "$WORK/$v.yaml" >"$WORK/${v/moat/moat-base}.yaml"
+done
 
 cat >"$WORK/unbound.conf" <<EOF
 server:
@@ -163,6 +172,10 @@ start_server() { # name
   case $n in
   moat | moat-info)
     taskset -c $SERVER_CPU "$MOAT" -c "$WORK/$n.yaml" >"$WORK/$n.log" 2>&1 &
+    ;;
+  moat-base | moat-base-info)
+    [ -x "$MOAT_BASE" ] || die "$n needs BENCH_MOAT_BASE (a moat binary)"
+    taskset -c $SERVER_CPU "$MOAT_BASE" -c "$WORK/$n.yaml" >"$WORK/$n.log" 2>&1 &
     ;;
   echo)
     taskset -c $SERVER_CPU "$UDPECHO" 127.0.0.1 "$port" 64 >"$WORK/echo.log" 2>&1 &
@@ -234,7 +247,9 @@ echo "bench/dns: before the run: $idle_note" >&2
 
 # ---- the cells ---------------------------------------------------------------------------
 RESULTS=$WORK/results.tsv
-[ -z "${PID[moat-info]:-}" ] || : >"$WORK/moat-info.decisions" # the warm-up's lines
+for v in moat-info moat-base-info; do # the warm-up's lines
+  [ -z "${PID[$v]:-}" ] || : >"$WORK/$v.decisions"
+done
 : >"$RESULTS"
 for load in blocked allowed mix; do
   for tool in $TOOLS; do
@@ -273,11 +288,11 @@ for load in blocked allowed mix; do
       esac
       t1=$(cpu_ticks "$pid")
       logged=
-      if [ "$s" = moat-info ]; then
+      if [ "$s" = moat-info ] || [ "$s" = moat-base-info ]; then
         # Lines the cell wrote (the writer thread may still hold a few).
         sleep 0.2
-        logged=" logged $(wc -l <"$WORK/moat-info.decisions")"
-        : >"$WORK/moat-info.decisions"
+        logged=" logged $(wc -l <"$WORK/$s.decisions")"
+        : >"$WORK/$s.decisions"
       fi
       busy=$(core_busy_pct "$k0" "$(core_ticks $SERVER_CPU)")
       rss=$(rss_mb "$pid")
@@ -297,7 +312,7 @@ done
 # and to the best peer.
 awk -F'\t' -v secs="$SECS" -v idle_note="$idle_note" '
   function name(l) { return l == "blocked" ? "blocked A/AAAA" : l == "allowed" ? "cache hits" : "90/10 mix" }
-  function ismoat(s) { return s == "moat" || s == "moat-info" }
+  function ismoat(s) { return s ~ /^moat/ }
   function shown(s) { return s == "echo" ? "echo (limit)" : s }
   { row[NR] = $0; k = $1 SUBSEP $2
     if (!ismoat($3) && $3 != "echo") {
