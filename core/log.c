@@ -34,6 +34,12 @@
  * told to give up. */
 #define LOG_FLUSH_MS   2000
 #define LOG_ABANDON_MS 1000
+/* A woken writer waits this long for more lines, or until this many bytes
+ * (at most half the queue) are queued, before it writes: lines then go out
+ * in batches. Woken at every idle spell instead, a writer that shares a core
+ * with the loop preempts it once for every line or two. */
+#define LOG_LINGER_MS  5
+#define LOG_WAKE_BYTES (64u * 1024u)
 
 static const char *const log_level_names[] = {"debug", "info", "warn", "error"};
 
@@ -72,6 +78,7 @@ static struct {
     int wake_fd;         /* eventfd: tells a polling writer to give up */
     uint64_t unreported; /* drops not yet announced */
     bool running, exited, stopping, waiting, hold, wedged;
+    bool lingering; /* the writer is gathering lines (LOG_LINGER_MS) */
     pthread_t thread;
 } lq = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
@@ -184,25 +191,115 @@ static void line_puts(log_line_t *l, const char *s)
     line_put(l, s, strlen(s));
 }
 
+/* Bytes each octet takes once escaped (see log_escape): 1 as is, 2 for '"'
+ * and '\\', 0 for the rest (\xHH in text, \u00HH in JSON). */
+static const uint8_t log_esc_len[256] = {
+    [0x20] = 1, [0x21] = 1, [0x22] = 2, ['#'] = 1, ['$'] = 1,  ['%'] = 1, ['&'] = 1, ['\''] = 1,
+    ['('] = 1,  [')'] = 1,  ['*'] = 1,  ['+'] = 1, [','] = 1,  ['-'] = 1, ['.'] = 1, ['/'] = 1,
+    ['0'] = 1,  ['1'] = 1,  ['2'] = 1,  ['3'] = 1, ['4'] = 1,  ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1,  ['9'] = 1,  [':'] = 1,  [';'] = 1, ['<'] = 1,  ['='] = 1, ['>'] = 1, ['?'] = 1,
+    ['@'] = 1,  ['A'] = 1,  ['B'] = 1,  ['C'] = 1, ['D'] = 1,  ['E'] = 1, ['F'] = 1, ['G'] = 1,
+    ['H'] = 1,  ['I'] = 1,  ['J'] = 1,  ['K'] = 1, ['L'] = 1,  ['M'] = 1, ['N'] = 1, ['O'] = 1,
+    ['P'] = 1,  ['Q'] = 1,  ['R'] = 1,  ['S'] = 1, ['T'] = 1,  ['U'] = 1, ['V'] = 1, ['W'] = 1,
+    ['X'] = 1,  ['Y'] = 1,  ['Z'] = 1,  ['['] = 1, ['\\'] = 2, [']'] = 1, ['^'] = 1, ['_'] = 1,
+    ['`'] = 1,  ['a'] = 1,  ['b'] = 1,  ['c'] = 1, ['d'] = 1,  ['e'] = 1, ['f'] = 1, ['g'] = 1,
+    ['h'] = 1,  ['i'] = 1,  ['j'] = 1,  ['k'] = 1, ['l'] = 1,  ['m'] = 1, ['n'] = 1, ['o'] = 1,
+    ['p'] = 1,  ['q'] = 1,  ['r'] = 1,  ['s'] = 1, ['t'] = 1,  ['u'] = 1, ['v'] = 1, ['w'] = 1,
+    ['x'] = 1,  ['y'] = 1,  ['z'] = 1,  ['{'] = 1, ['|'] = 1,  ['}'] = 1, ['~'] = 1,
+};
+
+/* Escape in[0..len) into out, writing at most cap bytes (no NUL). Returns
+ * the bytes written; *cut is set to the size of the escape that did not fit
+ * (0 when all of in was written). */
+static size_t log_escape_to(const char *in, size_t len, bool json, char *out, size_t cap,
+                            size_t *cut)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0, i = 0;
+    *cut = 0;
+    while (i < len) {
+        /* A run of octets written as they are, copied at once. */
+        size_t j = i;
+        while (j < len && log_esc_len[(unsigned char)in[j]] == 1)
+            j++;
+        if (j > i) {
+            size_t run = j - i;
+            if (o + run > cap) {
+                memcpy(out + o, in + i, cap - o);
+                *cut = 1;
+                return cap;
+            }
+            memcpy(out + o, in + i, run);
+            o += run;
+            i = j;
+            if (i == len)
+                break;
+        }
+        unsigned char c = (unsigned char)in[i++];
+        size_t n = log_esc_len[c] == 2 ? 2 : json ? 6 : 4;
+        if (o + n > cap) {
+            *cut = n;
+            break;
+        }
+        if (n == 2) {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else {
+            if (json) {
+                memcpy(out + o, "\\u00", 4);
+                o += 4;
+            } else {
+                out[o++] = '\\';
+                out[o++] = 'x';
+            }
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    return o;
+}
+
 /* Text: ` key=value` (value quoted when it has a space or is empty).
- * JSON: `,"key":"value"`. Built apart and added whole. */
+ * JSON: `,"key":"value"`. Written in place and kept whole or not at all. The
+ * escaped value is cut at LOG_VALUE_MAX - 1 bytes, before an escape that
+ * would not fit, as log_escape() does with a LOG_VALUE_MAX buffer. */
 static void line_field(log_line_t *l, const char *key, const char *val, size_t val_len)
 {
-    char esc[LOG_VALUE_MAX];
-    char f[LOG_VALUE_MAX + 80];
-    log_escape(val, val_len, l->json, esc, sizeof esc);
-    int n;
-    if (l->json)
-        n = snprintf(f, sizeof f, ",\"%s\":\"%s\"", key, esc);
-    else if (val_len == 0 || memchr(val, ' ', val_len) != NULL)
-        n = snprintf(f, sizeof f, " %s=\"%s\"", key, esc);
-    else
-        n = snprintf(f, sizeof f, " %s=%s", key, esc);
-    if (n < 0 || (size_t)n >= sizeof f) {
+    size_t klen = strlen(key);
+    bool quote = l->json || val_len == 0 || memchr(val, ' ', val_len) != NULL;
+    size_t room = sizeof l->buf - LOG_TAIL - l->len;
+    /* ,"key":"  or  ␠key="  or  ␠key= ; then the closing quote. */
+    size_t pre = klen + (l->json ? 5 : quote ? 3 : 2), post = quote ? 1 : 0;
+    if (pre + post > room) {
         l->truncated = true;
         return;
     }
-    line_put(l, f, (size_t)n);
+    char *p = l->buf + l->len;
+    size_t n = 0;
+    if (l->json) {
+        memcpy(p, ",\"", 2);
+        memcpy(p + 2, key, klen);
+        memcpy(p + 2 + klen, "\":\"", 3);
+    } else {
+        p[0] = ' ';
+        memcpy(p + 1, key, klen);
+        p[1 + klen] = '=';
+        if (quote)
+            p[2 + klen] = '"';
+    }
+    n = pre;
+    size_t cap = room - pre - post, cut;
+    if (cap > LOG_VALUE_MAX - 1)
+        cap = LOG_VALUE_MAX - 1;
+    n += log_escape_to(val, val_len, l->json, p + n, cap, &cut);
+    if (cut && n - pre + cut <= LOG_VALUE_MAX - 1) {
+        /* Stopped by the line's room, not by the value's cap. */
+        l->truncated = true;
+        return;
+    }
+    if (quote)
+        p[n++] = '"';
+    l->len += n;
 }
 
 static void line_field_s(log_line_t *l, const char *key, const char *val)
@@ -214,14 +311,30 @@ static void line_field_s(log_line_t *l, const char *key, const char *val)
 /* Numbers are JSON numbers, not strings. */
 static void line_field_u(log_line_t *l, const char *key, uint64_t v)
 {
-    char f[96];
-    int n =
-        snprintf(f, sizeof f, l->json ? ",\"%s\":%llu" : " %s=%llu", key, (unsigned long long)v);
-    if (n < 0 || (size_t)n >= sizeof f) {
+    char f[96], digits[24];
+    size_t klen = strlen(key), nd = 0, n = 0;
+    if (klen > sizeof f - sizeof digits - 8) {
         l->truncated = true;
         return;
     }
-    line_put(l, f, (size_t)n);
+    do {
+        digits[nd++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (l->json) {
+        memcpy(f, ",\"", 2);
+        memcpy(f + 2, key, klen);
+        memcpy(f + 2 + klen, "\":", 2);
+        n = klen + 4;
+    } else {
+        f[0] = ' ';
+        memcpy(f + 1, key, klen);
+        f[1 + klen] = '=';
+        n = klen + 2;
+    }
+    while (nd)
+        f[n++] = digits[--nd];
+    line_put(l, f, n);
 }
 
 static void line_begin(log_line_t *l, bool json, cfg_log_level_t level, const char *msg)
@@ -243,7 +356,13 @@ static void line_begin(log_line_t *l, bool json, cfg_log_level_t level, const ch
         sec_cached = sec_len ? ts.tv_sec : -1;
     }
     memcpy(when, sec_text, sec_len);
-    snprintf(when + sec_len, sizeof when - sec_len, ".%03ldZ", ts.tv_nsec / 1000000L);
+    long ms = ts.tv_nsec / 1000000L;
+    when[sec_len] = '.';
+    when[sec_len + 1] = (char)('0' + ms / 100 % 10);
+    when[sec_len + 2] = (char)('0' + ms / 10 % 10);
+    when[sec_len + 3] = (char)('0' + ms % 10);
+    when[sec_len + 4] = 'Z';
+    when[sec_len + 5] = '\0';
 
     l->len = 0;
     l->json = json;
@@ -301,9 +420,10 @@ static void log_emit(const char *line, size_t len)
     }
     memcpy(b->data + b->len, line, len);
     b->len += len;
-    bool wake = lq.waiting && !lq.hold;
+    size_t enough = lq.cap / 2 < LOG_WAKE_BYTES ? lq.cap / 2 : LOG_WAKE_BYTES;
+    bool wake = !lq.hold && (lq.waiting || (lq.lingering && b->len >= enough));
     if (wake)
-        lq.waiting = false; /* one wake-up per idle spell */
+        lq.waiting = lq.lingering = false; /* one wake-up per idle spell, per batch */
     pthread_mutex_unlock(&lq.mu);
     if (wake)
         pthread_cond_signal(&lq.work);
@@ -333,6 +453,26 @@ static void *log_writer_main(void *arg)
         }
         if (!log_pending() || atomic_load(&log_abandon))
             break;
+        size_t enough = lq.cap / 2 < LOG_WAKE_BYTES ? lq.cap / 2 : LOG_WAKE_BYTES;
+        if (!lq.stopping && lq.n_sw == 0 && lq.fill->len < enough) {
+            /* Let the lines that follow join this batch (see LOG_LINGER_MS);
+             * log_emit ends the wait early once there are enough of them,
+             * log_shutdown at once. */
+            struct timespec dl;
+            clock_gettime(CLOCK_MONOTONIC, &dl);
+            dl.tv_nsec += LOG_LINGER_MS * 1000000L;
+            if (dl.tv_nsec >= 1000000000L) {
+                dl.tv_sec++;
+                dl.tv_nsec -= 1000000000L;
+            }
+            lq.lingering = true;
+            while (lq.lingering && !lq.stopping)
+                if (pthread_cond_clockwait(&lq.work, &lq.mu, CLOCK_MONOTONIC, &dl) == ETIMEDOUT)
+                    break;
+            lq.lingering = false;
+            if (lq.hold && !lq.stopping)
+                continue; /* held meanwhile: take nothing */
+        }
         log_batch_t *b = lq.fill;
         lq.fill = b == &log_batches[0] ? &log_batches[1] : &log_batches[0];
         log_switch_t sw[LOG_SWITCH_MAX];
@@ -604,36 +744,10 @@ bool log_enabled(cfg_log_level_t level)
 
 const char *log_escape(const char *in, size_t len, bool json, char *out, size_t cap)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
+    size_t cut;
     if (cap == 0)
         return out;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)in[i];
-        char tmp[8];
-        size_t n = 0;
-        if (c == '"' || c == '\\') {
-            tmp[n++] = '\\';
-            tmp[n++] = (char)c;
-        } else if (c >= 0x20 && c < 0x7f) {
-            tmp[n++] = (char)c;
-        } else if (json) {
-            memcpy(tmp, "\\u00", 4);
-            n = 4;
-            tmp[n++] = hex[c >> 4];
-            tmp[n++] = hex[c & 15];
-        } else {
-            tmp[n++] = '\\';
-            tmp[n++] = 'x';
-            tmp[n++] = hex[c >> 4];
-            tmp[n++] = hex[c & 15];
-        }
-        if (o + n >= cap)
-            break;
-        memcpy(out + o, tmp, n);
-        o += n;
-    }
-    out[o] = '\0';
+    out[log_escape_to(in, len, json, out, cap - 1, &cut)] = '\0';
     return out;
 }
 

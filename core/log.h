@@ -16,9 +16,13 @@
  * needs. When the queue is full a line is dropped whole and counted
  * (log_dropped_lines()); once the sink has taken the lines before the gap,
  * the writer adds one line `log: N lines dropped (sink too slow)`. A caller
- * wakes the writer only when it is idle, so a busy log costs the loop a
- * memcpy per line and no system call. Every function here is thread-safe
- * (the reload worker on libuv's pool logs too).
+ * wakes the writer only when it is idle, and a woken writer waits a few
+ * milliseconds for more lines (or until 64 KiB are queued) before it takes
+ * them, so a busy log costs the loop a memcpy per line and a wake-up per
+ * batch, not per line (a writer on the loop's core would otherwise preempt
+ * it for every line or two). Lines reach the sink at most that much later.
+ * Every function here is thread-safe (the reload worker on libuv's pool
+ * logs too).
  *
  * Before log_configure() starts the writer, and after log_shutdown() has
  * stopped it, lines are written at once by the calling thread, so start-up

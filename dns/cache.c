@@ -73,28 +73,31 @@ static bool cache_key_eq(const dns_cache_key_t *a, const dns_cache_key_t *b)
 
 static uint8_t cache_lower(uint8_t ch)
 {
-    return ch >= 'A' && ch <= 'Z' ? (uint8_t)(ch + 32) : ch;
+    /* Branch-free: 0x20 added to 'A'..'Z' only. */
+    return (uint8_t)(ch + ((unsigned)((uint8_t)(ch - 'A') < 26u) << 5));
 }
 
-/* Read an uncompressed wire name into k (lowercased). */
+/* Read an uncompressed wire name into k (lowercased). The labels are walked
+ * by their length octets first, then the whole name is lowercased in one
+ * flat pass: a length octet (0..63) is below 'A', so folding leaves it. */
 static int cache_read_name(filter_cur_t *cur, dns_cache_key_t *k)
 {
-    size_t n = 0;
+    size_t start = filter_cur_pos(cur), n = 0;
     for (;;) {
         uint8_t l = filter_cur_u8(cur);
         if (!filter_cur_ok(cur) || l > DNS_LABEL_MAX) /* RFC 1035 §4.1.4: no pointers here */
             return -EINVAL;
         if (n + 1 + l > DNS_NAME_WIRE_MAX)
             return -EINVAL;
-        k->name[n++] = l;
+        n += 1 + (size_t)l;
         if (l == 0)
             break;
-        const uint8_t *p = filter_cur_take(cur, l);
-        if (p == NULL)
+        if (filter_cur_take(cur, l) == NULL)
             return -EINVAL;
-        for (size_t i = 0; i < l; i++)
-            k->name[n++] = cache_lower(p[i]);
     }
+    const uint8_t *p = cur->base + start;
+    for (size_t i = 0; i < n; i++)
+        k->name[i] = cache_lower(p[i]);
     k->name_len = (uint16_t)n;
     return 0;
 }
@@ -104,9 +107,14 @@ int dns_cache_key_from_wire(dns_cache_key_t *k, const uint8_t *name, size_t avai
 {
     if (k == NULL)
         return -EINVAL;
-    memset(k, 0, sizeof *k);
-    if (name == NULL)
+    /* Every field but the name buffer, which only its first name_len
+     * octets are read from (the key is hashed and compared by name_len). */
+    k->view = 0;
+    k->name_len = 0;
+    if (name == NULL) {
+        memset(k, 0, sizeof *k);
         return -EINVAL;
+    }
     filter_cur_t cur = filter_cur_make(name, avail);
     int rc = cache_read_name(&cur, k);
     if (rc != 0) {

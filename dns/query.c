@@ -18,12 +18,18 @@
 #define DNSQ_RD 0x0100u
 #define DNSQ_CD 0x0010u
 
-/* Octets a host name may hold; the same set as filter_name_normalize(). */
-static bool dnsq_host_octet(uint8_t c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_';
-}
+/* Octets a host name may hold: [A-Za-z0-9-_], the same set as
+ * filter_name_normalize(). None of them is escaped in presentation form. */
+static const uint8_t dnsq_host_octet[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1,
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
 
 /* Append one label octet in presentation form, escaped as ldns writes it
  * (ldns_rdf2buffer_str_dname), so logs and tests agree with ldns. */
@@ -79,8 +85,18 @@ static int dnsq_read_qname(filter_cur_t *c, dns_query_t *q)
         wire += len;
         if (text > 0)
             q->name[text++] = '.';
+        /* A host-name label (nearly every one) is its own presentation
+         * form: copied whole. Any other is written octet by octet. */
+        unsigned host = 1;
+        for (size_t i = 0; i < len; i++)
+            host &= dnsq_host_octet[label[i]];
+        if (host) {
+            memcpy(q->name + text, label, len);
+            text += len;
+            continue;
+        }
         for (size_t i = 0; i < len; i++) {
-            if (!dnsq_host_octet(label[i]))
+            if (!dnsq_host_octet[label[i]])
                 q->not_host = true;
             text = dnsq_put_octet(q->name, text, label[i]);
         }

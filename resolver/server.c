@@ -267,6 +267,39 @@ static const char *srv_rcode_name(int rcode, char *buf, size_t n)
     }
 }
 
+/* Append v in decimal at p; returns the end. */
+static char *srv_put_u(char *p, unsigned v)
+{
+    char d[10];
+    size_t n = 0;
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = d[--n];
+    return p;
+}
+
+/* "198.18.0.2:40000" or "[fd00::2]:40000" into out (FILTER_ADDR_STRLEN + 10
+ * bytes). IPv4, the common case, by hand: inet_ntop and snprintf were most
+ * of a logged query's cost. */
+static void srv_client_format(const filter_addr_t *a, uint16_t port, char *out, size_t cap)
+{
+    if (a->family == AF_INET) {
+        char *p = out;
+        for (int i = 0; i < 4; i++) {
+            p = srv_put_u(p, a->bytes[i]);
+            *p++ = i < 3 ? '.' : ':';
+        }
+        *srv_put_u(p, port) = '\0';
+        return;
+    }
+    char abuf[FILTER_ADDR_STRLEN];
+    filter_addr_format(a, abuf, sizeof abuf);
+    snprintf(out, cap, "[%s]:%u", abuf, port);
+}
+
 /* SPEC §4: one line per decision. Formats only when the line will be written. */
 static void srv_log(dns_server_t *s, const dns_query_t *q, const filter_addr_t *caddr,
                     uint16_t cport, const moat_scope_t *sc, const filter_decision_t *dec,
@@ -281,9 +314,8 @@ static void srv_log(dns_server_t *s, const dns_query_t *q, const filter_addr_t *
     bool loud = dec->verdict == FILTER_BLOCK || s->gen->cfg->log.allowed;
     if (!log_enabled(loud ? CFG_LOG_INFO : CFG_LOG_DEBUG))
         return;
-    char abuf[FILTER_ADDR_STRLEN], client[FILTER_ADDR_STRLEN + 10], tbuf[16], rbuf[16];
-    filter_addr_format(caddr, abuf, sizeof abuf);
-    snprintf(client, sizeof client, caddr->family == AF_INET6 ? "[%s]:%u" : "%s:%u", abuf, cport);
+    char client[FILTER_ADDR_STRLEN + 10], tbuf[16], rbuf[16];
+    srv_client_format(caddr, cport, client, sizeof client);
     int rcode = ans_len >= 4 ? (ans[3] & 0x0f) : DNS_RCODE_SERVFAIL;
     uint64_t now = uv_now(s->loop);
     log_decision_t d = {
@@ -697,6 +729,24 @@ static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_cli
 
 /* ---- UDP ----------------------------------------------------------------------- */
 
+/* The fixed parts of every recvmmsg/sendmmsg header, once: each slot's
+ * buffer and name, one iovec, no control data. */
+static void srv_udp_batch_init(dns_server_t *s)
+{
+    for (int i = 0; i < SRV_UDP_BATCH; i++) {
+        s->rx_iov[i].iov_base = s->rx_buf[i];
+        s->rx_iov[i].iov_len = SRV_UDP_RX_SLOT;
+        struct msghdr *m = &s->rx_msgs[i].msg_hdr;
+        m->msg_name = &s->rx_names[i];
+        m->msg_namelen = sizeof s->rx_names[i];
+        m->msg_iov = &s->rx_iov[i];
+        m->msg_iovlen = 1;
+        s->tx_iov[i].iov_base = s->tx_buf[i];
+        s->tx_msgs[i].msg_hdr.msg_iov = &s->tx_iov[i];
+        s->tx_msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+}
+
 static void srv_udp_poll_cb(uv_poll_t *h, int status, int events)
 {
     srv_listener_t *l = h->data;
@@ -705,39 +755,29 @@ static void srv_udp_poll_cb(uv_poll_t *h, int status, int events)
     if (status < 0)
         return;
     for (int round = 0; round < SRV_UDP_ROUNDS && !l->stopped; round++) {
-        for (int i = 0; i < SRV_UDP_BATCH; i++) {
-            s->rx_iov[i].iov_base = s->rx_buf[i];
-            s->rx_iov[i].iov_len = SRV_UDP_RX_SLOT;
-            struct msghdr *m = &s->rx_msgs[i].msg_hdr;
-            memset(m, 0, sizeof *m);
-            m->msg_name = &s->rx_names[i];
-            m->msg_namelen = sizeof s->rx_names[i];
-            m->msg_iov = &s->rx_iov[i];
-            m->msg_iovlen = 1;
-        }
+        /* The headers were set up at create (srv_udp_batch_init); the
+         * kernel writes back only msg_namelen, msg_flags and msg_len. */
         int got = recvmmsg(l->fd, s->rx_msgs, SRV_UDP_BATCH, MSG_DONTWAIT, NULL);
         if (got <= 0)
             break; /* EAGAIN: drained; other errors (ICMP reports): next wake-up */
         unsigned k = 0;
         for (int i = 0; i < got; i++) {
             struct msghdr *m = &s->rx_msgs[i].msg_hdr;
+            socklen_t namelen = m->msg_namelen;
+            m->msg_namelen = sizeof s->rx_names[i]; /* ready for the next round */
             srv_client_t cl = {
                 .sa = (const struct sockaddr *)&s->rx_names[i],
-                .sa_len = m->msg_namelen,
+                .sa_len = namelen,
                 .udp = l,
             };
             size_t n = srv_query(s, s->rx_buf[i], s->rx_msgs[i].msg_len, &cl, s->tx_buf[k],
                                  SRV_UDP_TX_SLOT);
             if (n == 0)
                 continue;
-            s->tx_iov[k].iov_base = s->tx_buf[k];
             s->tx_iov[k].iov_len = n;
             struct msghdr *o = &s->tx_msgs[k].msg_hdr;
-            memset(o, 0, sizeof *o);
             o->msg_name = &s->rx_names[i];
-            o->msg_namelen = m->msg_namelen;
-            o->msg_iov = &s->tx_iov[k];
-            o->msg_iovlen = 1;
+            o->msg_namelen = namelen;
             k++;
         }
         for (unsigned sent = 0; sent < k;) {
@@ -1202,6 +1242,7 @@ int dns_server_create(moat_service_t **out)
     moat_service_init(&s->svc, &srv_ops, s);
     moat_list_init(&s->listeners);
     moat_list_init(&s->conns);
+    srv_udp_batch_init(s);
     for (size_t b = 0; b < SRV_PENDING_BUCKETS; b++)
         moat_list_init(&s->buckets[b]);
     *out = &s->svc;

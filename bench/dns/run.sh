@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # bench/dns/run.sh BUILD_DIR: moat's DNS server side by side with dnsmasq,
-# unbound and dnsdist (issue 3, Performance). See bench/dns/README.md.
+# unbound and dnsdist (issue 3, Performance), and with the physical limit: a
+# recvmmsg/sendmmsg UDP echo server (udpecho.c, row "echo (limit)", issue 15).
+# See bench/dns/README.md.
 #
 # Every server runs single-threaded (dnsdist: one UDP listener thread) on
 # 127.0.0.1, each on its own port, all pinned to core 0; the load generators
 # (dnsperf and our dnsload) and the upstream run on core 1. Loopback only:
 # nothing ever asks the machine's resolver. Bounded: BENCH_SECONDS (default 8)
-# per cell, 3 loads x 2 tools x 5 servers, about 4.5 minutes in all.
+# per cell, 3 loads x 2 tools x 7 servers, about 6 minutes in all.
 #
 # Environment: BENCH_SECONDS, BENCH_PORT_BASE (default 15300), BENCH_INFLIGHT
 # (dnsload queries in flight, default 256), BENCH_SERVERS (default
-# "moat dnsmasq unbound dnsdist dnsdist-mmsg"), BENCH_TOOLS (default
-# "dnsload dnsperf"). dnsdist runs twice: as shipped, and with its
+# "echo moat moat-info dnsmasq unbound dnsdist dnsdist-mmsg"), BENCH_TOOLS
+# (default "dnsload dnsperf"). dnsdist runs twice: as shipped, and with its
 # recvmmsg/sendmmsg frontend turned on (setUDPMultipleMessagesVectorSize),
-# the one peer that batches system calls as moat does.
+# the one peer that batches system calls as moat does. moat runs twice: at
+# log.level warn (row moat: the DNS path alone) and at the shipped default
+# log.level info into a log file (row moat-info: every blocked decision
+# logged, as operators run it). BENCH_MOAT_BASE=PATH: another moat binary
+# (an older build, to measure a change) for the rows moat-base and
+# moat-base-info, which BENCH_SERVERS must then name.
 set -euo pipefail
 
 BUILD=${1:-build-bench}
@@ -22,22 +29,26 @@ ROOT=$PWD
 . "$ROOT/bench/lib.sh"
 MOAT=$ROOT/$BUILD/moat
 DNSLOAD=$ROOT/$BUILD/bench/dns/dnsload
+UDPECHO=$ROOT/$BUILD/bench/dns/udpecho
 SECS=${BENCH_SECONDS:-7}
 BASE=${BENCH_PORT_BASE:-15300}
 INFLIGHT=${BENCH_INFLIGHT:-256}
-SERVERS=${BENCH_SERVERS:-moat dnsmasq unbound dnsdist dnsdist-mmsg}
+SERVERS=${BENCH_SERVERS:-echo moat moat-info dnsmasq unbound dnsdist dnsdist-mmsg}
 TOOLS=${BENCH_TOOLS:-dnsload dnsperf}
 SERVER_CPU=0
 LOAD_CPU=1
 UP_PORT=$((BASE + 10))
 declare -A PORT=([moat]=$((BASE + 1)) [dnsmasq]=$((BASE + 2)) [unbound]=$((BASE + 3))
-                 [dnsdist]=$((BASE + 4)) [dnsdist-mmsg]=$((BASE + 5)))
+                 [dnsdist]=$((BASE + 4)) [dnsdist-mmsg]=$((BASE + 5)) [echo]=$((BASE + 6))
+                 [moat-info]=$((BASE + 7)) [moat-base]=$((BASE + 8)) [moat-base-info]=$((BASE + 9)))
+MOAT_BASE=${BENCH_MOAT_BASE:-}
 N_ALLOWED=64 # names in the cache-hit set (each asked A and AAAA)
 
 die() { echo "bench/dns: $*" >&2; exit 1; }
 
 [ -x "$MOAT" ] || die "no $MOAT (build it: meson setup $BUILD --buildtype=release && ninja -C $BUILD)"
 [ -x "$DNSLOAD" ] || die "no $DNSLOAD (ninja -C $BUILD)"
+[ -x "$UDPECHO" ] || die "no $UDPECHO (ninja -C $BUILD)"
 [ "$(nproc)" -ge 2 ] || die "needs 2 cores (servers on core $SERVER_CPU, load on core $LOAD_CPU)"
 
 # ---- packages ------------------------------------------------------------------
@@ -93,6 +104,18 @@ proxy:
 allow: ["*.allowed.test"]
 log: {format: text, level: warn}
 EOF
+# The shipped default (packaging/moat.yaml): text at info, here into a file
+# as with log.file under /var/log/moat. Emptied after each cell.
+sed -e "s/${PORT[moat]}/${PORT[moat-info]}/" -e "s/$((BASE + 21))/$((BASE + 23))/" \
+  -e "s/$((BASE + 22))/$((BASE + 24))/" \
+  -e "s|^log: .*|log: {format: text, level: info, file: \"$WORK/moat-info.decisions\"}|" \
+  "$WORK/moat.yaml" >"$WORK/moat-info.yaml"
+for v in moat moat-info; do
+  sed -e "s/${PORT[$v]}/${PORT[${v/moat/moat-base}]}/" -e "s/$((BASE + 21))/$((BASE + 31))/" \
+    -e "s/$((BASE + 22))/$((BASE + 32))/" -e "s/$((BASE + 23))/$((BASE + 33))/" \
+    -e "s/$((BASE + 24))/$((BASE + 34))/" -e "s/moat-info.decisions/moat-base-info.decisions/" \
+    "$WORK/$v.yaml" >"$WORK/${v/moat/moat-base}.yaml"
+done
 
 cat >"$WORK/unbound.conf" <<EOF
 server:
@@ -147,8 +170,15 @@ dnsdist_conf "${PORT[dnsdist-mmsg]}" 64 >"$WORK/dnsdist-mmsg.conf"
 start_server() { # name
   local n=$1 port=${PORT[$1]}
   case $n in
-  moat)
-    taskset -c $SERVER_CPU "$MOAT" -c "$WORK/moat.yaml" >"$WORK/moat.log" 2>&1 &
+  moat | moat-info)
+    taskset -c $SERVER_CPU "$MOAT" -c "$WORK/$n.yaml" >"$WORK/$n.log" 2>&1 &
+    ;;
+  moat-base | moat-base-info)
+    [ -x "$MOAT_BASE" ] || die "$n needs BENCH_MOAT_BASE (a moat binary)"
+    taskset -c $SERVER_CPU "$MOAT_BASE" -c "$WORK/$n.yaml" >"$WORK/$n.log" 2>&1 &
+    ;;
+  echo)
+    taskset -c $SERVER_CPU "$UDPECHO" 127.0.0.1 "$port" 64 >"$WORK/echo.log" 2>&1 &
     ;;
   dnsmasq)
     taskset -c $SERVER_CPU dnsmasq --keep-in-foreground --no-resolv --no-hosts --port="$port" \
@@ -217,6 +247,9 @@ echo "bench/dns: before the run: $idle_note" >&2
 
 # ---- the cells ---------------------------------------------------------------------------
 RESULTS=$WORK/results.tsv
+for v in moat-info moat-base-info; do # the warm-up's lines
+  [ -z "${PID[$v]:-}" ] || : >"$WORK/$v.decisions"
+done
 : >"$RESULTS"
 for load in blocked allowed mix; do
   for tool in $TOOLS; do
@@ -254,40 +287,59 @@ for load in blocked allowed mix; do
         ;;
       esac
       t1=$(cpu_ticks "$pid")
+      logged=
+      if [ "$s" = moat-info ] || [ "$s" = moat-base-info ]; then
+        # Lines the cell wrote (the writer thread may still hold a few).
+        sleep 0.2
+        logged=" logged $(wc -l <"$WORK/$s.decisions")"
+        : >"$WORK/$s.decisions"
+      fi
       busy=$(core_busy_pct "$k0" "$(core_ticks $SERVER_CPU)")
       rss=$(rss_mb "$pid")
       [ -n "$qps" ] && [ "${answered:-0}" -gt 0 ] || die "$tool against $s ($load): no result: $out"
       cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$answered" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
       printf '%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$load" "$tool" "$s" "$qps" "$p50" \
         "$p99" "$cpu" "$rss" "$lost" "$bad" "$busy" >>"$RESULTS"
-      printf 'bench/dns: %-7s %-7s %-7s %8.0f QPS p50 %s us p99 %s us lost %s\n' "$load" "$tool" "$s" \
-        "$qps" "$p50" "$p99" "$lost" >&2
+      printf 'bench/dns: %-7s %-7s %-12s %8.0f QPS p50 %s us p99 %s us lost %s%s\n' "$load" "$tool" \
+        "$s" "$qps" "$p50" "$p99" "$lost" "$logged" >&2
     done
   done
 done
 
 # ---- the table -------------------------------------------------------------------------------
+# Peers: every server but moat's rows and the echo limit. moat's rows get two
+# ratios: to the echo server (the kernel's floor on this machine, same run)
+# and to the best peer.
 awk -F'\t' -v secs="$SECS" -v idle_note="$idle_note" '
   function name(l) { return l == "blocked" ? "blocked A/AAAA" : l == "allowed" ? "cache hits" : "90/10 mix" }
+  function ismoat(s) { return s ~ /^moat/ }
+  function shown(s) { return s == "echo" ? "echo (limit)" : s }
   { row[NR] = $0; k = $1 SUBSEP $2
-    if ($3 != "moat" && $4 > best[k]) { best[k] = $4; bestn[k] = $3 }
-    if ($3 != "moat" && (!(k in bestp99) || $6 < bestp99[k])) bestp99[k] = $6
-    if ($3 == "moat") { mq[k] = $4; mp99[k] = $6 } }
+    if (!ismoat($3) && $3 != "echo") {
+      if ($4 > best[k]) { best[k] = $4; bestn[k] = $3 }
+      if (!(k in bestp99) || $6 < bestp99[k]) bestp99[k] = $6 }
+    if ($3 == "echo") { echo[k] = $4; echocpu[k] = $7 }
+    if (ismoat($3)) { mq[$3, k] = $4; mp99[$3, k] = $6; mlost[$3, k] = $9 } }
   END {
-    print "| load | tool | server | QPS | p50 µs | p99 µs | CPU µs/query | RSS MB | core 0 busy | moat ratio to best peer |"
-    print "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    print "| load | tool | server | QPS | p50 µs | p99 µs | CPU µs/query | RSS MB | core 0 busy | × echo | echo CPU ÷ CPU | × best peer |"
+    print "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for (i = 1; i <= NR; i++) {
       split(row[i], f, "\t"); k = f[1] SUBSEP f[2]
-      ratio = (f[3] == "moat" && best[k] > 0) ? sprintf("%.2f× (vs %s)", f[4] / best[k], bestn[k]) : ""
+      re = (ismoat(f[3]) && (k in echo) && echo[k] > 0) ? sprintf("%.2f×", f[4] / echo[k]) : ""
+      rc = (ismoat(f[3]) && (k in echo) && f[7] > 0) ? sprintf("%.2f×", echocpu[k] / f[7]) : ""
+      rb = (ismoat(f[3]) && (k in best) && best[k] > 0) ? sprintf("%.2f× (%s)", f[4] / best[k], bestn[k]) : ""
       note = (f[9] > 0 || f[10] > 0) ? sprintf(" (lost %d, non-NOERROR %d)", f[9], f[10]) : ""
-      printf "| %s | %s | %s | %d%s | %d | %d | %s | %s | %s%% | %s |\n", name(f[1]), f[2], f[3], f[4], note, f[5], f[6], f[7], f[8], f[11], ratio
+      printf "| %s | %s | %s | %d%s | %d | %d | %s | %s | %s%% | %s | %s | %s |\n", name(f[1]), f[2], shown(f[3]), f[4], note, f[5], f[6], f[7], f[8], f[11], re, rc, rb
     }
     print ""
-    for (i = 1; i <= 2; i++) { k = (i == 1 ? "blocked" : "allowed") SUBSEP "dnsload"
-      if (!(k in mq) || !(k in best)) continue
-      split(k, kk, SUBSEP)
-      printf "moat, %s, dnsload: %.2f× the best peer (%s), p99 %d µs vs best peer p99 %d µs (%s)\n",
-        name(kk[1]), mq[k] / best[k], bestn[k], mp99[k], bestp99[k],
-        mp99[k] < bestp99[k] ? "lower than every peer" : "NOT lower than every peer" }
+    for (m = 1; m <= 2; m++) { mn = m == 1 ? "moat" : "moat-info"
+      for (i = 1; i <= 2; i++) { k = (i == 1 ? "blocked" : "allowed") SUBSEP "dnsload"
+        mk = mn SUBSEP k
+        if (!(mk in mq) || !(k in best)) continue
+        split(k, kk, SUBSEP)
+        printf "%s, %s, dnsload: %s× echo, %.2f× the best peer (%s), lost %d, p99 %d µs vs best peer p99 %d µs (%s)\n",
+          mn, name(kk[1]), ((k in echo) && echo[k] > 0 ? sprintf("%.2f", mq[mk] / echo[k]) : "?"),
+          mq[mk] / best[k], bestn[k], mlost[mk], mp99[mk], bestp99[k],
+          (mp99[mk] < bestp99[k] ? "lower than every peer" : "NOT lower than every peer") } }
     printf "(%s s per cell; servers pinned to core 0, load on core 1; dnsperf cells are capped by dnsperf; %s)\n", secs, idle_note
   }' "$RESULTS"
