@@ -108,6 +108,10 @@ static void wt_fail(px_conn_t *c, filter_reason_t why)
 /* Host names alike, case and one trailing dot aside (IP literals as text). */
 static bool wt_same_host(const char *a, size_t alen, const char *b, size_t blen)
 {
+    /* The usual case: the same spelling (b is the connection's name,
+     * normalised when it is one). */
+    if (alen == blen && strncasecmp(a, b, alen) == 0)
+        return true;
     char na[FILTER_NAME_MAX + 1], nb[FILTER_NAME_MAX + 1];
     size_t la = 0, lb = 0;
     if (filter_name_normalize(a, alen, na, &la) == 0 &&
