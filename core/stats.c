@@ -17,8 +17,8 @@
 
 static const char *const stats_verdict_names[STATS_VERDICT_COUNT] = {"allow", "block", "audit",
                                                                      "none"};
-static const char *const stats_listener_names[STATS_LISTENER_COUNT] = {
-    "tls", "http", "transparent", "connect", "socks"};
+static const char *const stats_listener_names[STATS_LISTENER_COUNT] = {"tls", "http", "transparent",
+                                                                       "connect", "socks"};
 
 /* The reason label: filter_reason_str() for every filter_reason_t (in that
  * enum's order), then "other" for a value out of range. */

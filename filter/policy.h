@@ -120,9 +120,9 @@ typedef enum filter_reason {
     FILTER_REASON_HOST_SWITCH,   /* "host-switch": a later request names another host */
     FILTER_REASON_SNI_MISMATCH,  /* "sni-mismatch": a tunnel's SNI names another name */
     FILTER_REASON_HOST_MISMATCH, /* "host-mismatch": a tunnel's request names another name */
-    FILTER_REASON_BAD_FRAMING,   /* "bad-framing": a body's length cannot be told (RFC 9112 §6.3) */
-    FILTER_REASON_BAD_REQUEST,   /* "bad-request": a malformed proxy request */
-    FILTER_REASON_PROXY_AUTH,    /* "proxy-auth": missing or wrong proxy credentials */
+    FILTER_REASON_BAD_FRAMING, /* "bad-framing": a body's length cannot be told (RFC 9112 §6.3) */
+    FILTER_REASON_BAD_REQUEST, /* "bad-request": a malformed proxy request */
+    FILTER_REASON_PROXY_AUTH,  /* "proxy-auth": missing or wrong proxy credentials */
     /* The DNS service. */
     FILTER_REASON_DOH_CANARY, /* "doh-canary": use-application-dns.net, the browsers' DoH canary */
     FILTER_REASON_COUNT,
