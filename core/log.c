@@ -441,6 +441,30 @@ static bool log_pending(void)
     return lq.fill->len > 0 || lq.n_sw > 0 || lq.unreported > 0;
 }
 
+/* Caller holds lq.mu. Let the lines that follow join this batch (see
+ * LOG_LINGER_MS) when it is small; log_emit ends the wait early once there
+ * are enough of them, log_shutdown at once. False when the queue was held
+ * meanwhile (take nothing). */
+static bool log_linger(void)
+{
+    size_t enough = lq.cap / 2 < LOG_WAKE_BYTES ? lq.cap / 2 : LOG_WAKE_BYTES;
+    if (lq.stopping || lq.n_sw > 0 || lq.fill->len >= enough)
+        return true;
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_nsec += LOG_LINGER_MS * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    lq.lingering = true;
+    while (lq.lingering && !lq.stopping)
+        if (pthread_cond_clockwait(&lq.work, &lq.mu, CLOCK_MONOTONIC, &dl) == ETIMEDOUT)
+            break;
+    lq.lingering = false;
+    return !(lq.hold && !lq.stopping);
+}
+
 static void *log_writer_main(void *arg)
 {
     (void)arg;
@@ -453,26 +477,8 @@ static void *log_writer_main(void *arg)
         }
         if (!log_pending() || atomic_load(&log_abandon))
             break;
-        size_t enough = lq.cap / 2 < LOG_WAKE_BYTES ? lq.cap / 2 : LOG_WAKE_BYTES;
-        if (!lq.stopping && lq.n_sw == 0 && lq.fill->len < enough) {
-            /* Let the lines that follow join this batch (see LOG_LINGER_MS);
-             * log_emit ends the wait early once there are enough of them,
-             * log_shutdown at once. */
-            struct timespec dl;
-            clock_gettime(CLOCK_MONOTONIC, &dl);
-            dl.tv_nsec += LOG_LINGER_MS * 1000000L;
-            if (dl.tv_nsec >= 1000000000L) {
-                dl.tv_sec++;
-                dl.tv_nsec -= 1000000000L;
-            }
-            lq.lingering = true;
-            while (lq.lingering && !lq.stopping)
-                if (pthread_cond_clockwait(&lq.work, &lq.mu, CLOCK_MONOTONIC, &dl) == ETIMEDOUT)
-                    break;
-            lq.lingering = false;
-            if (lq.hold && !lq.stopping)
-                continue; /* held meanwhile: take nothing */
-        }
+        if (!log_linger())
+            continue; /* held meanwhile: take nothing */
         log_batch_t *b = lq.fill;
         lq.fill = b == &log_batches[0] ? &log_batches[1] : &log_batches[0];
         log_switch_t sw[LOG_SWITCH_MAX];
