@@ -868,7 +868,7 @@ void px_conn_dir_finish(px_conn_t *c, px_dir_t *d, int dst, const px_dir_t *othe
 
 /* Copy mode: one read into the shared buffer, sent on. Returns 1 to go on,
  * 0 when src has nothing more now or dst is full, -errno on a failure. */
-static int px_copy_once(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, int sfd, int dfd)
+static int px_copy_once(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, int sfd)
 {
     px_t *px = c->px;
     ssize_t n = recv(sfd, px->copy_buf, PX_COPY_BUF, 0);
@@ -885,25 +885,10 @@ static int px_copy_once(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *ds
         d->eof = true;
         return 1;
     }
-    px_conn_pre_write(c, dst);
-    ssize_t m = send(dfd, px->copy_buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (m < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-        return -errno;
-    if (m < 0)
-        m = 0;
-    d->bytes += (uint64_t)m;
-    c->last_ms = uv_now(px->loop);
-    if (m < n) { /* dst is full: the rest waits in a pipe (the pipe is the buffer) */
-        int r = px_pipe_get(px, &d->pipe);
-        if (r != 0)
-            return r;
-        ssize_t w = write(d->pipe.wfd, px->copy_buf + m, (size_t)(n - m));
-        if (w != n - m) /* an empty pipe holds at least two pages (PX_COPY_BUF) */
-            return w < 0 ? -errno : -ENOBUFS;
-        d->in_pipe = (size_t)w;
-        d->stream = true;
-        dst->wr = false;
-        return 0;
+    int r = px_conn_send(c, d, dst, px->copy_buf, (size_t)n);
+    if (r != 0) { /* parked in a pipe: a stream from now on (the pipe is the buffer) */
+        d->stream = r > 0;
+        return r > 0 ? 0 : r;
     }
     if (n == PX_COPY_BUF) {
         d->stream = true; /* a stream: the kernel moves the rest */
@@ -918,6 +903,57 @@ static int px_copy_once(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *ds
     return 1;
 }
 
+int px_conn_send(px_conn_t *c, px_dir_t *d, px_side_t *dst, const uint8_t *buf, size_t len)
+{
+    if (len == 0)
+        return 0;
+    px_conn_pre_write(c, dst);
+    ssize_t m = send(dst->server ? c->ufd : c->cfd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (m < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        return -errno;
+    if (m < 0)
+        m = 0;
+    d->bytes += (uint64_t)m;
+    c->last_ms = uv_now(c->px->loop);
+    if ((size_t)m == len)
+        return 0;
+    int r = px_pipe_get(c->px, &d->pipe);
+    if (r != 0)
+        return r;
+    size_t rest = len - (size_t)m;
+    ssize_t w = write(d->pipe.wfd, buf + m, rest);
+    if (w < 0 || (size_t)w != rest) /* an empty pipe holds at least two pages */
+        return w < 0 ? -errno : -ENOBUFS;
+    d->in_pipe = rest;
+    dst->wr = false;
+    return 1;
+}
+
+int px_conn_flush(px_conn_t *c, px_dir_t *d, px_side_t *dst)
+{
+    int dfd = dst->server ? c->ufd : c->cfd;
+    while (d->in_pipe > 0) {
+        if (!dst->wr)
+            return 0;
+        px_conn_pre_write(c, dst);
+        ssize_t n =
+            splice(d->pipe.rfd, NULL, dfd, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            d->in_pipe -= (size_t)n;
+            d->bytes += (uint64_t)n;
+            c->last_ms = uv_now(c->px->loop);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            dst->wr = false; /* an edge comes when there is room */
+            return 0;
+        } else {
+            return n < 0 ? -errno : -EPIPE;
+        }
+    }
+    return 1;
+}
+
 /* Move bytes src → dst until src has none, dst is full, or the round
  * limit. 0 when done for now, 1 when rounds ran out with work left, -errno
  * on a failure of either side. */
@@ -927,24 +963,9 @@ int px_conn_pump(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, px_d
     int sfd = src->server ? c->ufd : c->cfd, dfd = dst->server ? c->ufd : c->cfd;
     for (int round = 0; round < PX_PUMP_ROUNDS; round++) {
         if (d->in_pipe > 0) {
-            if (!dst->wr)
-                return 0;
-            px_conn_pre_write(c, dst);
-            ssize_t n =
-                splice(d->pipe.rfd, NULL, dfd, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-            if (n > 0) {
-                d->in_pipe -= (size_t)n;
-                d->bytes += (uint64_t)n;
-                c->last_ms = uv_now(px->loop);
-                continue;
-            }
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                dst->wr = false; /* an edge comes when there is room */
-                return 0;
-            }
-            return n < 0 ? -errno : -EPIPE;
+            int f = px_conn_flush(c, d, dst);
+            if (f <= 0)
+                return f;
         }
         if (d->eof) {
             px_conn_dir_finish(c, d, dfd, other);
@@ -953,7 +974,7 @@ int px_conn_pump(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, px_d
         if (!src->rd || !dst->wr)
             return 0;
         if (!d->stream) {
-            int r = px_copy_once(c, d, src, dst, sfd, dfd);
+            int r = px_copy_once(c, d, src, dst, sfd);
             if (r <= 0)
                 return r;
             continue;

@@ -153,6 +153,11 @@ void px_conn_pre_write(px_conn_t *c, px_side_t *s);
 void px_conn_dir_finish(px_conn_t *c, px_dir_t *d, int dst, const px_dir_t *other);
 void px_conn_dir_release(px_t *px, px_dir_t *d);
 int px_conn_pump(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, px_dir_t *other);
+/* Send buf to dst on d (whose pipe is empty); what dst does not take is
+ * parked in d's pipe. 0 all sent, 1 parked (dst is full), -errno. */
+int px_conn_send(px_conn_t *c, px_dir_t *d, px_side_t *dst, const uint8_t *buf, size_t len);
+/* Empty d's pipe into dst: 1 empty now, 0 dst is full, -errno. */
+int px_conn_flush(px_conn_t *c, px_dir_t *d, px_side_t *dst);
 /* Work left after this turn's rounds: run again when the loop is idle. */
 void px_conn_later(px_conn_t *c);
 

@@ -124,23 +124,10 @@ void px_tunnel_failed(px_conn_t *c, filter_reason_t why)
  * what the socket does not take waits in the up direction's pipe. */
 static bool tn_forward_head(px_conn_t *c)
 {
-    ssize_t n = send(c->ufd, c->head_out, c->head_out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+    int r = px_conn_send(c, &c->d_up, &c->us, c->head_out, c->head_out_len);
+    if (r < 0) {
         px_conn_abort(c, NULL);
         return false;
-    }
-    size_t sent = n > 0 ? (size_t)n : 0;
-    c->d_up.bytes += sent;
-    if (sent < c->head_out_len) {
-        px_pipe_t *p = &c->d_up.pipe;
-        size_t rest = c->head_out_len - sent;
-        if (px_pipe_get(c->px, p) != 0 ||
-            write(p->wfd, c->head_out + sent, rest) != (ssize_t)rest) {
-            px_conn_abort(c, NULL);
-            return false;
-        }
-        c->d_up.in_pipe = rest;
-        c->d_up.stream = true;
     }
     free(c->head_out);
     c->head_out = NULL;
@@ -275,6 +262,17 @@ static bool tn_login(px_conn_t *c, bool given, const char *user, size_t ulen, co
     return false;
 }
 
+/* What the client sent so far, peeked (see px_conn_peek_bytes): > 0 bytes;
+ * 0 nothing yet, or the connection ended (logged). */
+static ssize_t tn_peek(px_conn_t *c, size_t limit)
+{
+    ssize_t got = px_conn_peek_bytes(c, limit);
+    if (got < 0)
+        px_tunnel_failed(c,
+                         got == -ENOMEM ? FILTER_REASON_DIAL_FAILED : FILTER_REASON_CLIENT_CLOSED);
+    return got;
+}
+
 /* ---- the connect listener -------------------------------------------------------------- */
 
 /* An absolute-form request: decided as the http listener decides its head
@@ -314,14 +312,9 @@ static void tn_forward(px_conn_t *c, const filter_pxhttp_req_t *req, size_t len)
 static void tn_http(px_conn_t *c)
 {
     size_t limit = c->px->gen->cfg->proxy.max_http_head;
-    ssize_t got = px_conn_peek_bytes(c, limit);
-    if (got == 0)
+    ssize_t got = tn_peek(c, limit);
+    if (got <= 0)
         return;
-    if (got < 0) {
-        px_tunnel_failed(c,
-                         got == -ENOMEM ? FILTER_REASON_DIAL_FAILED : FILTER_REASON_CLIENT_CLOSED);
-        return;
-    }
     filter_pxhttp_req_t req;
     filter_pxhttp_result_t r = filter_pxhttp_parse(c->px->peek_buf, (size_t)got, limit, &req);
     switch (r) {
@@ -467,14 +460,9 @@ static void tn_socks(px_conn_t *c)
 {
     const size_t limit = FILTER_SOCKS_AUTH_MAX; /* the longest message */
     for (;;) {
-        ssize_t got = px_conn_peek_bytes(c, limit);
-        if (got == 0)
+        ssize_t got = tn_peek(c, limit);
+        if (got <= 0)
             return;
-        if (got < 0) {
-            px_tunnel_failed(c, got == -ENOMEM ? FILTER_REASON_DIAL_FAILED
-                                               : FILTER_REASON_CLIENT_CLOSED);
-            return;
-        }
         uint8_t step = c->hs_step;
         if (tn_socks_step(c, c->px->peek_buf, (size_t)got))
             continue;

@@ -210,61 +210,6 @@ static wt_scan_t wt_scan_requests(px_conn_t *c, const uint8_t *buf, size_t len, 
     return v;
 }
 
-/* Send buf to dst on d; what dst does not take waits in d's pipe. 0 or
- * -errno. d's pipe is empty on entry. */
-static int wt_send(px_conn_t *c, px_dir_t *d, px_side_t *dst, const uint8_t *buf, size_t len)
-{
-    if (len == 0)
-        return 0;
-    int dfd = dst->server ? c->ufd : c->cfd;
-    px_conn_pre_write(c, dst);
-    ssize_t m = send(dfd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (m < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-        return -errno;
-    if (m < 0)
-        m = 0;
-    d->bytes += (uint64_t)m;
-    c->last_ms = uv_now(c->px->loop);
-    if ((size_t)m < len) {
-        int r = px_pipe_get(c->px, &d->pipe);
-        if (r != 0)
-            return r;
-        size_t rest = len - (size_t)m;
-        ssize_t w = write(d->pipe.wfd, buf + m, rest);
-        if (w < 0 || (size_t)w != rest)
-            return w < 0 ? -errno : -ENOBUFS;
-        d->in_pipe = rest;
-        dst->wr = false;
-    }
-    return 0;
-}
-
-/* Empty d's pipe into dst. 1: empty now; 0: dst is full; -errno. */
-static int wt_flush(px_conn_t *c, px_dir_t *d, px_side_t *dst)
-{
-    int dfd = dst->server ? c->ufd : c->cfd;
-    while (d->in_pipe > 0) {
-        if (!dst->wr)
-            return 0;
-        px_conn_pre_write(c, dst);
-        ssize_t n =
-            splice(d->pipe.rfd, NULL, dfd, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n > 0) {
-            d->in_pipe -= (size_t)n;
-            d->bytes += (uint64_t)n;
-            c->last_ms = uv_now(c->px->loop);
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            dst->wr = false;
-            return 0;
-        } else {
-            return n < 0 ? -errno : -EPIPE;
-        }
-    }
-    return 1;
-}
-
 /* Read from src into buf (at most cap). > 0 bytes, 0 EOF (d->eof set),
  * -EAGAIN nothing now, or -errno. */
 static ssize_t wt_read(px_conn_t *c, px_dir_t *d, px_side_t *src, uint8_t *buf, size_t cap)
@@ -327,7 +272,7 @@ static int wt_move(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, ui
     (void)filter_http_flow_passed(&c->watch->flow, dir, (uint64_t)n);
     if ((size_t)n == PX_COPY_BUF)
         d->stream = true; /* a stream: the kernel moves the rest */
-    int r = wt_send(c, d, dst, c->px->copy_buf, (size_t)n);
+    int r = px_conn_send(c, d, dst, c->px->copy_buf, (size_t)n);
     return r < 0 ? r : 1;
 }
 
@@ -395,7 +340,7 @@ static int wt_up_scan(px_conn_t *c, px_watch_t *w)
     wt_scan_t v = wt_scan_requests(c, buf, len, &fwd);
     if (v == WT_DEAD)
         return -ECONNABORTED;
-    int r = wt_send(c, &c->d_up, &c->us, buf, fwd);
+    int r = px_conn_send(c, &c->d_up, &c->us, buf, fwd);
     if (r < 0)
         return r;
     w->need_more = v == WT_MORE;
@@ -413,7 +358,7 @@ static int wt_up(px_conn_t *c)
     px_watch_t *w = c->watch;
     px_dir_t *d = &c->d_up;
     for (int round = 0; round < PX_PUMP_ROUNDS; round++) {
-        int f = wt_flush(c, d, &c->us);
+        int f = px_conn_flush(c, d, &c->us);
         if (f <= 0)
             return f;
         if (d->eof) {
@@ -501,7 +446,7 @@ static int wt_down(px_conn_t *c)
     px_watch_t *w = c->watch;
     px_dir_t *d = &c->d_down;
     for (int round = 0; round < PX_PUMP_ROUNDS; round++) {
-        int f = wt_flush(c, d, &c->cs);
+        int f = px_conn_flush(c, d, &c->cs);
         if (f <= 0)
             return f;
         if (d->eof) {
@@ -542,7 +487,7 @@ static int wt_down(px_conn_t *c)
             w->resp = NULL;
             w->resp_len = 0;
         }
-        int r = wt_send(c, d, &c->cs, c->px->copy_buf, (size_t)n);
+        int r = px_conn_send(c, d, &c->cs, c->px->copy_buf, (size_t)n);
         if (r < 0)
             return r;
     }
