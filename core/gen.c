@@ -214,6 +214,27 @@ static int gen_compile_users(moat_gen_t *gen)
     return 0;
 }
 
+static int gen_tenant_ptr_cmp(const void *pa, const void *pb)
+{
+    return strcmp((*(const moat_tenant_t *const *)pa)->name,
+                  (*(const moat_tenant_t *const *)pb)->name);
+}
+
+/* The tenants by name, for moat_gen_tenant_find (names are unique: the
+ * config refused duplicates). */
+static int gen_index_tenants(moat_gen_t *gen)
+{
+    if (gen->n_tenants == 0)
+        return 0;
+    gen->by_name = malloc(gen->n_tenants * sizeof *gen->by_name);
+    if (!gen->by_name)
+        return -ENOMEM;
+    for (size_t i = 0; i < gen->n_tenants; i++)
+        gen->by_name[i] = &gen->tenants[i];
+    qsort(gen->by_name, gen->n_tenants, sizeof *gen->by_name, gen_tenant_ptr_cmp);
+    return 0;
+}
+
 static const moat_gen_user_t *gen_user_find(const moat_gen_t *gen, const char *name, size_t len)
 {
     if (!name && len > 0)
@@ -256,6 +277,8 @@ int moat_gen_from_cfg(cfg_t *cfg, moat_gen_t **out)
     }
     if (rc == 0)
         rc = gen_compile_tenants(gen, own, n_own);
+    if (rc == 0)
+        rc = gen_index_tenants(gen);
     if (rc == 0)
         rc = gen_compile_users(gen);
     free(own);
@@ -320,6 +343,7 @@ void moat_gen_free(moat_gen_t *gen)
     for (size_t i = 0; i < gen->n_tenants; i++)
         filter_policy_free(gen->tenants[i].policy);
     free(gen->tenants);
+    free(gen->by_name);
     if (gen->users)
         explicit_bzero(gen->users, gen->n_users * sizeof *gen->users);
     free(gen->users);
@@ -366,9 +390,17 @@ void moat_gen_publish(moat_gen_t *gen)
 
 long moat_gen_tenant_find(const moat_gen_t *gen, const char *name)
 {
-    for (size_t i = 0; i < gen->n_tenants; i++)
-        if (strcmp(gen->tenants[i].name, name) == 0)
-            return (long)i;
+    size_t lo = 0, hi = gen->by_name ? gen->n_tenants : 0;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int d = strcmp(name, gen->by_name[mid]->name);
+        if (d == 0)
+            return (long)(gen->by_name[mid] - gen->tenants);
+        if (d < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
     return -1;
 }
 

@@ -36,8 +36,9 @@ typedef struct moat_gen {
     filter_policy_t **lists; /* owned: cfg->lists compiled, each once */
     moat_tenant_t *tenants;  /* owned: cfg->tenants compiled, same order */
     size_t n_tenants;
-    filter_tenants_t *clients; /* owned: client address -> tenant index */
-    moat_gen_user_t *users;    /* owned: every tenant's proxy users, sorted by name */
+    filter_tenants_t *clients;     /* owned: client address -> tenant index */
+    const moat_tenant_t **by_name; /* owned: the tenants, sorted by name (moat_gen_tenant_find) */
+    moat_gen_user_t *users;        /* owned: every tenant's proxy users, sorted by name */
     size_t n_users;
 } moat_gen_t;
 
@@ -69,7 +70,7 @@ moat_scope_t moat_gen_scope_at(const moat_gen_t *gen, long i);
  * in order): answers and resolutions from one hold for the other. */
 bool moat_gen_same_upstream(const moat_gen_t *a, const moat_gen_t *b);
 
-/* The index of the tenant named name, or -1. */
+/* The index of the tenant named name, or -1 (a binary search). */
 long moat_gen_tenant_find(const moat_gen_t *gen, const char *name);
 
 /* Proxy users (SPEC §2.6 Authentication, §2.7 users). User names are looked

@@ -37,6 +37,23 @@ static const char *const TENANTS =
     "     allow: [{list: l}]}\n"
     "  - {name: e, clients: [\"fd00::/8\"], allow: [203.0.113.0/24]}\n";
 
+Test(gen, tenants_found_by_name_in_any_order)
+{
+    moat_gen_t *gen = load("allow: []\n"
+                           "tenants:\n"
+                           "  - {name: zeta, clients: [10.0.0.1/32], allow: []}\n"
+                           "  - {name: alpha, clients: [10.0.0.2/32], allow: []}\n"
+                           "  - {name: mid.box-1, clients: [10.0.0.3/32], allow: []}\n"
+                           "  - {name: beta, clients: [10.0.0.4/32], allow: []}\n");
+    const char *names[] = {"zeta", "alpha", "mid.box-1", "beta"};
+    for (long i = 0; i < 4; i++)
+        cr_assert_eq(moat_gen_tenant_find(gen, names[i]), i, "%s", names[i]);
+    cr_assert_eq(moat_gen_tenant_find(gen, "gamma"), -1);
+    cr_assert_eq(moat_gen_tenant_find(gen, ""), -1);
+    cr_assert_eq(moat_gen_tenant_find(gen, "zeta2"), -1);
+    moat_gen_unref(gen);
+}
+
 Test(gen, a_client_gets_its_tenant_by_the_longest_prefix)
 {
     char yaml[1024];
