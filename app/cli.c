@@ -291,11 +291,20 @@ static int cli_explain_addr(const cli_who_t *w, const filter_addr_t *addr, int p
     cli_decide(w, &in, &o);
     filter_decision_t d = o.decision;
     if (d.verdict == FILTER_BLOCK && filter_reason_is_hard(d.reason)) {
-        fprintf(out, "%s: blocked (%s): %s\n", text, filter_reason_str(d.reason),
+        /* SPEC §2.5: say which IPv4 address an IPv6 form was judged as. */
+        char carried[FILTER_ADDR_STRLEN + 40] = "";
+        filter_addr_t v4;
+        if (filter_addr_embedded_v4(addr, &v4)) {
+            char v4text[FILTER_ADDR_STRLEN];
+            filter_addr_format(&v4, v4text, sizeof v4text);
+            snprintf(carried, sizeof carried, " (it carries the IPv4 address %s)", v4text);
+        }
+        fprintf(out, "%s: blocked (%s): %s%s\n", text, filter_reason_str(d.reason),
                 d.reason == FILTER_REASON_OWN_LISTENER
                     ? "one of moat's own listeners"
                     : "always refused (loopback, link-local, unspecified, multicast or "
-                      "broadcast) unless an address rule names it");
+                      "broadcast) unless an address rule names it",
+                carried);
         return MOAT_EXIT_BLOCKED;
     }
     if (d.verdict == FILTER_ALLOW) {

@@ -213,6 +213,14 @@ class CliTest(unittest.TestCase):
             r = self.explain(target, "80")
             self.assertEqual(r.returncode, 3, target)
             self.assertIn("refused-range", r.stdout, target)
+        # SPEC §2.5: an IPv6 form is refused as the IPv4 address it carries,
+        # and explain says which.
+        for target, v4 in (("64:ff9b::a9fe:a9fe", "169.254.169.254"),
+                           ("2002:7f00:1::", "127.0.0.1"), ("::127.0.0.1", "127.0.0.1")):
+            r = self.explain(target, "80")
+            self.assertEqual(r.returncode, 3, target)
+            self.assertIn("refused-range", r.stdout, target)
+            self.assertIn("carries the IPv4 address %s" % v4, r.stdout, target)
 
     def test_explain_bad_port_and_bad_address(self):
         self.assertEqual(self.explain("github.com", "0").returncode, 1)
