@@ -361,9 +361,10 @@ static int wt_up(px_conn_t *c)
         int f = px_conn_flush(c, d, &c->us);
         if (f <= 0)
             return f;
-        if (d->eof) {
-            if (w->held_len == 0 || w->refused || w->need_more)
-                px_conn_dir_finish(c, d, c->ufd, &c->d_down);
+        /* The client's EOF passes on once nothing it sent waits (bytes held
+         * behind an Upgrade go first, when its answer lets them). */
+        if (d->eof && (w->held_len == 0 || w->refused || w->need_more)) {
+            px_conn_dir_finish(c, d, c->ufd, &c->d_down);
             return 0;
         }
         filter_http_flow_state_t st = filter_http_flow_state(&w->flow, FILTER_HTTP_FLOW_REQ);

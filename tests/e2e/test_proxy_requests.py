@@ -273,6 +273,18 @@ class ProxyRequestsTest(pf.NetnsTestCase):
         self.assertIn(b" 403 ", recv_all(s2, timeout=5))
         self.moat.wait_line("name=a.test verdict=block reason=host-switch")
 
+    def test_upgrade_bytes_held_then_client_half_close(self):
+        """Bytes sent behind an Upgrade request and then the client's EOF:
+        the bytes reach the server after its 101, then the EOF."""
+        self.start("allow: [ws.test]")
+        s = self.connect(self.hport)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\n"
+                  b"Upgrade: websocket\r\n\r\nearly")
+        s.shutdown(socket.SHUT_WR)
+        data = recv_all(s, timeout=5)
+        self.assertIn(b" 101 ", data.split(b"\r\n")[0])
+        self.assertTrue(data.endswith(b"\r\n\r\nearly"), data)
+
     def test_keepalive_same_host_goes_on(self):
         self.start()
         s = self.connect(self.hport)
