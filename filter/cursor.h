@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef enum filter_cur_err {
     FILTER_CUR_OK = 0,
@@ -151,6 +152,34 @@ static inline int filter_cur_peek(const filter_cur_t *c, size_t i)
     if (c->err || c->len - c->off <= i)
         return -1;
     return c->base[c->off + i];
+}
+
+/* A cursor over bytes [start, start+n) of buf (in error when they are not
+ * all inside it). */
+static inline filter_cur_t filter_cur_window(const uint8_t *buf, size_t len, size_t start, size_t n)
+{
+    filter_cur_t c = filter_cur_make(buf, len);
+    filter_cur_skip(&c, start);
+    return filter_cur_sub(&c, n);
+}
+
+/* ASCII lowercase of a byte; other values as they are. */
+static inline int filter_ascii_lower(int c)
+{
+    return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+
+/* True when the bytes of c are exactly lower (a lowercase literal), ASCII
+ * case aside. */
+static inline bool filter_cur_equals_lower(filter_cur_t c, const char *lower)
+{
+    size_t n = strlen(lower);
+    if (filter_cur_left(&c) != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (filter_ascii_lower(filter_cur_peek(&c, i)) != lower[i])
+            return false;
+    return true;
 }
 
 #endif

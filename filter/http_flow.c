@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "filter/cursor.h"
+#include "filter/name.h"
 
 /* Where a direction is (filter_http_flow_side_t.phase). WAIT is not a phase:
  * it is HEAD on the request side while the ring says to hold back. */
@@ -95,33 +96,6 @@ static bool fl_tchar(int c)
 static bool fl_ctl(int c)
 {
     return (c < 0x20 && c != '\t') || c == 0x7f;
-}
-
-static int fl_lower(int c)
-{
-    return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
-}
-
-static int fl_hex(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = fl_lower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
-/* The window equals the lowercase literal, ASCII case aside. */
-static bool fl_is(filter_cur_t w, const char *lower)
-{
-    size_t n = strlen(lower);
-    if (filter_cur_left(&w) != n)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (fl_lower(filter_cur_peek(&w, i)) != lower[i])
-            return false;
-    return true;
 }
 
 /* The window without leading and trailing OWS (RFC 9110 §5.6.3). */
@@ -307,7 +281,7 @@ static void fl_transfer_encoding(fl_framing_t *fr, filter_cur_t value)
             fr->te_bad = true;
         if (fr->te_chunked)
             fr->te_chunked_more = true;
-        fr->te_chunked = fl_is(e, "chunked");
+        fr->te_chunked = filter_cur_equals_lower(e, "chunked");
     }
 }
 
@@ -325,11 +299,11 @@ static void fl_fields(filter_cur_t c, fl_framing_t *fr)
         filter_cur_t name = filter_cur_sub(&line, colon);
         filter_cur_skip(&line, 1);
         filter_cur_t value = fl_trim(line);
-        if (fl_is(name, "content-length"))
+        if (filter_cur_equals_lower(name, "content-length"))
             fl_content_length(fr, value);
-        else if (fl_is(name, "transfer-encoding"))
+        else if (filter_cur_equals_lower(name, "transfer-encoding"))
             fl_transfer_encoding(fr, value);
-        else if (fl_is(name, "upgrade") && filter_cur_left(&value) > 0)
+        else if (filter_cur_equals_lower(name, "upgrade") && filter_cur_left(&value) > 0)
             fr->upgrade = true;
     }
 }
@@ -386,7 +360,7 @@ static void fl_body_start(filter_http_flow_side_t *s, bool chunked, uint64_t n)
  * ends the size. */
 static filter_http_flow_err_t fl_chunk_size_byte(filter_http_flow_side_t *s, int b)
 {
-    int h = fl_hex(b);
+    int h = filter_hex_value(b);
     if (h >= 0) {
         if (s->digits >= FL_CHUNK_DIGITS)
             return FILTER_HTTP_FLOW_E_CHUNK_TOO_BIG;

@@ -58,11 +58,6 @@ static bool http_tchar(int c)
     return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static int http_lower(int c)
-{
-    return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
-}
-
 /* RFC 3986 §3.2.2 reg-name: unreserved / pct-encoded / sub-delims. The
  * bytes are passed on raw; filter_name_normalize() is stricter still. */
 static bool http_regname_char(int c)
@@ -70,14 +65,6 @@ static bool http_regname_char(int c)
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
         return true;
     return c != 0 && strchr("-._~%!$&'()*+,;=", c) != NULL;
-}
-
-/* A cursor over bytes [start, start+n) of buf. */
-static filter_cur_t http_window(const uint8_t *buf, size_t len, size_t start, size_t n)
-{
-    filter_cur_t c = filter_cur_make(buf, len);
-    filter_cur_skip(&c, start);
-    return filter_cur_sub(&c, n);
 }
 
 typedef struct http_host {
@@ -168,7 +155,8 @@ static bool http_same_host(const http_host_t *a, const http_host_t *b)
     if (la != lb)
         return false;
     for (size_t i = 0; i < la; i++)
-        if (http_lower((unsigned char)a->name[i]) != http_lower((unsigned char)b->name[i]))
+        if (filter_ascii_lower((unsigned char)a->name[i]) !=
+            filter_ascii_lower((unsigned char)b->name[i]))
             return false;
     return true;
 }
@@ -321,7 +309,7 @@ static const char *http_line_start_byte(http_scanner_t *s, int b)
     } else if (b == ' ' || b == '\t') {
         return "obs-fold (RFC 9112 §5.2)";
     } else if (http_tchar(b)) {
-        s->is_host = http_lower(b) == http_host[0];
+        s->is_host = filter_ascii_lower(b) == http_host[0];
         s->i = 1;
         s->st = HS_FIELD_NAME;
     } else {
@@ -343,7 +331,8 @@ static const char *http_field_name_byte(http_scanner_t *s, int b, size_t pos)
     } else if (b == ' ' || b == '\t') {
         return "whitespace before the colon (RFC 9112 §5.1)";
     } else if (http_tchar(b)) {
-        s->is_host = s->is_host && s->i < sizeof http_host - 1 && http_lower(b) == http_host[s->i];
+        s->is_host =
+            s->is_host && s->i < sizeof http_host - 1 && filter_ascii_lower(b) == http_host[s->i];
         s->i++;
     } else {
         return "field name is not a token";
@@ -423,7 +412,7 @@ static filter_http_result_t http_scan(const uint8_t *buf, size_t len, size_t max
 static filter_cur_t http_host_value(const uint8_t *buf, size_t len, const http_scan_t *sc)
 {
     size_t s = sc->host_start, e = sc->host_end;
-    filter_cur_t v = http_window(buf, len, s, e - s);
+    filter_cur_t v = filter_cur_window(buf, len, s, e - s);
     size_t lead = 0, n = e - s;
     while (lead < n && (filter_cur_peek(&v, lead) == ' ' || filter_cur_peek(&v, lead) == '\t'))
         lead++;
@@ -449,7 +438,7 @@ filter_http_result_t filter_http_head_parse(const uint8_t *buf, size_t len, size
     if (sc.hosts > 1)
         return http_answer(out, FILTER_HTTP_MULTI_HOST, "more than one Host field (RFC 9112 §3.2)");
 
-    filter_cur_t target = http_window(buf, len, sc.target_start, sc.target_len);
+    filter_cur_t target = filter_cur_window(buf, len, sc.target_start, sc.target_len);
     filter_cur_t auth;
     http_host_t h, hh;
     if (sc.connect) {

@@ -25,31 +25,6 @@ static filter_pxhttp_result_t pxhttp_answer(filter_pxhttp_req_t *out, filter_pxh
     return r;
 }
 
-static int pxhttp_lower(int c)
-{
-    return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
-}
-
-/* A cursor over bytes [off, off+n) of buf (in error when out of bounds). */
-static filter_cur_t pxhttp_window(const uint8_t *buf, size_t len, size_t off, size_t n)
-{
-    filter_cur_t c = filter_cur_make(buf, len);
-    filter_cur_skip(&c, off);
-    return filter_cur_sub(&c, n);
-}
-
-/* True when the bytes of c are word, ignoring ASCII case. */
-static bool pxhttp_is(filter_cur_t c, const char *word)
-{
-    size_t n = strlen(word);
-    if (filter_cur_left(&c) != n)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (pxhttp_lower(filter_cur_peek(&c, i)) != word[i])
-            return false;
-    return true;
-}
-
 /* One line of the head: [off, off+len) without its CRLF or LF. */
 typedef struct pxhttp_line {
     size_t off, len;
@@ -77,7 +52,7 @@ static bool pxhttp_next_line(filter_cur_t *c, pxhttp_line_t *l)
 static void pxhttp_field(const uint8_t *buf, size_t len, const pxhttp_line_t *l, filter_cur_t *name,
                          filter_cur_t *value)
 {
-    filter_cur_t line = pxhttp_window(buf, len, l->off, l->len);
+    filter_cur_t line = filter_cur_window(buf, len, l->off, l->len);
     size_t colon = 0;
     int b;
     while ((b = filter_cur_peek(&line, colon)) >= 0 && b != ':')
@@ -104,7 +79,7 @@ typedef struct pxhttp_reqline {
 static pxhttp_reqline_t pxhttp_split_reqline(const uint8_t *buf, size_t len, const pxhttp_line_t *l)
 {
     pxhttp_reqline_t r;
-    filter_cur_t line = pxhttp_window(buf, len, l->off, l->len);
+    filter_cur_t line = filter_cur_window(buf, len, l->off, l->len);
     size_t n = 0;
     while (filter_cur_peek(&line, n) >= 0 && filter_cur_peek(&line, n) != ' ')
         n++;
@@ -212,7 +187,7 @@ static const char *pxhttp_credentials(filter_cur_t v, filter_pxhttp_req_t *out)
     size_t n = 0;
     while (filter_cur_peek(&v, n) >= 0 && filter_cur_peek(&v, n) != ' ')
         n++;
-    if (!pxhttp_is(filter_cur_sub(&v, n), "basic"))
+    if (!filter_cur_equals_lower(filter_cur_sub(&v, n), "basic"))
         return "proxy credentials are not Basic";
     while (filter_cur_peek(&v, 0) == ' ')
         filter_cur_skip(&v, 1);
@@ -241,7 +216,7 @@ static const char *pxhttp_auth(const uint8_t *buf, filter_pxhttp_req_t *out)
     while (pxhttp_next_line(&c, &l) && l.len > 0) {
         filter_cur_t name, value;
         pxhttp_field(buf, out->head_len, &l, &name, &value);
-        if (!pxhttp_is(name, "proxy-authorization"))
+        if (!filter_cur_equals_lower(name, "proxy-authorization"))
             continue;
         if (out->has_auth) {
             bad = "more than one Proxy-Authorization field";
@@ -300,7 +275,7 @@ static filter_pxhttp_result_t pxhttp_target(const uint8_t *buf, const filter_htt
     if (!h->is_connect) {
         pxhttp_split_uri(rl.target, &scheme, &auth, &rest);
         /* RFC 3986 §3.1: schemes are case-insensitive. */
-        if (!pxhttp_is(scheme, "http"))
+        if (!filter_cur_equals_lower(scheme, "http"))
             return pxhttp_answer(out, FILTER_PXHTTP_BAD,
                                  "proxy request for a scheme other than http");
         for (size_t i = 0; filter_cur_peek(&auth, i) >= 0; i++)
@@ -391,12 +366,13 @@ static void pxhttp_wr_str(filter_wr_t *w, const char *s)
 static bool pxhttp_dropped(filter_cur_t name)
 {
     static const char proxy[] = "proxy";
-    if (pxhttp_is(name, "connection") || pxhttp_is(name, "keep-alive") || pxhttp_is(name, proxy))
+    if (filter_cur_equals_lower(name, "connection") ||
+        filter_cur_equals_lower(name, "keep-alive") || filter_cur_equals_lower(name, proxy))
         return true;
     if (filter_cur_left(&name) <= sizeof proxy - 1)
         return false;
     for (size_t i = 0; i < sizeof proxy - 1; i++)
-        if (pxhttp_lower(filter_cur_peek(&name, i)) != proxy[i])
+        if (filter_ascii_lower(filter_cur_peek(&name, i)) != proxy[i])
             return false;
     return filter_cur_peek(&name, sizeof proxy - 1) == '-';
 }
@@ -407,7 +383,7 @@ static void pxhttp_wr_reqline(filter_wr_t *w, const uint8_t *buf, size_t len,
                               const filter_pxhttp_req_t *req, const pxhttp_line_t *l)
 {
     pxhttp_reqline_t rl = pxhttp_split_reqline(buf, len, l);
-    filter_cur_t path = pxhttp_window(buf, len, req->path_off, req->path_len);
+    filter_cur_t path = filter_cur_window(buf, len, req->path_off, req->path_len);
     size_t n = 0;
     while (filter_cur_peek(&path, n) >= 0 && filter_cur_peek(&path, n) != '#')
         n++;
@@ -426,7 +402,7 @@ static void pxhttp_wr_host(filter_wr_t *w, const uint8_t *buf, size_t len,
                            const filter_pxhttp_req_t *req)
 {
     pxhttp_wr_str(w, "Host: ");
-    pxhttp_wr_cur(w, pxhttp_window(buf, len, req->auth_off, req->auth_len));
+    pxhttp_wr_cur(w, filter_cur_window(buf, len, req->auth_off, req->auth_len));
     pxhttp_wr_str(w, "\r\n");
 }
 
@@ -451,7 +427,7 @@ int filter_pxhttp_rewrite(const uint8_t *buf, size_t len, const filter_pxhttp_re
     while (pxhttp_next_line(&scan, &l) && l.len > 0) {
         filter_cur_t name, value;
         pxhttp_field(buf, hl, &l, &name, &value);
-        has_host = has_host || pxhttp_is(name, "host");
+        has_host = has_host || filter_cur_equals_lower(name, "host");
     }
     if (!has_host)
         pxhttp_wr_host(&w, buf, hl, req);
@@ -461,11 +437,11 @@ int filter_pxhttp_rewrite(const uint8_t *buf, size_t len, const filter_pxhttp_re
         pxhttp_field(buf, hl, &l, &name, &value);
         if (pxhttp_dropped(name))
             continue;
-        if (pxhttp_is(name, "host")) {
+        if (filter_cur_equals_lower(name, "host")) {
             pxhttp_wr_host(&w, buf, hl, req);
             continue;
         }
-        pxhttp_wr_cur(&w, pxhttp_window(buf, hl, l.off, l.len));
+        pxhttp_wr_cur(&w, filter_cur_window(buf, hl, l.off, l.len));
         pxhttp_wr_str(&w, "\r\n");
     }
     pxhttp_wr_str(&w, "Connection: close\r\n\r\n");
