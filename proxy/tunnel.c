@@ -244,20 +244,27 @@ static void tn_decide_target(px_conn_t *c, const char *host, size_t host_len, bo
     px_conn_decide(c, &in);
 }
 
+/* Check a user's password (SPEC §2.6); on success the connection is its
+ * tenant's from now on (px_conn_scope). False for a wrong login or no
+ * memory. */
+static bool tn_user(px_conn_t *c, const char *user, size_t ulen, const char *pass, size_t plen)
+{
+    const moat_gen_t *gen = c->px->gen;
+    long i = moat_gen_user_auth(gen, &c->client, user, ulen, pass, plen);
+    if (i < 0 || !(c->auth_name = strdup(gen->tenants[i].name)))
+        return false;
+    c->auth_tenant = i;
+    c->auth_gen = gen->id;
+    return true;
+}
+
 /* Proxy users (SPEC §2.6): when some tenant names users, every client logs
  * in, and the user's tenant decides. False (refused, logged) otherwise. */
 static bool tn_login(px_conn_t *c, bool given, const char *user, size_t ulen, const char *pass,
                      size_t plen, filter_socks_rep_t socks_code)
 {
-    const moat_gen_t *gen = c->px->gen;
-    if (!moat_gen_has_users(gen))
+    if (!moat_gen_has_users(c->px->gen) || (given && tn_user(c, user, ulen, pass, plen)))
         return true;
-    long i = given ? moat_gen_user_auth(gen, &c->client, user, ulen, pass, plen) : -1;
-    if (i >= 0 && (c->auth_name = strdup(gen->tenants[i].name))) {
-        c->auth_tenant = i;
-        c->auth_gen = gen->id;
-        return true;
-    }
     tn_refuse_why(c, FILTER_REASON_PROXY_AUTH, socks_code);
     return false;
 }
@@ -402,17 +409,13 @@ static bool tn_socks_login(px_conn_t *c, const uint8_t *buf, size_t len)
     filter_socks_result_t r = filter_socks_auth_parse(buf, len, &a);
     if (r == FILTER_SOCKS_NEED_MORE)
         return false;
-    long i = -1;
-    if (r == FILTER_SOCKS_OK && px_conn_consume(c, a.used) == 0)
-        i = moat_gen_user_auth(c->px->gen, &c->client, a.user, a.user_len, a.password,
-                               a.password_len);
+    bool ok = r == FILTER_SOCKS_OK && px_conn_consume(c, a.used) == 0 &&
+              tn_user(c, a.user, a.user_len, a.password, a.password_len);
     memset(a.password, 0, sizeof a.password); /* a secret: not left on the stack */
-    if (i < 0 || !(c->auth_name = strdup(c->px->gen->tenants[i].name))) {
+    if (!ok) {
         tn_socks_login_failed(c);
         return false;
     }
-    c->auth_tenant = i;
-    c->auth_gen = c->px->gen->id;
     uint8_t rep[2];
     int n = filter_socks_format_auth_reply(true, rep, sizeof rep);
     if (n < 0 || !px_conn_reply(c, rep, (size_t)n))
