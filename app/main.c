@@ -1,6 +1,8 @@
 /* app/main.c: moat's entry point. Parses the command line and wires the
  * modules together; everything else lives in the modules. */
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,7 +22,9 @@
 #include "config/config.h"
 #include "core/daemon.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "core/watch.h"
+#include "core/worker.h"
 #include "filter/addr.h"
 #include "proxy/proxy.h"
 #include "resolver/server.h"
@@ -46,6 +50,7 @@ static void main_usage(FILE *f)
             "\n"
             "  -c, --config FILE   run with FILE (SIGHUP reloads it, SIGUSR1 reopens log.file)\n"
             "  --control PATH      listen for `moat reload` on the unix socket PATH (mode 0600)\n"
+            "  --workers N|auto    event loops serving DNS and the proxy (overrides `workers`)\n"
             "\n"
             "exit status: 0 ok / allowed, 1 bad config or usage, 2 runtime failure,\n"
             "             3 blocked (explain)\n"
@@ -66,6 +71,10 @@ static void main_version(void)
 
 /* --control PATH: the control socket, or NULL for none. */
 static const char *main_control_path;
+
+/* --workers N|auto: -1 when not given (the config's `workers` decides), 0
+ * for auto. */
+static long main_workers_option = -1;
 
 /* "127.0.0.1:5353" -> host "127.0.0.1", port 5353; "[::1]:5353" -> "::1". */
 static void main_split_hostport(const cfg_addr_t *a, char *host, size_t hcap, uint16_t *port)
@@ -114,34 +123,105 @@ static int main_add(moat_daemon_t *d, moat_service_t *svc, int rc, const char *w
     return rc;
 }
 
+/* The workers beyond the daemon's own loop (core/worker.h), and what their
+ * copies of the services share; they outlive the daemon's services. */
+static struct {
+    size_t n;                /* workers, the daemon's loop counted */
+    moat_worker_t **threads; /* [n]: [0] NULL (the daemon's loop) */
+    moat_service_t **dns;    /* [n]: each worker's DNS service (owned by the daemon) */
+    atomic_uint conns;       /* proxy connections open, all workers */
+} main_workers;
+
+/* Start workers 1..n-1. 0, or a negative errno after logging. */
+static int main_workers_start(size_t n)
+{
+    main_workers.n = n;
+    main_workers.threads = calloc(n, sizeof *main_workers.threads);
+    main_workers.dns = calloc(n, sizeof *main_workers.dns);
+    int rc = main_workers.threads && main_workers.dns ? stats_workers(n) : -ENOMEM;
+    for (size_t i = 1; i < n && rc == 0; i++)
+        rc = moat_worker_create(i, &main_workers.threads[i]);
+    if (rc != 0)
+        log_error("cannot start: %zu workers: %s", n, strerror(-rc));
+    return rc;
+}
+
+/* After moat_daemon_free (every wrapped service freed): stop the threads. */
+static void main_workers_stop(void)
+{
+    for (size_t i = 1; main_workers.threads && i < main_workers.n; i++)
+        moat_worker_free(main_workers.threads[i]);
+    free(main_workers.threads);
+    free(main_workers.dns);
+    memset(&main_workers, 0, sizeof main_workers);
+}
+
+/* Register svc (rc: whether creating it worked), worker i's copy of a
+ * service: as is for worker 0, else wrapped and as a peer of *peer, the
+ * copy registered for worker i - 1; *peer is then this one. Frees svc on
+ * failure. 0, or a negative errno after logging "cannot start: what: ...". */
+static int main_add_copy(moat_daemon_t *d, size_t i, moat_service_t *svc, int rc, const char *what,
+                         moat_service_t **peer)
+{
+    if (rc == 0 && i > 0 && (rc = moat_worker_wrap(main_workers.threads[i], svc, &svc)) != 0)
+        svc = NULL; /* freed by the wrap */
+    if (rc == 0)
+        rc = i == 0 ? moat_daemon_add_service(d, svc) : moat_daemon_add_peer(d, svc, *peer);
+    if (rc != 0 && svc)
+        svc->ops->free(svc);
+    if (rc != 0)
+        log_error("cannot start: %s (worker %zu): %s", what, i, strerror(-rc));
+    else
+        *peer = svc;
+    return rc;
+}
+
 /* Create and register the services, in the order they stop in reverse:
- * metrics, dns, proxy, config watch, control. 0, or a negative errno after logging. */
+ * metrics, dns (every worker's), proxy (every worker's), config watch,
+ * control. 0, or a negative errno after logging. */
 static int main_services(moat_daemon_t *d)
 {
     /* The DNS service is registered even with an empty dns.listen: it owns
      * the upstream client and the address memory the proxy shares, and a
      * reload may add listen addresses (resolver/server.h). */
-    moat_service_t *dns, *mx, *px, *ctl, *watch;
-    int rc = dns_server_create(&dns);
-    if (rc != 0) {
-        log_error("cannot start: dns: %s", strerror(-rc));
-        return rc;
+    size_t n = main_workers.n;
+    moat_service_t *mx, *ctl, *watch, *prev = NULL;
+    for (size_t i = 0; i < n; i++) {
+        int rc = dns_server_create(i, n, &main_workers.dns[i]);
+        if (rc != 0) {
+            log_error("cannot start: dns: %s", strerror(-rc));
+            for (size_t j = 0; j < i; j++)
+                main_workers.dns[j]->ops->free(main_workers.dns[j]);
+            return rc;
+        }
     }
     /* The metrics service first: services drain in reverse registration
      * order, so /healthz reports the drain while the DNS service and the
-     * proxy finish (app/metrics.h). It reads the DNS service's gauges. */
-    rc = metrics_create(dns, &mx);
+     * proxy finish (app/metrics.h). It reads the DNS services' gauges. */
+    int rc = metrics_create(main_workers.dns, n, &mx);
     if ((rc = main_add(d, mx, rc, "metrics")) != 0) {
-        dns->ops->free(dns);
+        for (size_t j = 0; j < n; j++)
+            main_workers.dns[j]->ops->free(main_workers.dns[j]);
         return rc;
     }
-    if ((rc = main_add(d, dns, 0, "dns")) != 0)
-        return rc;
-    /* The proxy after the DNS service: it resolves with the DNS service's
-     * upstream client and reads its address memory (proxy/proxy.h). */
-    rc = px_proxy_create(dns, &px);
-    if ((rc = main_add(d, px, rc, "proxy")) != 0)
-        return rc;
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = main_add_copy(d, i, main_workers.dns[i], 0, "dns", &prev)) != 0) {
+            for (size_t j = i + 1; j < n; j++)
+                main_workers.dns[j]->ops->free(main_workers.dns[j]);
+            return rc;
+        }
+    }
+    /* The proxy after the DNS service: it resolves with its worker's DNS
+     * service's upstream client and reads every worker's address memory
+     * (proxy/proxy.h). */
+    for (size_t i = 0; i < n; i++) {
+        px_proxy_workers_t pw = {
+            .index = i, .count = n, .dns = main_workers.dns, .conns = &main_workers.conns};
+        moat_service_t *px = NULL;
+        rc = px_proxy_create(main_workers.dns[i], n > 1 ? &pw : NULL, &px);
+        if ((rc = main_add_copy(d, i, px, rc, "proxy", &prev)) != 0)
+            return rc;
+    }
     /* reload: {watch: true}: it stops before the services it reloads. */
     rc = moat_watch_create(d, &watch);
     if ((rc = main_add(d, watch, rc, "config watch")) != 0)
@@ -195,6 +275,9 @@ static int main_run(const char *config_path)
     /* A peer that closes mid-write is an ordinary event for a proxy. */
     signal(SIGPIPE, SIG_IGN);
 
+    if (main_workers_option >= 0)
+        gen->cfg->workers = (unsigned)main_workers_option; /* before any other thread reads it */
+    size_t workers = moat_workers_wanted(gen->cfg);
     moat_daemon_t *d;
     rc = moat_daemon_create(config_path, gen, &d);
     if (rc != 0) {
@@ -203,10 +286,12 @@ static int main_run(const char *config_path)
         log_shutdown();
         return MOAT_EXIT_RUNTIME;
     }
+    moat_daemon_set_workers(d, workers, main_workers_option >= 0);
     int status = MOAT_EXIT_RUNTIME;
-    if (main_services(d) == 0)
+    if (main_workers_start(workers) == 0 && main_services(d) == 0)
         status = moat_daemon_run(d, main_log_try_it, NULL);
     moat_daemon_free(d);
+    main_workers_stop();
     log_shutdown();
     return status;
 }
@@ -331,6 +416,24 @@ static int main_options(int argc, char **argv, const char **config_path)
                 return MOAT_EXIT_CONFIG;
             }
             main_control_path = v;
+            continue;
+        }
+        if (strncmp(a, "--workers", 9) == 0 && (a[9] == '\0' || a[9] == '=')) {
+            const char *v = args_value(argc, argv, &i, "--workers");
+            char *end = NULL;
+            long n = v && strcmp(v, "auto") == 0 ? 0 : v ? strtol(v, &end, 10) : -1;
+            if (!v || main_workers_option >= 0 || (end && (*end || end == v)) || n < 0 ||
+                n > CFG_WORKERS_MAX) {
+                fprintf(stderr, "moat: --workers needs auto or a number from 1 to %d\n",
+                        CFG_WORKERS_MAX);
+                return MOAT_EXIT_CONFIG;
+            }
+            if (n == 0 && strcmp(v, "auto") != 0) {
+                fprintf(stderr, "moat: --workers needs auto or a number from 1 to %d\n",
+                        CFG_WORKERS_MAX);
+                return MOAT_EXIT_CONFIG;
+            }
+            main_workers_option = n;
             continue;
         }
         if (strncmp(a, "--config=", 9) == 0 && !*config_path) {

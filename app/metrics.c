@@ -64,8 +64,9 @@ typedef struct metrics_client {
 } metrics_client_t;
 
 struct metrics {
-    moat_service_t svc; /* first: the daemon's handle on us */
-    moat_service_t *dns;
+    moat_service_t svc;         /* first: the daemon's handle on us */
+    moat_service_t *const *dns; /* every worker's */
+    size_t n_dns;
     uv_loop_t *loop;
     metrics_listener_t *listener; /* the open listener, or NULL */
     /* The service counts (core/service.h) listeners (also closing ones) and
@@ -194,7 +195,12 @@ static void metrics_respond_metrics(metrics_client_t *c, bool head_only)
         .log_dropped_lines = log_dropped_lines(),
         .start_time_seconds = mx->start_time,
     };
-    dns_server_entries(mx->dns, &g.dns_cache_entries, &g.addrmem_entries);
+    for (size_t i = 0; i < mx->n_dns; i++) {
+        uint64_t cache, addrmem;
+        dns_server_entries(mx->dns[i], &cache, &addrmem);
+        g.dns_cache_entries += cache;
+        g.addrmem_entries += addrmem;
+    }
     const moat_gen_t *gen = mx->svc.daemon ? moat_daemon_gen(mx->svc.daemon) : NULL;
     g.config_generation = gen ? gen->id : 0;
     char *body;
@@ -457,7 +463,7 @@ static void metrics_free(moat_service_t *svc)
 
 static const moat_service_ops_t metrics_ops = MOAT_SERVICE_OPS(metrics, "metrics");
 
-int metrics_create(moat_service_t *dns, moat_service_t **out)
+int metrics_create(moat_service_t *const *dns, size_t n_dns, moat_service_t **out)
 {
     *out = NULL;
     metrics_t *mx = calloc(1, sizeof *mx);
@@ -468,6 +474,7 @@ int metrics_create(moat_service_t *dns, moat_service_t **out)
         mx->start_time = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
     moat_service_init(&mx->svc, &metrics_ops, mx);
     mx->dns = dns;
+    mx->n_dns = n_dns;
     moat_list_init(&mx->clients);
     *out = &mx->svc;
     return 0;

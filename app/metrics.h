@@ -21,13 +21,15 @@
 #ifndef MOAT_APP_METRICS_H
 #define MOAT_APP_METRICS_H
 
+#include <stddef.h>
+
 #include "core/service.h"
 
-/* Create the service (not started: the daemon calls ops->start). dns is the
- * DNS service (resolver/server.h), borrowed, read for the cache and
- * address-memory gauges; NULL reports them as 0. Returns 0 with *out set
- * (owned by the daemon once registered: it calls ops->free), or -ENOMEM with
- * *out NULL. */
-int metrics_create(moat_service_t *dns, moat_service_t **out);
+/* Create the service (not started: the daemon calls ops->start). dns holds
+ * every worker's DNS service (resolver/server.h), n_dns of them, borrowed,
+ * read for the cache and address-memory gauges (summed); n_dns 0 reports
+ * them as 0. Returns 0 with *out set (owned by the daemon once registered:
+ * it calls ops->free), or -ENOMEM with *out NULL. */
+int metrics_create(moat_service_t *const *dns, size_t n_dns, moat_service_t **out);
 
 #endif

@@ -759,6 +759,21 @@ static void cfg_walk_reload(cfg_ctx_t *c, const cfg_node_t *n)
         cfg_get_bool(c, v[K_WATCH], "reload.watch", &c->cfg->reload.watch);
 }
 
+/* workers: auto, or 1..CFG_WORKERS_MAX. */
+static void cfg_walk_workers(cfg_ctx_t *c, const cfg_node_t *n)
+{
+    uint64_t u;
+    if (n->kind == CFG_NODE_SCALAR && n->plain && cfg_is(n, "auto"))
+        c->cfg->workers = 0;
+    else if (n->kind == CFG_NODE_SCALAR && n->len > 0 && (n->str[0] < '0' || n->str[0] > '9') &&
+             n->str[0] != '-' && n->str[0] != '+') {
+        char show[CFG_SHOW_MAX];
+        cfg_err(c, CFG_AT(n), "workers: %s: expected auto or a whole number",
+                cfg_show(n->str, n->len, show));
+    } else if (cfg_get_uint(c, n, "workers", 1, CFG_WORKERS_MAX, &u))
+        c->cfg->workers = (unsigned)u;
+}
+
 static void cfg_walk(cfg_ctx_t *c, const cfg_node_t *root)
 {
     enum {
@@ -774,11 +789,12 @@ static void cfg_walk(cfg_ctx_t *c, const cfg_node_t *root)
         K_TENANTS,
         K_INCLUDE,
         K_RELOAD,
+        K_WORKERS,
         K_N
     };
-    static const char *const names[K_N] = {"mode",  "dns",     "sinkhole", "proxy",
-                                           "allow", "log",     "metrics",  "shutdown_grace",
-                                           "lists", "tenants", "include",  "reload"};
+    static const char *const names[K_N] = {
+        "mode",           "dns",   "sinkhole", "proxy",   "allow",  "log",    "metrics",
+        "shutdown_grace", "lists", "tenants",  "include", "reload", "workers"};
     static const char *const modes[] = {"enforce", "audit"};
     const cfg_node_t *v[K_N];
     cfg_t *cfg = c->cfg;
@@ -807,6 +823,8 @@ static void cfg_walk(cfg_ctx_t *c, const cfg_node_t *root)
         cfg_get_duration(c, v[K_GRACE], "shutdown_grace", 0, 3600000, &cfg->shutdown_grace_ms);
     if (v[K_RELOAD])
         cfg_walk_reload(c, v[K_RELOAD]);
+    if (v[K_WORKERS])
+        cfg_walk_workers(c, v[K_WORKERS]);
     /* The config's tenants, then the included files' (SPEC §2.7). */
     if (v[K_TENANTS])
         cfg_walk_tenants(c, v[K_TENANTS]);

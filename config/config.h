@@ -169,7 +169,14 @@ typedef struct cfg {
     } metrics;
 
     uint64_t shutdown_grace_ms;
+
+    /* Event loops serving DNS and the proxy (`workers`): 1..CFG_WORKERS_MAX,
+     * or 0 for `auto` (one per CPU the process may run on). Read at start:
+     * a reload that changes it is applied at the next start (logged). */
+    unsigned workers;
 } cfg_t;
+
+#define CFG_WORKERS_MAX 256
 
 /* One error, 1-based line and column. */
 typedef struct cfg_error {

@@ -36,4 +36,5 @@ const char cfg_default_yaml[] =
     "log: {format: text, level: info}    # format json: one JSON object per line\n"
     "metrics: {listen: \"\"}               # e.g. 127.0.0.1:9090, Prometheus text format\n"
     "reload: {watch: false}              # true: reload when its files change\n"
-    "shutdown_grace: 10s\n";
+    "shutdown_grace: 10s\n"
+    "workers: auto                       # event loops: one per CPU moat may use; 1: one loop\n";

@@ -2,6 +2,7 @@
 #include "core/daemon.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 
 #include "core/log.h"
 #include "core/stats.h"
+#include "core/worker.h"
 
 /* The nice value of the thread pool's threads while they work for moat. */
 #define DAEMON_POOL_NICE 10
@@ -32,7 +34,20 @@ struct moat_daemon {
     uv_signal_t sig_usr1;
     size_t open_svcs; /* services not yet closed during shutdown */
     int exit_status;
+    /* Generations whose last reference a worker dropped, for the loop to
+     * hand to the thread pool (daemon_reap). */
+    uv_async_t reap_async;
+    pthread_mutex_t reap_lock;
+    struct reap_node *reaps;
+    bool reap_open;
+    size_t workers;      /* running (core/worker.h) */
+    bool workers_pinned; /* by the command line: the config's value is not asked */
 };
+
+typedef struct reap_node {
+    struct reap_node *next;
+    moat_gen_t *gen;
+} reap_node_t;
 
 static uint64_t gen_next_id = 1;
 
@@ -55,6 +70,7 @@ int moat_daemon_create(const char *config_path, moat_gen_t *gen, moat_daemon_t *
         return rc;
     }
     d->loop.data = d;
+    pthread_mutex_init(&d->reap_lock, NULL);
     moat_list_init(&d->reload_waiters);
     moat_list_init(&d->reload_next);
     gen->id = gen_next_id++;
@@ -64,15 +80,34 @@ int moat_daemon_create(const char *config_path, moat_gen_t *gen, moat_daemon_t *
     return 0;
 }
 
-int moat_daemon_add_service(moat_daemon_t *d, moat_service_t *svc)
+static int daemon_add(moat_daemon_t *d, moat_service_t *svc, size_t stage)
 {
     moat_service_t **n = realloc(d->svcs, (d->n_svcs + 1) * sizeof *n);
     if (!n)
         return -ENOMEM;
     d->svcs = n;
     svc->daemon = d;
+    svc->stage = stage;
     d->svcs[d->n_svcs++] = svc;
     return 0;
+}
+
+int moat_daemon_add_service(moat_daemon_t *d, moat_service_t *svc)
+{
+    return daemon_add(d, svc, d->n_svcs);
+}
+
+int moat_daemon_add_peer(moat_daemon_t *d, moat_service_t *svc, const moat_service_t *peer)
+{
+    if (d->n_svcs == 0 || d->svcs[d->n_svcs - 1]->stage != peer->stage)
+        return -EINVAL; /* peers are registered one after the other */
+    return daemon_add(d, svc, peer->stage);
+}
+
+void moat_daemon_set_workers(moat_daemon_t *d, size_t n, bool pinned)
+{
+    d->workers = n;
+    d->workers_pinned = pinned;
 }
 
 moat_gen_t *moat_daemon_gen(const moat_daemon_t *d)
@@ -95,9 +130,18 @@ static void daemon_handle_closed_cb(uv_handle_t *h)
     (void)h;
 }
 
+static void daemon_reap_closed_cb(uv_handle_t *h);
+
 /* Every service is closed: drop our own handles so the loop can end. */
 static void daemon_finish(moat_daemon_t *d)
 {
+    /* From here a last reference frees its generation where it drops;
+     * daemon_reap_closed_cb frees those still queued. */
+    moat_gen_set_reaper(NULL, NULL);
+    if (d->reap_open) {
+        d->reap_open = false;
+        uv_close((uv_handle_t *)&d->reap_async, daemon_reap_closed_cb);
+    }
     uv_close((uv_handle_t *)&d->sig_hup, daemon_handle_closed_cb);
     uv_close((uv_handle_t *)&d->sig_term, daemon_handle_closed_cb);
     uv_close((uv_handle_t *)&d->sig_int, daemon_handle_closed_cb);
@@ -130,10 +174,12 @@ static void daemon_svc_drained_cb(moat_service_t *svc)
     daemon_svc_close(svc);
 }
 
-/* Services stop in reverse registration order, one after the other: a
- * service registered later may use an earlier one (the proxy resolves names
- * through the DNS service's upstream client), so the earlier one must outlive
- * it. */
+/* Services stop in reverse registration order, one stage after the other:
+ * a service registered later may use an earlier one (the proxy resolves
+ * names through the DNS service's upstream client), so the earlier one must
+ * outlive it. Peers (the copies of one service on every worker) are one
+ * stage: they drain together, so no worker goes on accepting while another
+ * drains. */
 static void daemon_drain_next(moat_daemon_t *d)
 {
     for (size_t i = d->n_svcs; i-- > 0;) {
@@ -141,10 +187,12 @@ static void daemon_drain_next(moat_daemon_t *d)
         moat_service_state_t st = moat_service_state(svc);
         if (st == MOAT_SERVICE_DRAINING || st == MOAT_SERVICE_CLOSING)
             return; /* wait for it */
-        if (st == MOAT_SERVICE_STARTED) {
-            moat_service_drain(svc, daemon_svc_drained_cb);
-            return;
-        }
+        if (st != MOAT_SERVICE_STARTED)
+            continue;
+        for (size_t j = i + 1; j-- > 0 && d->svcs[j]->stage == svc->stage;)
+            if (moat_service_state(d->svcs[j]) == MOAT_SERVICE_STARTED)
+                moat_service_drain(d->svcs[j], daemon_svc_drained_cb);
+        return;
     }
 }
 
@@ -280,6 +328,11 @@ static void reload_after_cb(uv_work_t *w, int status)
         if (lrc != 0)
             log_warn("log.file %s: %s; logging stays where it was", gen->cfg->log.file,
                      strerror(-lrc));
+        size_t wanted = moat_workers_wanted(gen->cfg);
+        if (!d->workers_pinned && d->workers && wanted != d->workers)
+            log_warn("workers: the config asks for %zu, %zu are running; a change of workers "
+                     "takes effect at the next start",
+                     wanted, d->workers);
         moat_gen_t *old = d->gen;
         d->gen = gen;
         for (size_t i = 0; i < d->n_svcs; i++) {
@@ -429,12 +482,11 @@ static void daemon_reap_after_cb(uv_work_t *w, int status)
     free(job);
 }
 
-/* A generation's last reference went (moat_gen_set_reaper): free it on the
- * thread pool. Freeing a generation of many tenants takes long enough that
- * the loop's queries and connections would notice. */
-static void daemon_reap(moat_gen_t *gen, void *arg)
+/* Loop thread: free gen on the thread pool. Freeing a generation of many
+ * tenants takes long enough that the loop's queries and connections would
+ * notice. */
+static void daemon_reap_queue(moat_daemon_t *d, moat_gen_t *gen)
 {
-    moat_daemon_t *d = arg;
     reap_job_t *job = malloc(sizeof *job);
     if (job) {
         job->gen = gen;
@@ -446,9 +498,62 @@ static void daemon_reap(moat_gen_t *gen, void *arg)
     moat_gen_free(gen); /* on the loop, then */
 }
 
+/* Take the generations the workers queued. */
+static reap_node_t *daemon_reap_take(moat_daemon_t *d)
+{
+    pthread_mutex_lock(&d->reap_lock);
+    reap_node_t *list = d->reaps;
+    d->reaps = NULL;
+    pthread_mutex_unlock(&d->reap_lock);
+    return list;
+}
+
+static void daemon_reap_async_cb(uv_async_t *a)
+{
+    moat_daemon_t *d = a->data;
+    for (reap_node_t *n = daemon_reap_take(d), *next; n; n = next) {
+        next = n->next;
+        daemon_reap_queue(d, n->gen);
+        free(n);
+    }
+}
+
+static void daemon_reap_closed_cb(uv_handle_t *h)
+{
+    moat_daemon_t *d = h->data;
+    for (reap_node_t *n = daemon_reap_take(d), *next; n; n = next) {
+        next = n->next;
+        moat_gen_free(n->gen);
+        free(n);
+    }
+}
+
+/* A generation's last reference went (moat_gen_set_reaper), on any
+ * worker's thread: the daemon's loop hands it to the thread pool. A queue
+ * and a wake-up, because only the loop's own thread may queue work on it. */
+static void daemon_reap(moat_gen_t *gen, void *arg)
+{
+    moat_daemon_t *d = arg;
+    reap_node_t *n = malloc(sizeof *n);
+    if (!n) {
+        moat_gen_free(gen); /* here, then */
+        return;
+    }
+    n->gen = gen;
+    pthread_mutex_lock(&d->reap_lock);
+    n->next = d->reaps;
+    d->reaps = n;
+    pthread_mutex_unlock(&d->reap_lock);
+    uv_async_send(&d->reap_async);
+}
+
 int moat_daemon_run(moat_daemon_t *d, moat_daemon_started_cb started, void *arg)
 {
-    moat_gen_set_reaper(daemon_reap, d);
+    if (uv_async_init(&d->loop, &d->reap_async, daemon_reap_async_cb) == 0) {
+        d->reap_async.data = d;
+        d->reap_open = true;
+        moat_gen_set_reaper(daemon_reap, d);
+    }
     uv_signal_t *sigs[] = {&d->sig_hup, &d->sig_term, &d->sig_int, &d->sig_usr1};
     int nums[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
@@ -481,11 +586,14 @@ int moat_daemon_run(moat_daemon_t *d, moat_daemon_started_cb started, void *arg)
         else
             daemon_close_all(d);
     } else {
-        log_info("moat running: config %s, generation %llu, mode %s, filtering %s, %zu rule%s",
+        size_t workers = d->workers ? d->workers : 1;
+        log_info("moat running: config %s, generation %llu, mode %s, filtering %s, %zu rule%s, "
+                 "%zu worker%s",
                  d->gen->cfg->path, (unsigned long long)d->gen->id,
                  d->gen->cfg->mode == CFG_MODE_AUDIT ? "audit" : "enforce",
                  d->gen->cfg->filtering ? "on" : "off", filter_policy_rule_count(d->gen->policy),
-                 filter_policy_rule_count(d->gen->policy) == 1 ? "" : "s");
+                 filter_policy_rule_count(d->gen->policy) == 1 ? "" : "s", workers,
+                 workers == 1 ? "" : "s");
         if (started)
             started(d, arg);
     }
@@ -513,6 +621,7 @@ void moat_daemon_free(moat_daemon_t *d)
     /* uv_run only returned once no request was pending, so no reload job
      * still points at d. */
     uv_loop_close(&d->loop);
+    pthread_mutex_destroy(&d->reap_lock);
     moat_gen_unref(d->gen);
     free(d->config_path);
     free(d);

@@ -35,6 +35,17 @@ int moat_daemon_create(const char *config_path, moat_gen_t *gen, moat_daemon_t *
  * calls ops->free at the end). */
 int moat_daemon_add_service(moat_daemon_t *d, moat_service_t *svc);
 
+/* Register svc as a peer of peer, the service registered just before it:
+ * a copy of the same service on another worker (core/worker.h). Peers
+ * drain and close together, as one, in the reverse order above. 0,
+ * -EINVAL (peer is not the last one registered) or -ENOMEM. */
+int moat_daemon_add_peer(moat_daemon_t *d, moat_service_t *svc, const moat_service_t *peer);
+
+/* The number of workers running (core/worker.h), for the reload's warning
+ * when a new config asks for another number (applied at the next start
+ * only); pinned: fixed by the command line, the config's is not asked. */
+void moat_daemon_set_workers(moat_daemon_t *d, size_t n, bool pinned);
+
 /* The current generation (borrowed; take a ref to keep it). */
 moat_gen_t *moat_daemon_gen(const moat_daemon_t *d);
 

@@ -2,6 +2,8 @@
 #include "core/gen.h"
 
 #include <assert.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,7 +266,7 @@ int moat_gen_from_cfg(cfg_t *cfg, moat_gen_t **out)
         cfg_free(cfg);
         return -ENOMEM;
     }
-    gen->refs = 1;
+    atomic_init(&gen->refs, 1);
     gen->cfg = cfg;
     int rc = gen_own_listeners(cfg, &own, &n_own);
     if (rc == 0)
@@ -306,12 +308,16 @@ int moat_gen_load(const char *path, moat_gen_t **out, cfg_diag_t *diag)
     return moat_gen_from_cfg(cfg, out);
 }
 
+/* The reaper is read by whichever thread drops a generation's last
+ * reference (any worker's loop), so it is set and read under a lock; that
+ * happens once per generation, never per query or connection. */
+static pthread_mutex_t gen_reaper_lock = PTHREAD_MUTEX_INITIALIZER;
 static moat_gen_reap_fn gen_reaper;
 static void *gen_reaper_arg;
 
 moat_gen_t *moat_gen_ref(moat_gen_t *gen)
 {
-    gen->refs++;
+    atomic_fetch_add_explicit(&gen->refs, 1, memory_order_relaxed);
     return gen;
 }
 
@@ -319,26 +325,33 @@ void moat_gen_unref(moat_gen_t *gen)
 {
     if (!gen)
         return;
-    assert(gen->refs > 0);
-    if (--gen->refs > 0)
+    unsigned was = atomic_fetch_sub_explicit(&gen->refs, 1, memory_order_acq_rel);
+    assert(was > 0);
+    if (was > 1)
         return;
-    if (gen_reaper)
-        gen_reaper(gen, gen_reaper_arg);
+    pthread_mutex_lock(&gen_reaper_lock);
+    moat_gen_reap_fn reap = gen_reaper;
+    void *arg = gen_reaper_arg;
+    pthread_mutex_unlock(&gen_reaper_lock);
+    if (reap)
+        reap(gen, arg);
     else
         moat_gen_free(gen);
 }
 
 void moat_gen_set_reaper(moat_gen_reap_fn reap, void *arg)
 {
+    pthread_mutex_lock(&gen_reaper_lock);
     gen_reaper = reap;
     gen_reaper_arg = arg;
+    pthread_mutex_unlock(&gen_reaper_lock);
 }
 
 void moat_gen_free(moat_gen_t *gen)
 {
     if (!gen)
         return;
-    assert(gen->refs == 0);
+    assert(atomic_load_explicit(&gen->refs, memory_order_relaxed) == 0);
     filter_tenants_free(gen->clients);
     for (size_t i = 0; i < gen->n_tenants; i++)
         filter_policy_free(gen->tenants[i].policy);

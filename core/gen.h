@@ -3,10 +3,14 @@
  * the current one, and anything that must keep deciding with the policy it
  * started under (an open connection, a query waiting for upstream) takes a
  * reference. A reload builds a new generation and swaps it in whole.
+ * References are atomic: with `workers` above 1 every worker's loop holds
+ * and drops its own on the one generation; nothing else in it is written
+ * after moat_gen_publish, so every loop reads it without a lock.
  */
 #ifndef MOAT_CORE_GEN_H
 #define MOAT_CORE_GEN_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -28,7 +32,7 @@ typedef struct moat_tenant {
 typedef struct moat_gen_user moat_gen_user_t;
 
 typedef struct moat_gen {
-    unsigned refs;
+    atomic_uint refs;        /* taken and dropped by every worker's loop (core/worker.h) */
     uint64_t id;             /* set by the daemon: 1 for the first, +1 per successful reload */
     cfg_t *cfg;              /* owned */
     filter_policy_t *policy; /* owned: the top-level allow, for clients of no tenant */
@@ -118,8 +122,9 @@ void moat_gen_unref(moat_gen_t *gen);
  * moat_gen_unref itself, at once. The daemon sets a reaper that frees it
  * on libuv's thread pool instead, so a generation of many tenants is never
  * freed on the loop (that would hold up every query and connection for as
- * long). reap(gen, arg) must end with moat_gen_free(gen). NULL: back to
- * freeing at once. Loop thread. */
+ * long). reap(gen, arg) must end with moat_gen_free(gen), and runs on the
+ * thread that dropped the reference (any worker's). NULL: back to freeing
+ * at once. Any thread. */
 typedef void (*moat_gen_reap_fn)(moat_gen_t *gen, void *arg);
 void moat_gen_set_reaper(moat_gen_reap_fn reap, void *arg);
 

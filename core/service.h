@@ -71,6 +71,8 @@ struct moat_service {
     const moat_service_ops_t *ops;
     void *data;                 /* the service's own state */
     struct moat_daemon *daemon; /* set when registered */
+    size_t stage;               /* set when registered: peers share one (daemon.h) */
+    void *host;                 /* what drives it when the daemon does not (core/worker.c) */
     /* Private to service.c. */
     moat_service_state_t state;
     unsigned busy, handles;

@@ -10,6 +10,7 @@
 #include "core/stats.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,8 +49,8 @@ enum { STATS_OK, STATS_ERROR };
 
 /* The counters a tenant label splits (SPEC §2.7): one block per tenant that
  * has counted anything, allocated at its first count (3.8 KB), so the
- * memory follows the tenants in use, not the tenants configured. Block 0,
- * static, is the clients of no tenant: their series carry no tenant label. */
+ * memory follows the tenants in use, not the tenants configured. Block 0 is
+ * the clients of no tenant: their series carry no tenant label. */
 typedef struct stats_tenant {
     uint64_t dns_queries[STATS_VERDICT_COUNT][STATS_N_RCODES];
     uint64_t conns[STATS_LISTENER_COUNT][STATS_VERDICT_COUNT][STATS_N_REASONS];
@@ -59,18 +60,17 @@ typedef struct stats_tenant {
 /* Tenant names seen in any config so far, ids 1.. (never forgotten while
  * the process runs, so a reload keeps a tenant's counters; the set is
  * bounded by the configs the operator loads). An open-addressing hash
- * name -> id. */
+ * name -> id. Written and read by the daemon's loop only (moat_gen_publish
+ * and the rendering): workers see ids, never this. */
 static struct {
-    char **names;            /* [id], names[0] NULL */
-    stats_tenant_t **blocks; /* [id], NULL until the tenant counts */
-    size_t n, cap;           /* ids in use (with 0), slots of names and blocks */
-    unsigned *slots;         /* hash slots: an id, 0 empty */
-    size_t n_slots;          /* a power of two, at least twice n */
+    char **names;    /* [id], names[0] NULL */
+    size_t n, cap;   /* ids in use (with 0), slots of names */
+    unsigned *slots; /* hash slots: an id, 0 empty */
+    size_t n_slots;  /* a power of two, at least twice n */
 } stats_t;
 
-static stats_tenant_t stats_none;
-
-static struct {
+/* The counters without a tenant label. */
+typedef struct stats_counts {
     uint64_t cache_hits, cache_misses;
     uint64_t upstream[2];
     uint64_t upstream_bucket[STATS_N_BUCKETS + 1]; /* per bucket, not cumulative; last: +Inf */
@@ -80,7 +80,35 @@ static struct {
     uint64_t reloads[2];
     uint64_t dialcache[STATS_DIALCACHE_EVENT_COUNT];
     int64_t dialcache_entries;
-} st;
+    uint64_t dns_all, conns_all; /* every query and decided connection: the worker series */
+} stats_counts_t;
+
+/* One worker's counters (shard 0: the daemon's own loop). Only the worker's
+ * thread writes them, so a count is a plain add with no lock and no locked
+ * instruction: a relaxed atomic load and store (STATS_ADD), which the
+ * rendering thread may read at any time without tearing. The lock guards
+ * only the block table, which the owner grows and the rendering walks. */
+typedef struct stats_shard {
+    pthread_mutex_t lock;
+    stats_tenant_t **blocks; /* [tenant id], NULL until the tenant counts here */
+    size_t cap;
+    stats_tenant_t none; /* block 0 */
+    stats_counts_t c;
+} stats_shard_t;
+
+#define STATS_ADD(field, n)                                                                        \
+    __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+#define STATS_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
+/* stats_t.n for the workers: an id at or past it is no tenant's. */
+static size_t stats_ids;
+
+static stats_shard_t stats_main = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static stats_shard_t *stats_shards[STATS_MAX_WORKERS] = {&stats_main};
+static size_t stats_n_shards = 1;
+/* The shard of the calling thread: the daemon's loop and any thread not
+ * bound (the thread pool never counts) use shard 0. */
+static _Thread_local stats_shard_t *stats_self = &stats_main;
 
 static size_t stats_reason_index(filter_reason_t reason)
 {
@@ -150,10 +178,6 @@ static int stats_tenant_grow(void)
         if (!names)
             return -ENOMEM;
         stats_t.names = names;
-        stats_tenant_t **blocks = realloc(stats_t.blocks, cap * sizeof *blocks);
-        if (!blocks)
-            return -ENOMEM;
-        stats_t.blocks = blocks;
         stats_t.cap = cap;
     }
     if (2 * (stats_t.n + 1) > stats_t.n_slots)
@@ -169,7 +193,6 @@ unsigned stats_tenant(const char *name)
         if (stats_tenant_grow() != 0)
             return 0;
         stats_t.names[0] = NULL;
-        stats_t.blocks[0] = &stats_none;
         stats_t.n = 1;
     }
     for (size_t i = stats_name_hash(name) & (stats_t.n_slots - 1); stats_t.slots[i];
@@ -183,7 +206,7 @@ unsigned stats_tenant(const char *name)
     }
     unsigned id = (unsigned)stats_t.n++;
     stats_t.names[id] = copy;
-    stats_t.blocks[id] = NULL;
+    __atomic_store_n(&stats_ids, stats_t.n, __ATOMIC_RELEASE);
     size_t i = stats_name_hash(copy) & (stats_t.n_slots - 1);
     while (stats_t.slots[i])
         i = (i + 1) & (stats_t.n_slots - 1);
@@ -191,15 +214,55 @@ unsigned stats_tenant(const char *name)
     return id;
 }
 
-/* The block of tenant id, allocated at its first count; NULL when it cannot
- * be (the count is dropped). */
+int stats_workers(size_t n)
+{
+    if (n == 0 || n > STATS_MAX_WORKERS)
+        return -EINVAL;
+    for (size_t i = stats_n_shards; i < n; i++) {
+        stats_shard_t *sh = calloc(1, sizeof *sh);
+        if (!sh)
+            return -ENOMEM;
+        pthread_mutex_init(&sh->lock, NULL);
+        stats_shards[i] = sh;
+        stats_n_shards = i + 1;
+    }
+    return 0;
+}
+
+void stats_bind_worker(size_t i)
+{
+    stats_self = i < stats_n_shards ? stats_shards[i] : &stats_main;
+}
+
+/* The calling worker's block of tenant id, allocated at its first count;
+ * NULL when it cannot be (the count is dropped). An id stats_tenant never
+ * gave counts as no tenant. */
 static stats_tenant_t *stats_block(unsigned id)
 {
-    if (id == 0 || id >= stats_t.n)
-        return &stats_none;
-    if (!stats_t.blocks[id])
-        stats_t.blocks[id] = calloc(1, sizeof *stats_t.blocks[id]);
-    return stats_t.blocks[id];
+    stats_shard_t *sh = stats_self;
+    if (id == 0)
+        return &sh->none;
+    if (id < sh->cap && sh->blocks[id])
+        return sh->blocks[id];
+    if (id >= __atomic_load_n(&stats_ids, __ATOMIC_ACQUIRE))
+        return &sh->none;
+    stats_tenant_t *t = NULL;
+    pthread_mutex_lock(&sh->lock);
+    if (id >= sh->cap) {
+        size_t cap = sh->cap ? sh->cap : 16;
+        while (cap <= id)
+            cap *= 2;
+        stats_tenant_t **blocks = realloc(sh->blocks, cap * sizeof *blocks);
+        if (!blocks)
+            goto out;
+        memset(blocks + sh->cap, 0, (cap - sh->cap) * sizeof *blocks);
+        sh->blocks = blocks;
+        sh->cap = cap;
+    }
+    t = sh->blocks[id] = calloc(1, sizeof *t);
+out:
+    pthread_mutex_unlock(&sh->lock);
+    return t;
 }
 
 void stats_dns_query(unsigned tenant, stats_verdict_t verdict, int rcode)
@@ -207,39 +270,41 @@ void stats_dns_query(unsigned tenant, stats_verdict_t verdict, int rcode)
     stats_tenant_t *t = stats_block(tenant);
     if ((unsigned)verdict >= STATS_VERDICT_COUNT || !t)
         return;
-    t->dns_queries[verdict][stats_rcode_index(rcode)]++;
+    STATS_ADD(t->dns_queries[verdict][stats_rcode_index(rcode)], 1);
+    STATS_ADD(stats_self->c.dns_all, 1);
 }
 
 void stats_dns_cache(bool hit)
 {
     if (hit)
-        st.cache_hits++;
+        STATS_ADD(stats_self->c.cache_hits, 1);
     else
-        st.cache_misses++;
+        STATS_ADD(stats_self->c.cache_misses, 1);
 }
 
 void stats_dns_upstream(bool ok, uint64_t elapsed_us)
 {
-    st.upstream[ok ? STATS_OK : STATS_ERROR]++;
+    stats_counts_t *c = &stats_self->c;
+    STATS_ADD(c->upstream[ok ? STATS_OK : STATS_ERROR], 1);
     size_t b = 0;
     while (b < STATS_N_BUCKETS && elapsed_us > stats_buckets_us[b])
         b++;
-    st.upstream_bucket[b]++;
-    st.upstream_sum_us += elapsed_us;
+    STATS_ADD(c->upstream_bucket[b], 1);
+    STATS_ADD(c->upstream_sum_us, elapsed_us);
 }
 
 void stats_conn_open(unsigned tenant, stats_listener_t listener)
 {
     stats_tenant_t *t = stats_block(tenant);
     if ((unsigned)listener < STATS_LISTENER_COUNT && t)
-        t->active[listener]++;
+        STATS_ADD(t->active[listener], 1);
 }
 
 void stats_conn_close(unsigned tenant, stats_listener_t listener)
 {
     stats_tenant_t *t = stats_block(tenant);
     if ((unsigned)listener < STATS_LISTENER_COUNT && t)
-        t->active[listener]--;
+        STATS_ADD(t->active[listener], -1);
 }
 
 void stats_conn_decision(unsigned tenant, stats_listener_t listener, stats_verdict_t verdict,
@@ -249,45 +314,132 @@ void stats_conn_decision(unsigned tenant, stats_listener_t listener, stats_verdi
         return;
     stats_tenant_t *t = stats_block(tenant);
     if (t)
-        t->conns[listener][verdict][stats_reason_index(reason)]++;
-    st.bytes[listener][STATS_UP] += bytes_up;
-    st.bytes[listener][STATS_DOWN] += bytes_down;
+        STATS_ADD(t->conns[listener][verdict][stats_reason_index(reason)], 1);
+    stats_counts_t *c = &stats_self->c;
+    STATS_ADD(c->bytes[listener][STATS_UP], bytes_up);
+    STATS_ADD(c->bytes[listener][STATS_DOWN], bytes_down);
+    STATS_ADD(c->conns_all, 1);
 }
 
 void stats_conn_refused(stats_listener_t listener, filter_reason_t reason)
 {
     if ((unsigned)listener < STATS_LISTENER_COUNT)
-        st.refused[listener][stats_reason_index(reason)]++;
+        STATS_ADD(stats_self->c.refused[listener][stats_reason_index(reason)], 1);
 }
 
 void stats_reload(bool ok)
 {
-    st.reloads[ok ? STATS_OK : STATS_ERROR]++;
+    STATS_ADD(stats_self->c.reloads[ok ? STATS_OK : STATS_ERROR], 1);
 }
 
 void stats_dialcache(stats_dialcache_event_t ev)
 {
     if ((unsigned)ev < STATS_DIALCACHE_EVENT_COUNT)
-        st.dialcache[ev]++;
+        STATS_ADD(stats_self->c.dialcache[ev], 1);
 }
 
 void stats_dialcache_entries(int delta)
 {
-    st.dialcache_entries += delta;
+    STATS_ADD(stats_self->c.dialcache_entries, delta);
+}
+
+static void stats_shard_clear(stats_shard_t *sh)
+{
+    for (size_t id = 0; id < sh->cap; id++)
+        free(sh->blocks[id]);
+    free(sh->blocks);
+    sh->blocks = NULL;
+    sh->cap = 0;
+    memset(&sh->none, 0, sizeof sh->none);
+    memset(&sh->c, 0, sizeof sh->c);
 }
 
 void stats_reset(void)
 {
-    memset(&st, 0, sizeof st);
-    memset(&stats_none, 0, sizeof stats_none);
-    for (size_t id = 1; id < stats_t.n; id++) {
-        free(stats_t.names[id]);
-        free(stats_t.blocks[id]);
+    stats_shard_clear(&stats_main);
+    for (size_t i = 1; i < stats_n_shards; i++) {
+        stats_shard_clear(stats_shards[i]);
+        pthread_mutex_destroy(&stats_shards[i]->lock);
+        free(stats_shards[i]);
+        stats_shards[i] = NULL;
     }
+    stats_n_shards = 1;
+    stats_self = &stats_main;
+    for (size_t id = 1; id < stats_t.n; id++)
+        free(stats_t.names[id]);
     free(stats_t.names);
-    free(stats_t.blocks);
     free(stats_t.slots);
     memset(&stats_t, 0, sizeof stats_t);
+    stats_ids = 0;
+}
+
+/* ---- summing the workers ---------------------------------------------------------------- */
+
+/* Every worker's counters added up, for one rendering. */
+typedef struct stats_sum {
+    stats_counts_t c;
+    stats_tenant_t none;
+    stats_tenant_t **blocks; /* [tenant id < n], NULL: never counted */
+    size_t n;
+    uint64_t worker_dns[STATS_MAX_WORKERS], worker_conns[STATS_MAX_WORKERS];
+} stats_sum_t;
+
+/* Add n uint64_t counters read from src (another thread's) into dst. */
+static void stats_add_all(uint64_t *dst, uint64_t *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] += STATS_GET(src[i]);
+}
+
+#define STATS_WORDS(x) (sizeof(x) / sizeof(uint64_t))
+
+/* 0, or -ENOMEM (sum partly filled: free it with stats_sum_free). */
+static int stats_sum_shard(stats_sum_t *sum, stats_shard_t *sh, size_t k)
+{
+    stats_add_all((uint64_t *)&sum->c, (uint64_t *)&sh->c, STATS_WORDS(sh->c));
+    stats_add_all((uint64_t *)&sum->none, (uint64_t *)&sh->none, STATS_WORDS(sh->none));
+    sum->worker_dns[k] = STATS_GET(sh->c.dns_all);
+    sum->worker_conns[k] = STATS_GET(sh->c.conns_all);
+    int rc = 0;
+    pthread_mutex_lock(&sh->lock);
+    for (size_t id = 1; id < sh->cap && id < sum->n && rc == 0; id++) {
+        if (!sh->blocks[id])
+            continue;
+        if (!sum->blocks[id] && !(sum->blocks[id] = calloc(1, sizeof *sum->blocks[id])))
+            rc = -ENOMEM;
+        else
+            stats_add_all((uint64_t *)sum->blocks[id], (uint64_t *)sh->blocks[id],
+                          STATS_WORDS(*sh->blocks[id]));
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return rc;
+}
+
+static void stats_sum_free(stats_sum_t *sum)
+{
+    for (size_t id = 0; sum->blocks && id < sum->n; id++)
+        free(sum->blocks[id]);
+    free(sum->blocks);
+    free(sum);
+}
+
+/* Sum every worker's counters: NULL on ENOMEM. */
+static stats_sum_t *stats_sum(void)
+{
+    stats_sum_t *sum = calloc(1, sizeof *sum);
+    if (!sum)
+        return NULL;
+    sum->n = stats_t.n ? stats_t.n : 1;
+    if (!(sum->blocks = calloc(sum->n, sizeof *sum->blocks))) {
+        free(sum);
+        return NULL;
+    }
+    for (size_t k = 0; k < stats_n_shards; k++)
+        if (stats_sum_shard(sum, stats_shards[k], k) != 0) {
+            stats_sum_free(sum);
+            return NULL;
+        }
+    return sum;
 }
 
 /* ---- rendering ----------------------------------------------------------------------- */
@@ -369,13 +521,12 @@ static const char *stats_tenant_label(size_t id, char *buf, size_t cap)
 /* Every block that has counted: t the block, tl its label text. */
 #define STATS_EACH_TENANT(t, tl)                                                                   \
     for (char tl##_buf[2 * 64 + 16], *tl##_once = tl##_buf; tl##_once; tl##_once = NULL)           \
-        for (size_t tl##_id = 0; tl##_id < (stats_t.n ? stats_t.n : 1); tl##_id++)                 \
-            for (const stats_tenant_t *t = tl##_id ? stats_t.blocks[tl##_id] : &stats_none; t;     \
-                 t = NULL)                                                                         \
+        for (size_t tl##_id = 0; tl##_id < s->n; tl##_id++)                                        \
+            for (const stats_tenant_t *t = tl##_id ? s->blocks[tl##_id] : &s->none; t; t = NULL)   \
                 for (const char *tl = stats_tenant_label(tl##_id, tl##_buf, sizeof tl##_buf); tl;  \
                      tl = NULL)
 
-static void stats_render_dns(stats_buf_t *b)
+static void stats_render_dns(stats_buf_t *b, const stats_sum_t *s)
 {
     stats_family(b, "moat_dns_queries_total", "counter",
                  "DNS queries answered, by verdict and the answer's RCODE (rcode none: no "
@@ -392,23 +543,23 @@ static void stats_render_dns(stats_buf_t *b)
 
     stats_family(b, "moat_dns_cache_hits_total", "counter",
                  "DNS cache lookups for allowed names answered from the cache.");
-    stats_put(b, "moat_dns_cache_hits_total %llu\n", (unsigned long long)st.cache_hits);
+    stats_put(b, "moat_dns_cache_hits_total %llu\n", (unsigned long long)s->c.cache_hits);
     stats_family(b, "moat_dns_cache_misses_total", "counter",
                  "DNS cache lookups for allowed names that went upstream.");
-    stats_put(b, "moat_dns_cache_misses_total %llu\n", (unsigned long long)st.cache_misses);
+    stats_put(b, "moat_dns_cache_misses_total %llu\n", (unsigned long long)s->c.cache_misses);
 
     stats_family(b, "moat_dns_upstream_queries_total", "counter",
                  "Upstream DNS exchanges (queries and the proxy's own resolutions), by result.");
     stats_put(b, "moat_dns_upstream_queries_total{result=\"ok\"} %llu\n",
-              (unsigned long long)st.upstream[STATS_OK]);
+              (unsigned long long)s->c.upstream[STATS_OK]);
     stats_put(b, "moat_dns_upstream_queries_total{result=\"error\"} %llu\n",
-              (unsigned long long)st.upstream[STATS_ERROR]);
+              (unsigned long long)s->c.upstream[STATS_ERROR]);
 
     stats_family(b, "moat_dns_upstream_latency_seconds", "histogram",
                  "Time from sending an upstream DNS exchange to its answer or failure.");
     uint64_t cum = 0;
     for (size_t i = 0; i < STATS_N_BUCKETS; i++) {
-        cum += st.upstream_bucket[i];
+        cum += s->c.upstream_bucket[i];
         uint64_t us = stats_buckets_us[i];
         /* Exact decimal seconds: "0.0005", "2.5", "5". */
         char le[32];
@@ -424,16 +575,16 @@ static void stats_render_dns(stats_buf_t *b)
         stats_put(b, "moat_dns_upstream_latency_seconds_bucket{le=\"%s\"} %llu\n", le,
                   (unsigned long long)cum);
     }
-    cum += st.upstream_bucket[STATS_N_BUCKETS];
+    cum += s->c.upstream_bucket[STATS_N_BUCKETS];
     stats_put(b, "moat_dns_upstream_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
               (unsigned long long)cum);
     stats_put(b, "moat_dns_upstream_latency_seconds_sum %llu.%06llu\n",
-              (unsigned long long)(st.upstream_sum_us / 1000000),
-              (unsigned long long)(st.upstream_sum_us % 1000000));
+              (unsigned long long)(s->c.upstream_sum_us / 1000000),
+              (unsigned long long)(s->c.upstream_sum_us % 1000000));
     stats_put(b, "moat_dns_upstream_latency_seconds_count %llu\n", (unsigned long long)cum);
 }
 
-static void stats_render_tcp(stats_buf_t *b)
+static void stats_render_tcp(stats_buf_t *b, const stats_sum_t *s)
 {
     stats_family(b, "moat_connections_total", "counter",
                  "TCP connections decided, by listener, verdict and reason.");
@@ -464,9 +615,9 @@ static void stats_render_tcp(stats_buf_t *b)
                  "client to server).");
     for (size_t l = 0; l < STATS_LISTENER_COUNT; l++) {
         stats_put(b, "moat_bytes_total{listener=\"%s\",direction=\"up\"} %llu\n",
-                  stats_listener_names[l], (unsigned long long)st.bytes[l][STATS_UP]);
+                  stats_listener_names[l], (unsigned long long)s->c.bytes[l][STATS_UP]);
         stats_put(b, "moat_bytes_total{listener=\"%s\",direction=\"down\"} %llu\n",
-                  stats_listener_names[l], (unsigned long long)st.bytes[l][STATS_DOWN]);
+                  stats_listener_names[l], (unsigned long long)s->c.bytes[l][STATS_DOWN]);
     }
 
     stats_family(b, "moat_connections_refused_total", "counter",
@@ -474,15 +625,15 @@ static void stats_render_tcp(stats_buf_t *b)
                  "accept-error), by listener and reason.");
     for (size_t l = 0; l < STATS_LISTENER_COUNT; l++)
         for (size_t r = 0; r < STATS_N_REASONS; r++)
-            if (st.refused[l][r])
+            if (s->c.refused[l][r])
                 stats_put(b, "moat_connections_refused_total{listener=\"%s\",reason=\"%s\"} %llu\n",
                           stats_listener_names[l], stats_reason_name(r),
-                          (unsigned long long)st.refused[l][r]);
+                          (unsigned long long)s->c.refused[l][r]);
 }
 
 /* The proxy's dial address cache: label-free, every family always shown
  * (like the DNS cache's). */
-static void stats_render_dialcache(stats_buf_t *b)
+static void stats_render_dialcache(stats_buf_t *b, const stats_sum_t *s)
 {
     static const struct {
         stats_dialcache_event_t ev;
@@ -502,11 +653,26 @@ static void stats_render_dialcache(stats_buf_t *b)
     };
     for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++) {
         stats_family(b, fams[i].name, "counter", fams[i].help);
-        stats_put(b, "%s %llu\n", fams[i].name, (unsigned long long)st.dialcache[fams[i].ev]);
+        stats_put(b, "%s %llu\n", fams[i].name, (unsigned long long)s->c.dialcache[fams[i].ev]);
     }
     stats_family(b, "moat_proxy_dialcache_entries", "gauge",
                  "Names held in the proxy's dial address cache (lookups in flight and answers).");
-    stats_put(b, "moat_proxy_dialcache_entries %lld\n", (long long)st.dialcache_entries);
+    stats_put(b, "moat_proxy_dialcache_entries %lld\n", (long long)s->c.dialcache_entries);
+}
+
+/* How the work spread over the workers (`workers`, core/worker.h). */
+static void stats_render_workers(stats_buf_t *b, const stats_sum_t *s)
+{
+    stats_family(b, "moat_worker_dns_queries_total", "counter",
+                 "DNS queries answered (or dropped) by each worker's loop.");
+    for (size_t k = 0; k < stats_n_shards; k++)
+        stats_put(b, "moat_worker_dns_queries_total{worker=\"%zu\"} %llu\n", k,
+                  (unsigned long long)s->worker_dns[k]);
+    stats_family(b, "moat_worker_connections_total", "counter",
+                 "TCP connections decided by each worker's loop.");
+    for (size_t k = 0; k < stats_n_shards; k++)
+        stats_put(b, "moat_worker_connections_total{worker=\"%zu\"} %llu\n", k,
+                  (unsigned long long)s->worker_conns[k]);
 }
 
 int stats_render(const stats_gauges_t *g, char **out, size_t *len)
@@ -514,20 +680,26 @@ int stats_render(const stats_gauges_t *g, char **out, size_t *len)
     *out = NULL;
     *len = 0;
     stats_buf_t b = {.cap = 16384};
+    stats_sum_t *sum = stats_sum();
     b.p = malloc(b.cap);
-    if (!b.p)
+    if (!b.p || !sum) {
+        free(b.p);
+        if (sum)
+            stats_sum_free(sum);
         return -ENOMEM;
+    }
     b.p[0] = '\0';
+    const stats_sum_t *s = sum;
 
-    stats_render_dns(&b);
-    stats_render_tcp(&b);
-    stats_render_dialcache(&b);
+    stats_render_dns(&b, sum);
+    stats_render_tcp(&b, sum);
+    stats_render_dialcache(&b, sum);
 
     stats_family(&b, "moat_config_reloads_total", "counter", "Config reloads, by result.");
     stats_put(&b, "moat_config_reloads_total{result=\"ok\"} %llu\n",
-              (unsigned long long)st.reloads[STATS_OK]);
+              (unsigned long long)s->c.reloads[STATS_OK]);
     stats_put(&b, "moat_config_reloads_total{result=\"error\"} %llu\n",
-              (unsigned long long)st.reloads[STATS_ERROR]);
+              (unsigned long long)s->c.reloads[STATS_ERROR]);
     stats_family(&b, "moat_config_generation", "gauge",
                  "Generation of the config in use: 1 at start, +1 per successful reload.");
     stats_put(&b, "moat_config_generation %llu\n", (unsigned long long)g->config_generation);
@@ -547,6 +719,8 @@ int stats_render(const stats_gauges_t *g, char **out, size_t *len)
     stats_put(&b, "moat_build_info{version=\"%s\"} 1\n",
               stats_label_escape(MOAT_VERSION, ver, sizeof ver));
 
+    stats_render_workers(&b, s);
+    stats_sum_free(sum);
     if (b.err) {
         free(b.p);
         return -ENOMEM;

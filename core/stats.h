@@ -1,8 +1,9 @@
 /* core/stats.h: the daemon's counters, gauges and histograms (SPEC §4),
  * rendered as Prometheus text by app/metrics.c.
  *
- * One process-wide set, touched only from the loop thread (the reload worker
- * never counts), so plain integers suffice. Every label is a small fixed set
+ * One set per worker (`workers`, core/worker.h): each loop counts into its
+ * own with plain adds (no lock, no locked instruction) and stats_render,
+ * on the daemon's loop, sums them; the thread pool never counts. Every label is a small fixed set
  * chosen by moat, never a guest-chosen string: verdict, listener, rcode and
  * reason are enums (the reason is filter_reason_t, labelled by
  * filter_reason_str()); a value out of range is counted as "other", so the
@@ -37,6 +38,18 @@ typedef enum stats_listener {
     STATS_LISTENER_SOCKS,
     STATS_LISTENER_COUNT,
 } stats_listener_t;
+
+/* At most this many workers count apart. */
+#define STATS_MAX_WORKERS 256
+
+/* Make room for the counters of n workers (1: the daemon's loop only). On
+ * the daemon's loop, before the workers' threads start. 0, -EINVAL (0 or
+ * over STATS_MAX_WORKERS) or -ENOMEM. */
+int stats_workers(size_t n);
+
+/* On worker i's thread, at its start: its counts go to its own set (the
+ * daemon's loop counts as worker 0 without this). */
+void stats_bind_worker(size_t i);
 
 /* The id counters use for tenant name (SPEC §2.7: the `tenant` label), 0
  * for NULL (no tenant: no label). Ids are kept for the life of the process,
@@ -104,7 +117,7 @@ typedef struct stats_gauges {
 } stats_gauges_t;
 int stats_render(const stats_gauges_t *g, char **out, size_t *len);
 
-/* Zero everything (tests). */
+/* Zero everything and forget the workers (tests). */
 void stats_reset(void);
 
 /* The reason label of a reason (tests; "other" out of range). */

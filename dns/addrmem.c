@@ -2,6 +2,7 @@
 #include "dns/addrmem.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -40,7 +41,23 @@ struct dns_addrmem {
     moat_list_t lru; /* most recently inserted first; the last is evicted first */
     uint8_t seed[FILTER_SIPHASH_KEY_LEN];
     dns_addrmem_stats_t st;
+    bool shared; /* dns_addrmem_share: every call takes lock */
+    pthread_mutex_t lock;
 };
+
+/* A shared memory is read by other workers' proxies: every public call
+ * holds its lock (lookups drop expired entries, so they write too). */
+static void amem_lock(const dns_addrmem_t *m)
+{
+    if (m->shared)
+        pthread_mutex_lock(&((dns_addrmem_t *)m)->lock);
+}
+
+static void amem_unlock(const dns_addrmem_t *m)
+{
+    if (m->shared)
+        pthread_mutex_unlock(&((dns_addrmem_t *)m)->lock);
+}
 
 static bool amem_addr_canon(const filter_addr_t *in, amem_addr_t *out)
 {
@@ -108,24 +125,41 @@ int dns_addrmem_create(size_t max_entries, dns_addrmem_t **out)
     return 0;
 }
 
+static void amem_clear_locked(dns_addrmem_t *m)
+{
+    moat_list_foreach_safe(it, nx, &m->lru) amem_remove(m, container_of(it, amem_entry_t, lru));
+}
+
 void dns_addrmem_clear(dns_addrmem_t *m)
 {
     if (m == NULL)
         return;
-    moat_list_foreach_safe(it, nx, &m->lru) amem_remove(m, container_of(it, amem_entry_t, lru));
+    amem_lock(m);
+    amem_clear_locked(m);
+    amem_unlock(m);
+}
+
+void dns_addrmem_share(dns_addrmem_t *m)
+{
+    if (m == NULL || m->shared)
+        return;
+    pthread_mutex_init(&m->lock, NULL);
+    m->shared = true;
 }
 
 void dns_addrmem_free(dns_addrmem_t *m)
 {
     if (m == NULL)
         return;
-    dns_addrmem_clear(m);
+    amem_clear_locked(m);
+    if (m->shared)
+        pthread_mutex_destroy(&m->lock);
     free(m->buckets);
     free(m);
 }
 
-int dns_addrmem_put(dns_addrmem_t *m, const filter_addr_t *client, const char *name, size_t len,
-                    const filter_addr_t *addr, uint32_t ttl_s, uint64_t now_ms)
+static int amem_put_locked(dns_addrmem_t *m, const filter_addr_t *client, const char *name,
+                           size_t len, const filter_addr_t *addr, uint32_t ttl_s, uint64_t now_ms)
 {
     if (m == NULL || name == NULL)
         return -EINVAL;
@@ -203,8 +237,8 @@ int dns_addrmem_put(dns_addrmem_t *m, const filter_addr_t *client, const char *n
     return 0;
 }
 
-bool dns_addrmem_check(dns_addrmem_t *m, const filter_addr_t *client, const char *name, size_t len,
-                       const filter_addr_t *addr, uint64_t now_ms)
+static bool amem_check_locked(dns_addrmem_t *m, const filter_addr_t *client, const char *name,
+                              size_t len, const filter_addr_t *addr, uint64_t now_ms)
 {
     if (m == NULL || name == NULL)
         return false;
@@ -235,9 +269,9 @@ bool dns_addrmem_check(dns_addrmem_t *m, const filter_addr_t *client, const char
     return false;
 }
 
-size_t dns_addrmem_names_for(dns_addrmem_t *m, const filter_addr_t *client,
-                             const filter_addr_t *addr, uint64_t now_ms, dns_addrmem_name_cb cb,
-                             void *arg)
+static size_t amem_names_for_locked(dns_addrmem_t *m, const filter_addr_t *client,
+                                    const filter_addr_t *addr, uint64_t now_ms,
+                                    dns_addrmem_name_cb cb, void *arg)
 {
     if (m == NULL || cb == NULL)
         return 0;
@@ -262,11 +296,48 @@ size_t dns_addrmem_names_for(dns_addrmem_t *m, const filter_addr_t *client,
     return calls;
 }
 
+int dns_addrmem_put(dns_addrmem_t *m, const filter_addr_t *client, const char *name, size_t len,
+                    const filter_addr_t *addr, uint32_t ttl_s, uint64_t now_ms)
+{
+    if (m == NULL || name == NULL)
+        return -EINVAL;
+    amem_lock(m);
+    int rc = amem_put_locked(m, client, name, len, addr, ttl_s, now_ms);
+    amem_unlock(m);
+    return rc;
+}
+
+bool dns_addrmem_check(dns_addrmem_t *m, const filter_addr_t *client, const char *name, size_t len,
+                       const filter_addr_t *addr, uint64_t now_ms)
+{
+    if (m == NULL || name == NULL)
+        return false;
+    amem_lock(m);
+    bool ok = amem_check_locked(m, client, name, len, addr, now_ms);
+    amem_unlock(m);
+    return ok;
+}
+
+size_t dns_addrmem_names_for(dns_addrmem_t *m, const filter_addr_t *client,
+                             const filter_addr_t *addr, uint64_t now_ms, dns_addrmem_name_cb cb,
+                             void *arg)
+{
+    if (m == NULL || cb == NULL)
+        return 0;
+    amem_lock(m);
+    size_t calls = amem_names_for_locked(m, client, addr, now_ms, cb, arg);
+    amem_unlock(m);
+    return calls;
+}
+
 void dns_addrmem_stats(const dns_addrmem_t *m, dns_addrmem_stats_t *out)
 {
     if (out == NULL)
         return;
     memset(out, 0, sizeof *out);
-    if (m != NULL)
-        *out = m->st;
+    if (m == NULL)
+        return;
+    amem_lock(m);
+    *out = m->st;
+    amem_unlock(m);
 }

@@ -28,8 +28,11 @@
  * Re-inserting a triple keeps the later of the two expiries: the client may
  * still use the earlier answer until its own TTL runs out.
  *
- * Time is a parameter (monotonic milliseconds). Not thread-safe: one per
- * event loop.
+ * Time is a parameter (monotonic milliseconds). One per event loop, not
+ * thread-safe, unless shared (dns_addrmem_share): then every call holds the
+ * memory's own lock, so other workers' proxies may read it (`workers`: a
+ * guest's DNS answer and its connection may land on different loops). The
+ * owner's lock is uncontended but for those reads.
  */
 #ifndef MOAT_DNS_ADDRMEM_H
 #define MOAT_DNS_ADDRMEM_H
@@ -92,6 +95,10 @@ size_t dns_addrmem_names_for(dns_addrmem_t *m, const filter_addr_t *client,
 
 /* Forget everything (e.g. on reload). Counters other than entries are kept. */
 void dns_addrmem_clear(dns_addrmem_t *m);
+
+/* From now on every call on m holds its lock: any thread may call them.
+ * Before other threads can see m. */
+void dns_addrmem_share(dns_addrmem_t *m);
 
 /* Counters for the metrics endpoint. */
 void dns_addrmem_stats(const dns_addrmem_t *m, dns_addrmem_stats_t *out);

@@ -307,6 +307,8 @@ void px_conn_close(px_conn_t *c)
     px_req_cancel(c);
     moat_list_remove(&c->node);
     px->n_conns--;
+    if (px->conns_all)
+        atomic_fetch_sub_explicit(px->conns_all, 1, memory_order_relaxed);
     stats_conn_close(c->stats_tenant, px_kind_stats(c->kind));
     px_addrs_free(c);
     px_conn_dir_release(px, &c->d_up);
@@ -1116,23 +1118,31 @@ static void px_tq_cb(uv_timer_t *t)
 typedef struct px_mem_ctx {
     filter_name_each_cb each;
     void *each_arg;
+    bool stop;
 } px_mem_ctx_t;
 
 static bool px_mem_name_cb(const char *name, size_t len, uint64_t expiry_ms, void *arg)
 {
     px_mem_ctx_t *x = arg;
     (void)expiry_ms;
-    return x->each(name, len, x->each_arg);
+    x->stop = !x->each(name, len, x->each_arg);
+    return !x->stop;
 }
 
-/* Step 3: the names this client resolved to the destination through moat. */
+/* Step 3: the names this client resolved to the destination through moat,
+ * in this worker's address memory, then in the other workers'. */
 static void px_names_for(void *arg, filter_name_each_cb each, void *each_arg)
 {
     px_conn_t *c = arg;
-    dns_addrmem_t *mem = dns_server_addrmem(c->px->dns);
+    px_t *px = c->px;
     px_mem_ctx_t x = {.each = each, .each_arg = each_arg};
-    if (mem)
-        dns_addrmem_names_for(mem, &c->client, &c->dest, uv_now(c->px->loop), px_mem_name_cb, &x);
+    uint64_t now = uv_now(px->loop);
+    size_t n = px->dns_all ? px->workers : 1;
+    for (size_t i = 0; i < n && !x.stop; i++) {
+        dns_addrmem_t *mem = dns_server_addrmem(px->dns_all ? px->dns_all[i] : px->dns);
+        if (mem)
+            dns_addrmem_names_for(mem, &c->client, &c->dest, now, px_mem_name_cb, &x);
+    }
 }
 
 static void px_conn_begin(px_conn_t *c)
@@ -1179,6 +1189,8 @@ void px_conn_accept(px_t *px, px_kind_t kind, int fd, const struct sockaddr_stor
     moat_list_init(&c->later);
     moat_list_push(&px->conns, &c->node);
     px->n_conns++;
+    if (px->conns_all)
+        atomic_fetch_add_explicit(px->conns_all, 1, memory_order_relaxed);
     (void)filter_addr_from_sockaddr((const struct sockaddr *)peer, &c->client, &c->cport);
     c->auth_tenant = -1;
     c->stats_tenant = moat_gen_scope(px->gen, &c->client).stats_id;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/sock.h"
 #include "proxy/proxy_internal.h"
 #include "resolver/server.h"
 
@@ -251,7 +252,9 @@ static void px_accept(px_listener_t *l)
         }
         /* SPEC §2.3 step 5: past max_connections, an immediate reset (never
          * accept and then blackhole). */
-        if (px->n_conns >= px->gen->cfg->proxy.max_connections) {
+        size_t open =
+            px->conns_all ? atomic_load_explicit(px->conns_all, memory_order_relaxed) : px->n_conns;
+        if (open >= px->gen->cfg->proxy.max_connections) {
             px_reset_fd(fd);
             px_log_refused(px, l->kind, &peer, FILTER_REASON_MAX_CONNECTIONS);
             continue;
@@ -309,14 +312,9 @@ static int px_listener_open(px_t *px, px_kind_t kind, const cfg_addr_t *a, px_li
     *out = NULL;
     const char *ks = px_kind_str(kind);
     int family = a->sa.ss_family, one = 1, rc;
-    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = moat_sock_listener(family, SOCK_STREAM, px->workers > 1);
     if (fd < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        (family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0)) {
-        rc = -errno;
+        rc = fd;
         goto fail;
     }
     /* Accepted sockets inherit TCP_NODELAY: the client side never waits
@@ -355,7 +353,8 @@ static int px_listener_open(px_t *px, px_kind_t kind, const cfg_addr_t *a, px_li
     *out = l;
     if (px->backoff_ms == 0)
         uv_poll_start(&l->poll, UV_READABLE, px_listener_poll_cb);
-    log_info("proxy listening on %s %s", ks, a->text);
+    if (px->worker == 0) /* once, not once per worker */
+        log_info("proxy listening on %s %s", ks, a->text);
     return 0;
 fail:
     log_error("proxy: listen %s (%s): %s", a->text, ks, strerror(-rc));
@@ -569,16 +568,24 @@ static void px_free(moat_service_t *svc)
 
 static const moat_service_ops_t px_ops = MOAT_SERVICE_OPS(px, "proxy");
 
-int px_proxy_create(moat_service_t *dns, moat_service_t **out)
+int px_proxy_create(moat_service_t *dns, const px_proxy_workers_t *workers, moat_service_t **out)
 {
     *out = NULL;
-    if (!dns)
+    if (!dns || (workers && (workers->count < 1 || workers->index >= workers->count ||
+                             !workers->dns || !workers->conns)))
         return -EINVAL;
     px_t *px = calloc(1, sizeof *px);
     if (!px)
         return -ENOMEM;
     moat_service_init(&px->svc, &px_ops, px);
     px->dns = dns;
+    px->workers = 1;
+    if (workers && workers->count > 1) {
+        px->worker = workers->index;
+        px->workers = workers->count;
+        px->dns_all = workers->dns;
+        px->conns_all = workers->conns;
+    }
     px->epfd = -1;
     moat_list_init(&px->listeners);
     moat_list_init(&px->conns);

@@ -17,12 +17,26 @@
 #ifndef MOAT_PROXY_PROXY_H
 #define MOAT_PROXY_PROXY_H
 
+#include <stdatomic.h>
+#include <stddef.h>
+
 #include "core/service.h"
 
+/* With `workers` above 1 (core/worker.h), what the copies of the proxy
+ * share: every worker's DNS service, whose address memories step 3 asks
+ * (a guest's answer and its connection may land on different workers), and
+ * the count of connections open over all of them, which max_connections
+ * bounds. Borrowed: they outlive every copy. */
+typedef struct px_proxy_workers {
+    size_t index, count;  /* this copy's worker, of count */
+    moat_service_t **dns; /* [count]: each worker's DNS service, by index */
+    atomic_uint *conns;   /* open connections, all workers */
+} px_proxy_workers_t;
+
 /* Create the service (not started: the daemon calls ops->start). dns is the
- * DNS service (resolver/server.h), borrowed. Returns 0 with *out set (owned
- * by the daemon once registered: it calls ops->free), or -ENOMEM / -EINVAL
- * with *out NULL. */
-int px_proxy_create(moat_service_t *dns, moat_service_t **out);
+ * DNS service (resolver/server.h) of the same worker, borrowed; workers
+ * NULL: the only worker. Returns 0 with *out set (owned by the daemon once
+ * registered: it calls ops->free), or -ENOMEM / -EINVAL with *out NULL. */
+int px_proxy_create(moat_service_t *dns, const px_proxy_workers_t *workers, moat_service_t **out);
 
 #endif

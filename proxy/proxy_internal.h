@@ -4,6 +4,7 @@
 #ifndef MOAT_PROXY_PROXY_INTERNAL_H
 #define MOAT_PROXY_PROXY_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -75,6 +76,15 @@ struct px {
     moat_list_t listeners; /* px_listener_t, open (not closing) */
     moat_list_t conns;     /* px_conn_t, not closing */
     size_t n_conns;
+    /* Workers (core/worker.h): this copy's index, how many copies run, every
+     * worker's DNS service (this worker's first: §2.3 step 3 asks every
+     * address memory, since a guest's answer and its connection may land on
+     * different workers), and the connections open over all of them
+     * (max_connections is per process). conns_all NULL: one worker, n_conns
+     * is the count. */
+    size_t worker, workers;
+    moat_service_t **dns_all;
+    atomic_uint *conns_all;
     /* Accept back-off (EMFILE and friends): listeners stop polling until the
      * timer fires. */
     uv_timer_t backoff;

@@ -43,6 +43,7 @@
 #include "filter/policy.h"
 #include "filter/list.h"
 #include "core/log.h"
+#include "core/sock.h"
 #include "core/service.h"
 #include "core/stats.h"
 #include "dns/answer.h"
@@ -72,6 +73,10 @@
  * grow our memory without bound). */
 #define SRV_TCP_MAX_QUEUED (256 * 1024)
 #define SRV_TCP_BACKLOG    511
+/* Connections taken per readiness of a TCP listener, and how long the TCP
+ * listeners pause when accept runs out of descriptors (EMFILE and kin). */
+#define SRV_TCP_ACCEPT_BATCH 64
+#define SRV_TCP_PAUSE_MS     100
 /* Largest TCP read buffer: one whole message with its length. */
 #define SRV_TCP_RBUF_MAX (2 + DNS_TCP_MAX)
 /* Queries (all clients) waiting for upstream answers; past this a miss is
@@ -96,10 +101,9 @@ typedef struct srv_listener {
     bool tcp;
     cfg_addr_t addr;
     union {
-        uv_poll_t poll; /* UDP */
-        uv_tcp_t tcp;
+        uv_poll_t poll; /* UDP, and TCP (accepted by srv_tcp_poll_cb) */
     } h;
-    int fd;        /* UDP socket; -1 once closed */
+    int fd;        /* the socket; -1 once closed */
     unsigned refs; /* UDP: waiters that will answer through this socket */
     bool stopped;  /* removed or draining: reads no more */
     bool closing;  /* uv_close called */
@@ -168,6 +172,8 @@ struct dns_server {
     uint32_t cache_size;
     unsigned cache_epoch; /* +1 each time the cache is emptied */
     dns_addrmem_t *addrmem;
+    size_t worker, workers; /* which worker's copy this is, of how many (core/worker.h) */
+    uint64_t cache_entries; /* published for the metrics' thread (srv_publish) */
     /* The service counts (core/service.h): busy, each listener until its
      * handle is closed, each connection until closed, each pending query;
      * handles, listeners, connections, the sweep timer, the upstream. */
@@ -175,6 +181,8 @@ struct dns_server {
     moat_list_t conns;     /* srv_conn_t, not closing */
     size_t n_conns;
     uv_timer_t sweep;
+    uv_timer_t accept_pause; /* TCP listeners paused: out of descriptors */
+    bool accept_paused;
     moat_list_t buckets[SRV_PENDING_BUCKETS]; /* srv_pending_t */
     size_t n_waiters;
     uint64_t hash_seed;
@@ -186,6 +194,8 @@ struct dns_server {
     uint8_t tx_buf[SRV_UDP_BATCH][SRV_UDP_TX_SLOT];
     uint8_t scratch[SRV_SCRATCH];
 };
+
+static void srv_publish(dns_server_t *s);
 
 static const moat_service_ops_t srv_ops;
 
@@ -536,9 +546,11 @@ static void srv_upstream_cb(void *arg, int status, const uint8_t *wire, size_t l
     /* Answers rewritten under an older policy are not cached (the cache was
      * cleared when the policy changed). */
     /* Not into a cache cleared since the question left (other servers). */
-    if (ok && p->epoch == s->cache_epoch)
+    if (ok && p->epoch == s->cache_epoch) {
         (void)dns_cache_put(s->cache, &p->key, rr.wire, rr.len, rr.addrs, rr.n_addrs,
                             uv_now(s->loop));
+        srv_publish(s);
+    }
     for (srv_waiter_t *w = p->head; w; w = w->next)
         srv_answer_waiter(s, w, ok ? &rr : NULL, ede);
     if (ok)
@@ -884,15 +896,14 @@ static void srv_conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     }
 }
 
-static void srv_tcp_accept_cb(uv_stream_t *server, int status)
+/* A client accepted on l as fd: served until it closes. */
+static void srv_tcp_client(dns_server_t *s, srv_listener_t *l, int fd)
 {
-    srv_listener_t *l = server->data;
-    dns_server_t *s = l->srv;
-    if (status < 0)
-        return;
     srv_conn_t *c = calloc(1, sizeof *c);
-    if (!c)
+    if (!c) {
+        close(fd);
         return;
+    }
     c->srv = s;
     uv_tcp_init(s->loop, &c->h);
     c->h.data = c;
@@ -901,8 +912,12 @@ static void srv_tcp_accept_cb(uv_stream_t *server, int status)
     /* Linked first so srv_conn_close can unlink it whatever happens next. */
     moat_list_push(&s->conns, &c->node);
     s->n_conns++;
-    if (uv_accept(server, (uv_stream_t *)&c->h) != 0 || s->n_conns > SRV_TCP_MAX_CLIENTS ||
-        moat_service_stopping(&s->svc) || l->stopped) {
+    if (uv_tcp_open(&c->h, fd) != 0) {
+        close(fd);
+        srv_conn_close(c);
+        return;
+    }
+    if (s->n_conns > SRV_TCP_MAX_CLIENTS || moat_service_stopping(&s->svc) || l->stopped) {
         srv_conn_close(c);
         return;
     }
@@ -918,9 +933,86 @@ static void srv_tcp_accept_cb(uv_stream_t *server, int status)
         srv_conn_close(c);
 }
 
+static void srv_tcp_poll_cb(uv_poll_t *p, int status, int events);
+
+/* Start (or stop) polling every active TCP listener. */
+static void srv_tcp_listeners_poll(dns_server_t *s, bool on)
+{
+    moat_list_foreach(it, &s->listeners)
+    {
+        srv_listener_t *l = container_of(it, srv_listener_t, base.node);
+        if (!l->tcp)
+            continue;
+        if (on)
+            uv_poll_start(&l->h.poll, UV_READABLE, srv_tcp_poll_cb);
+        else
+            uv_poll_stop(&l->h.poll);
+    }
+}
+
+static void srv_accept_resume_cb(uv_timer_t *t)
+{
+    dns_server_t *s = t->data;
+    s->accept_paused = false;
+    if (!moat_service_stopping(&s->svc))
+        srv_tcp_listeners_poll(s, true);
+}
+
+/* Out of descriptors: the TCP listeners pause for SRV_TCP_PAUSE_MS rather
+ * than spin on a socket that stays readable (UDP needs none, and goes on). */
+static void srv_accept_pause(dns_server_t *s, int err)
+{
+    if (s->accept_paused)
+        return;
+    log_warn("dns: accept (tcp): %s; pausing tcp accepts for %d ms", strerror(err),
+             SRV_TCP_PAUSE_MS);
+    s->accept_paused = true;
+    srv_tcp_listeners_poll(s, false);
+    uv_timer_start(&s->accept_pause, srv_accept_resume_cb, SRV_TCP_PAUSE_MS, 0);
+}
+
+/* DNS over TCP accepts on its own poll, not uv_listen: libuv meets EMFILE
+ * by closing a spare descriptor it keeps per loop and accepting into it,
+ * and with several workers another loop's accept takes that number first;
+ * the loop that lost its spare then spins inside one callback (it never
+ * returns to the loop, not even for SIGTERM). Here the listeners pause
+ * instead, as the proxy's do. */
+static void srv_tcp_poll_cb(uv_poll_t *p, int status, int events)
+{
+    srv_listener_t *l = p->data;
+    dns_server_t *s = l->srv;
+    (void)events;
+    if (status < 0 || l->stopped)
+        return;
+    for (int i = 0; i < SRV_TCP_ACCEPT_BATCH; i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            srv_tcp_client(s, l, fd);
+            if (l->stopped || s->accept_paused)
+                return;
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+            continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+            srv_accept_pause(s, errno);
+        return; /* EAGAIN: nothing more queued */
+    }
+}
+
+/* The cache's size for dns_server_entries, which the daemon's loop calls
+ * for every worker: after each insertion and every second (the sweep). */
+static void srv_publish(dns_server_t *s)
+{
+    dns_cache_stats_t cs;
+    dns_cache_stats(s->cache, &cs);
+    __atomic_store_n(&s->cache_entries, (uint64_t)cs.entries, __ATOMIC_RELAXED);
+}
+
 static void srv_sweep_cb(uv_timer_t *t)
 {
     dns_server_t *s = t->data;
+    srv_publish(s);
     uint64_t now = uv_now(s->loop);
     moat_list_foreach_safe(it, nx, &s->conns)
     {
@@ -936,7 +1028,7 @@ static void srv_listener_closed_cb(uv_handle_t *h)
 {
     srv_listener_t *l = h->data;
     dns_server_t *s = l->srv;
-    if (!l->tcp && l->fd >= 0)
+    if (l->fd >= 0)
         close(l->fd);
     free(l);
     moat_service_release(&s->svc);
@@ -949,8 +1041,7 @@ static void srv_listener_stop(srv_listener_t *l)
     if (!l->stopped) {
         l->stopped = true;
         moat_list_remove(&l->base.node);
-        if (!l->tcp)
-            uv_poll_stop(&l->h.poll);
+        uv_poll_stop(&l->h.poll);
     }
     if (l->closing || (!l->tcp && l->refs > 0))
         return;
@@ -973,33 +1064,34 @@ static int srv_listener_open(dns_server_t *s, const cfg_addr_t *a, bool tcp, srv
     l->tcp = tcp;
     l->addr = *a;
     l->fd = -1;
-    l->h.tcp.data = l;
     int family = a->sa.ss_family;
     int rc;
+    bool reuseport = s->workers > 1;
     if (tcp) {
-        uv_tcp_init_ex(s->loop, &l->h.tcp, (unsigned)family);
-        l->h.tcp.data = l;
-        moat_service_hold(&s->svc);
-        /* libuv sets SO_REUSEADDR on bind. */
-        rc = uv_tcp_bind(&l->h.tcp, (const struct sockaddr *)&a->sa,
-                         family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+        int fd = moat_sock_listener(family, SOCK_STREAM, reuseport);
+        rc = fd < 0 ? fd : 0;
+        if (fd >= 0 && (bind(fd, (const struct sockaddr *)&a->sa, a->sa_len) != 0 ||
+                        listen(fd, SRV_TCP_BACKLOG) != 0))
+            rc = -errno;
         if (rc == 0)
-            rc = uv_listen((uv_stream_t *)&l->h.tcp, SRV_TCP_BACKLOG, srv_tcp_accept_cb);
+            rc = uv_poll_init_socket(s->loop, &l->h.poll, fd);
         if (rc != 0) {
+            if (fd >= 0)
+                close(fd);
             log_error("dns: listen %s (tcp): %s", a->text, uv_strerror(rc));
-            l->stopped = true;
-            l->closing = true;
-            uv_close((uv_handle_t *)&l->h, srv_listener_closed_cb);
+            free(l);
             return rc;
         }
+        l->fd = fd;
+        l->h.poll.data = l;
+        moat_service_hold(&s->svc);
+        if (!s->accept_paused)
+            uv_poll_start(&l->h.poll, UV_READABLE, srv_tcp_poll_cb);
     } else {
-        int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        int one = 1, rcvbuf = SRV_UDP_RCVBUF;
-        if (fd < 0 ||
-            (family == AF_INET6 &&
-             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
-            bind(fd, (const struct sockaddr *)&a->sa, a->sa_len) != 0) {
-            rc = -errno;
+        int fd = moat_sock_listener(family, SOCK_DGRAM, reuseport);
+        int rcvbuf = SRV_UDP_RCVBUF;
+        if (fd < 0 || bind(fd, (const struct sockaddr *)&a->sa, a->sa_len) != 0) {
+            rc = fd < 0 ? fd : -errno;
             if (fd >= 0)
                 close(fd);
             log_error("dns: listen %s (udp): %s", a->text, uv_strerror(rc));
@@ -1020,7 +1112,8 @@ static int srv_listener_open(dns_server_t *s, const cfg_addr_t *a, bool tcp, srv
         uv_poll_start(&l->h.poll, UV_READABLE, srv_udp_poll_cb);
     }
     *out = l;
-    log_info("dns listening on %s %s", tcp ? "tcp" : "udp", a->text);
+    if (s->worker == 0) /* once, not once per worker */
+        log_info("dns listening on %s %s", tcp ? "tcp" : "udp", a->text);
     return 0;
 }
 
@@ -1052,7 +1145,8 @@ static void srv_lsn_close(void *ctx, moat_listener_t *ml)
 {
     (void)ctx;
     srv_listener_t *l = container_of(ml, srv_listener_t, base);
-    log_info("dns: no longer listening on %s %s", l->tcp ? "tcp" : "udp", l->addr.text);
+    if (l->srv->worker == 0)
+        log_info("dns: no longer listening on %s %s", l->tcp ? "tcp" : "udp", l->addr.text);
     srv_listener_stop(l);
 }
 
@@ -1116,6 +1210,7 @@ static void srv_shutdown(dns_server_t *s)
     if (s->loop && !uv_is_closing((uv_handle_t *)&s->sweep)) {
         uv_timer_stop(&s->sweep);
         uv_close((uv_handle_t *)&s->sweep, srv_handle_closed_cb);
+        uv_close((uv_handle_t *)&s->accept_pause, srv_handle_closed_cb);
     }
     if (s->up) {
         dns_upstream_t *up = s->up;
@@ -1148,7 +1243,10 @@ static int srv_start(moat_service_t *svc, uv_loop_t *loop, moat_gen_t *gen)
     moat_service_handle_open(svc); /* the upstream, until its done callback */
     uv_timer_init(loop, &s->sweep);
     s->sweep.data = s;
-    moat_service_handle_open(svc);
+    uv_timer_init(loop, &s->accept_pause);
+    s->accept_pause.data = s;
+    moat_service_handle_open(svc); /* the sweep */
+    moat_service_handle_open(svc); /* the accept pause */
     uv_timer_start(&s->sweep, srv_sweep_cb, 1000, 1000);
 
     rc = srv_listeners_apply(s);
@@ -1188,6 +1286,7 @@ static int srv_reload(moat_service_t *svc, moat_gen_t *gen)
         s->cache_epoch++;
         dns_cache_clear(s->cache);
     }
+    srv_publish(s);
     int r = dns_upstream_configure(s->up, cfg);
     if (r != 0) {
         log_error("dns: upstream servers: %s; keeping the old ones", strerror(-r));
@@ -1228,7 +1327,7 @@ static void srv_free(moat_service_t *svc)
 
 static const moat_service_ops_t srv_ops = MOAT_SERVICE_OPS(srv, "dns");
 
-int dns_server_create(moat_service_t **out)
+int dns_server_create(size_t worker, size_t workers, moat_service_t **out)
 {
     *out = NULL;
     dns_server_t *s = calloc(1, sizeof *s);
@@ -1239,6 +1338,10 @@ int dns_server_create(moat_service_t **out)
         free(s);
         return rc;
     }
+    s->worker = worker;
+    s->workers = workers;
+    if (workers > 1)
+        dns_addrmem_share(s->addrmem); /* other workers' proxies read it */
     moat_service_init(&s->svc, &srv_ops, s);
     moat_list_init(&s->listeners);
     moat_list_init(&s->conns);
@@ -1261,10 +1364,8 @@ dns_upstream_t *dns_server_upstream(moat_service_t *svc)
 
 void dns_server_entries(moat_service_t *svc, uint64_t *cache, uint64_t *addrmem)
 {
-    dns_cache_stats_t cs;
     dns_addrmem_stats_t ms;
-    dns_cache_stats(svc ? srv_of(svc)->cache : NULL, &cs);
     dns_addrmem_stats(svc ? srv_of(svc)->addrmem : NULL, &ms);
-    *cache = cs.entries;
+    *cache = svc ? __atomic_load_n(&srv_of(svc)->cache_entries, __ATOMIC_RELAXED) : 0;
     *addrmem = ms.entries;
 }

@@ -15,7 +15,10 @@
  *     at registration time is valid for as long as the daemon runs;
  *   - dns_server_upstream(): the upstream client, valid from start until
  *     close (NULL outside), for the proxy's own name resolution.
- * Both are single-threaded: the daemon's loop only.
+ * Both belong to the service's loop. With `workers` above 1 there is one
+ * copy of the service per worker (core/worker.h), each with its own sockets
+ * (SO_REUSEPORT), cache and upstream client; only the address memory is
+ * read across workers (by every worker's proxy), under its own lock.
  *
  * Bounds (each a #define in server.c, documented there): TCP clients, bytes
  * queued for writing per TCP client, the TCP idle timeout, queries waiting for
@@ -28,10 +31,11 @@
 #include "dns/addrmem.h"
 #include "resolver/upstream.h"
 
-/* Create the service (not started: the daemon calls ops->start). Returns 0
- * with *out set, owned by the daemon once registered (it calls ops->free), or
- * -ENOMEM with *out NULL. */
-int dns_server_create(moat_service_t **out);
+/* Create the service (not started: the daemon calls ops->start) for worker
+ * worker of workers (0 of 1: the only one). Returns 0 with *out set, owned by
+ * the daemon once registered (it calls ops->free), or -ENOMEM with *out
+ * NULL. */
+int dns_server_create(size_t worker, size_t workers, moat_service_t **out);
 
 /* The address memory the resolver fills (borrowed; see the top). */
 dns_addrmem_t *dns_server_addrmem(moat_service_t *svc);
@@ -40,7 +44,9 @@ dns_addrmem_t *dns_server_addrmem(moat_service_t *svc);
 dns_upstream_t *dns_server_upstream(moat_service_t *svc);
 
 /* Entries held now in the answer cache and the address memory, for the
- * metrics endpoint (0 before start; svc may be NULL). */
+ * metrics endpoint (0 before start; svc may be NULL). Any thread: the
+ * cache's count is the one published at its last insertion or within the
+ * last second. */
 void dns_server_entries(moat_service_t *svc, uint64_t *cache, uint64_t *addrmem);
 
 #endif

@@ -933,3 +933,33 @@ Test(config, reload_watch)
     one_err("reload: {watch: maybe}\n", 1, 17, "reload.watch");
     one_err("relaod: {watch: true}\n", 1, 1, "did you mean \"reload\"");
 }
+
+Test(config, workers_auto_or_a_number)
+{
+    cr_assert_eq(load("allow: []\n"), 0);
+    cr_assert_eq(cfg->workers, 0, "auto by default");
+    cfg_free(cfg);
+    cfg = NULL;
+    cr_assert_eq(load("workers: auto\n"), 0);
+    cr_assert_eq(cfg->workers, 0);
+    cfg_free(cfg);
+    cfg = NULL;
+    cr_assert_eq(load("workers: 2\n"), 0);
+    cr_assert_eq(cfg->workers, 2);
+    cfg_free(cfg);
+    cfg = NULL;
+    cr_assert_eq(load("workers: \"256\"\n"), 0);
+    cr_assert_eq(cfg->workers, 256);
+    cfg_free(cfg);
+    cfg = NULL;
+    cr_assert_not_null(strstr(cfg_default_yaml, "\nworkers: auto "));
+}
+
+Test(config, err_workers)
+{
+    one_err("workers: 0\n", 1, 10, "workers: 0: must be between 1 and 256");
+    one_err("workers: 257\n", 1, 10, "must be between 1 and 256");
+    one_err("workers: -1\n", 1, 10, "must be between 1 and 256");
+    one_err("workers: all\n", 1, 10, "workers: all: expected auto or a whole number");
+    one_err("workers: [2]\n", 1, 10, "workers");
+}

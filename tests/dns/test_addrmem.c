@@ -2,6 +2,7 @@
  * §2.2 last bullet, §2.3 step 3). */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -241,4 +242,68 @@ Test(addrmem, bad_arguments)
     dns_addrmem_free(m);
     cr_assert_eq(dns_addrmem_create(DNS_ADDRMEM_MAX_ENTRIES + 1, &m), -EINVAL);
     cr_assert_null(m);
+}
+
+/* A shared memory (workers): one thread writes as a worker's resolver
+ * does, another reads as another worker's proxy does, at once. Every read
+ * sees whole entries; afterwards every write is there. (ASan and UBSan run
+ * this too; the lock is what keeps the two threads apart.) */
+#define SHARED_N 2000
+
+typedef struct shared_ctx {
+    dns_addrmem_t *m;
+    int seen;
+} shared_ctx_t;
+
+static bool shared_count_cb(const char *name, size_t len, uint64_t expiry_ms, void *arg)
+{
+    shared_ctx_t *x = arg;
+    (void)expiry_ms;
+    cr_assert(len > 4 && memcmp(name, "name", 4) == 0, "torn entry: %.*s", (int)len, name);
+    x->seen++;
+    return true;
+}
+
+static void *shared_writer(void *arg)
+{
+    shared_ctx_t *x = arg;
+    filter_addr_t c = A("198.18.0.2");
+    for (int i = 0; i < SHARED_N; i++) {
+        char name[32], ip[32];
+        snprintf(name, sizeof name, "name%d.test", i);
+        snprintf(ip, sizeof ip, "198.18.%d.%d", 1 + i / 250, 1 + i % 250);
+        filter_addr_t a = A(ip);
+        cr_assert_eq(dns_addrmem_put(x->m, &c, name, strlen(name), &a, 60, 1000), 0);
+    }
+    return NULL;
+}
+
+Test(addrmem, shared_between_threads)
+{
+    dns_addrmem_t *m;
+    cr_assert_eq(dns_addrmem_create(4 * SHARED_N, &m), 0);
+    dns_addrmem_share(m);
+    shared_ctx_t w = {.m = m}, r = {.m = m};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, shared_writer, &w), 0);
+    filter_addr_t c = A("198.18.0.2");
+    for (int round = 0; round < 50; round++)
+        for (int i = 0; i < SHARED_N; i += 97) {
+            char ip[32];
+            snprintf(ip, sizeof ip, "198.18.%d.%d", 1 + i / 250, 1 + i % 250);
+            filter_addr_t a = A(ip);
+            dns_addrmem_names_for(m, &c, &a, 1000, shared_count_cb, &r);
+        }
+    pthread_join(t, NULL);
+    dns_addrmem_stats_t st;
+    dns_addrmem_stats(m, &st);
+    cr_assert_eq(st.entries, SHARED_N);
+    for (int i = 0; i < SHARED_N; i++) {
+        char name[32], ip[32];
+        snprintf(name, sizeof name, "name%d.test", i);
+        snprintf(ip, sizeof ip, "198.18.%d.%d", 1 + i / 250, 1 + i % 250);
+        filter_addr_t a = A(ip);
+        cr_assert(dns_addrmem_check(m, &c, name, strlen(name), &a, 1000), "%s", name);
+    }
+    dns_addrmem_free(m);
 }

@@ -16,6 +16,9 @@ import unittest
 from dnsfixture import Dnsmasq
 
 MOAT = os.environ.get("MOAT", "build/moat")
+# MOAT_TEST_WORKERS=N: every daemon a test starts runs N workers (--workers
+# N) unless the test picks its own; CI runs the suites with 1 and with 2.
+TEST_WORKERS = os.environ.get("MOAT_TEST_WORKERS", "")
 SANITIZER_MARK = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
 E2E_DIR = os.environ.get("MOAT_E2E_DIR", os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,6 +94,19 @@ def write_config(tmpdir, text, name="moat.yaml"):
     return path
 
 
+def pins_workers(config_path, args):
+    """Whether a test chose the number of workers itself: --workers among
+    args, or a `workers:` line in its config (a test of something one loop
+    owns, such as a cache or a per-worker bound, writes `workers: 1`)."""
+    if any(a.startswith("--workers") for a in args):
+        return True
+    try:
+        with open(config_path) as f:
+            return any(line.startswith("workers:") for line in f)
+    except OSError:
+        return False
+
+
 class Moat:
     """A running moat daemon whose stderr is collected line by line."""
 
@@ -100,6 +116,8 @@ class Moat:
         if config_path:
             args += ["-c", config_path]
         args += list(extra_args)
+        if TEST_WORKERS and config_path and not pins_workers(config_path, args):
+            args += ["--workers", TEST_WORKERS]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
         self.lines = []

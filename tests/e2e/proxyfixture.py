@@ -55,10 +55,11 @@ def netns_skip(name, path):
 
 
 def setup_netns():
-    """Inside the namespace: loopback up, the backend addresses on it."""
+    """Inside the namespace: loopback up, the backend addresses on it
+    (`replace`: a second test class in the same namespace finds them)."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     for a in [*ADDRS.values(), GUEST]:
-        subprocess.run(["ip", "addr", "add", a + "/32", "dev", "lo"], check=True)
+        subprocess.run(["ip", "addr", "replace", a + "/32", "dev", "lo"], check=True)
 
 
 def make_cert(tmpdir, names):

@@ -45,10 +45,10 @@ def setup_netns_more():
     namespace only)."""
     pf.setup_netns()
     for a in (PRIV, META, BLACK, CLOSED, ECHO, BIG):
-        subprocess.run(["ip", "addr", "add", a + "/32", "dev", "lo"], check=True, timeout=10)
+        subprocess.run(["ip", "addr", "replace", a + "/32", "dev", "lo"], check=True, timeout=10)
     for a in (SIX, OTHER6, GUEST6, PRIV6):
-        subprocess.run(["ip", "-6", "addr", "add", a + "/128", "dev", "lo", "nodad"], check=True,
-                       timeout=10)
+        subprocess.run(["ip", "-6", "addr", "replace", a + "/128", "dev", "lo", "nodad"],
+                       check=True, timeout=10)
 
 
 class NginxMore(pf.NginxServer):

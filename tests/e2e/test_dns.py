@@ -186,7 +186,9 @@ class AllowedTest(DnsTestBase):
         slow_port = free_port()
         up = self.add_upstream(
             ScriptedUpstream(slow_port, lambda m: answer_a(m, "198.18.0.30"), delay=0.4))
-        self.start(config(self.port, slow_port, ["coal.test"], timeout="3s"))
+        # One worker: identical questions are coalesced within a loop (each
+        # worker has its own pending queries and cache).
+        self.start(config(self.port, slow_port, ["coal.test"], timeout="3s") + "workers: 1\n")
         socks = []
         for i in range(20):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -123,7 +123,8 @@ class TcpClientCapTest(LimitsTestBase):
                               (hard, need, TCP_MAX_CLIENTS + 1))
             resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
             self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
-        self.start()
+        # One worker: the cap bounds each worker's TCP clients.
+        self.start_config(config(self.port, self.up_port) + "workers: 1\n")
         # Fill the cap; an answer on each shows moat accepted it.
         for i in range(TCP_MAX_CLIENTS):
             s = tcp_connect(self.port)

@@ -262,6 +262,8 @@ class MetricsTest(MetricsBase, MoatTestCase):
             "moat_log_dropped_lines_total": "counter",
             "moat_start_time_seconds": "gauge",
             "moat_build_info": "gauge",
+            "moat_worker_dns_queries_total": "counter",
+            "moat_worker_connections_total": "counter",
         }
         self.assertEqual(s.types, want)
         self.assertEqual(s.get("moat_config_generation"), 1)
@@ -615,8 +617,10 @@ class MetricsProxyTest(MetricsBase, pf.NetnsTestCase):
 
     def start_moat(self, up_port, allow, timeout="1s"):
         self.tls_port, self.http_port, self.mport = free_port(), free_port(), free_port()
+        # One worker: the dial cache counts are one cache's (each worker has
+        # its own).
         text = dns_config(free_port(), up_port, self.tls_port, self.http_port, self.mport,
-                          allow, "log: {allowed: true}\n", timeout=timeout)
+                          allow, "log: {allowed: true}\nworkers: 1\n", timeout=timeout)
         self.moat = Moat(write_config(self.dir, text, "metrics-proxy.yaml"))
         self.moat.wait_line("moat running")
 

@@ -396,7 +396,9 @@ class ProxyTest(pf.NetnsTestCase):
     def test_accept_backs_off_on_emfile(self):
         if not shutil.which("prlimit"):
             self.skipTest("no prlimit")
-        self.start()
+        # One worker: each worker's listeners back off on their own (and
+        # each says so once).
+        self.start(proxy_extra="", allow="workers: 1\nallow: [a.test, bulk.test]")
         pid = self.moat.proc.pid
         base = len(os.listdir("/proc/%d/fd" % pid))
         # Soft limit only (raising a hard limit again needs CAP_SYS_RESOURCE).

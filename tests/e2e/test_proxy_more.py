@@ -777,7 +777,10 @@ class DialCacheTest(pf.NetnsTestCase):
         cfg = ("dns:\n  listen: []\n  upstream: [\"127.0.0.1:%d\"]\n  timeout: 3s\n"
                "proxy:\n  tls: [\"%s:%d\"]\n  http: []\n  transparent: []\n"
                "  connect_timeout: 5s\n  max_connections: 4000\n"
-               "shutdown_grace: %s\nlog: {allowed: true}\nallow: [%s]\n" %
+               "shutdown_grace: %s\nlog: {allowed: true}\nallow: [%s]\n"
+               # One worker: these tests count the lookups of one dial cache
+               # (each worker has its own).
+               "workers: 1\n" %
                (up_port or self.up_port, *self.tls, grace, ", ".join(names)))
         return write_config(self.dir, cfg)
 

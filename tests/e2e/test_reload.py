@@ -125,6 +125,9 @@ def listening_sockets(pid):
 
 @unittest.skipIf(SKIP, SKIP)
 class ReloadTest(pf.NetnsTestCase):
+    # Extra command line (ReloadTwoWorkersTest pins the workers).
+    WORKERS_ARGS = ()
+
     @classmethod
     def start_servers(cls):
         pm.setup_netns_more()
@@ -219,7 +222,7 @@ class ReloadTest(pf.NetnsTestCase):
         self.extra_dns, self.extra_tls = free_port(), free_port()
         self.config = os.path.join(self.dir, "moat.yaml")
         self.write("A")
-        self.moat = Moat(self.config)
+        self.moat = Moat(self.config, extra_args=self.WORKERS_ARGS)
         self.moat.wait_line("moat running")
 
     def reload(self, variant, timeout=10.0):
@@ -660,6 +663,16 @@ class ReloadTest(pf.NetnsTestCase):
         self.assertLessEqual(last, 21)
         self.assertEqual(Response(udp_exchange(self.dns_port, build_query("flip.test"))).addrs(),
                          ["0.0.0.0"])
+
+
+class ReloadTwoWorkersTest(ReloadTest):
+    """The load test again with two workers (core/worker.h), whatever
+    MOAT_TEST_WORKERS says: each reload swaps the generation of both loops
+    while both answer and splice, and nothing may be lost or decided by a
+    policy no longer in force."""
+
+    WORKERS_ARGS = ("--workers", "2")
+    test_reload_burst_of_signals = None  # the signal handling is the daemon's loop's alone
 
 
 if __name__ == "__main__":
