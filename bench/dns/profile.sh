@@ -96,7 +96,7 @@ allow: ["*.allowed.test"]
 log: {format: text, level: $level, file: "$WORK/moat.decisions"}
 EOF
   valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.$load" \
-    "$MOAT" -c "$WORK/moat.yaml" >"$WORK/moat.log" 2>&1 &
+    "$MOAT" -c "$WORK/moat.yaml" --workers 1 >"$WORK/moat.log" 2>&1 &
   MOAT_PID=$!
   probe "$WORK/blocked.txt" || die "moat under callgrind did not answer: $(tail -5 "$WORK/moat.log")"
   "$DNSLOAD" -s 127.0.0.1 -p $PORT -f "$WORK/allowed.txt" -n $((2 * N_ALLOWED)) -c 1 -q 8 \

@@ -171,7 +171,9 @@ start_server() { # name
   local n=$1 port=${PORT[$1]}
   case $n in
   moat | moat-info)
-    taskset -c $SERVER_CPU "$MOAT" -c "$WORK/$n.yaml" >"$WORK/$n.log" 2>&1 &
+    # One worker: this table is the one-core comparison (bench/workers has
+    # the workers table).
+    taskset -c $SERVER_CPU "$MOAT" -c "$WORK/$n.yaml" --workers 1 >"$WORK/$n.log" 2>&1 &
     ;;
   moat-base | moat-base-info)
     [ -x "$MOAT_BASE" ] || die "$n needs BENCH_MOAT_BASE (a moat binary)"

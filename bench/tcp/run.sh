@@ -186,6 +186,10 @@ trap 'trap - EXIT; cleanup; exit 130' INT TERM
 # Only in the background (`on_proxy cmd &`): exec keeps $! the program's pid.
 on_load() { exec taskset -c $LOAD_CPU "$@"; }
 on_proxy() { exec taskset -c $PROXY_CPU "$@"; }
+# moat_one_worker BIN: `--workers 1` for this build's moat (these tables
+# compare one core with one core; bench/workers has the workers table),
+# nothing for BENCH_MOAT_BASE (an older build may not know the option).
+moat_one_worker() { [ "$1" = "$MOAT" ] && echo --workers 1 || true; }
 HZ=$(getconf CLK_TCK)
 # A proxy and its descendants (dante forks children that carry the tunnels).
 tree() { # PID
@@ -296,7 +300,7 @@ allow: [$NAME]
 EOF
     local bin=$MOAT
     [ "$cfg" = moat-base ] && bin=$MOAT_BASE
-    on_proxy "$bin" -c "$f.yaml" >"$f.out" 2>&1 &
+    on_proxy "$bin" -c "$f.yaml" $(moat_one_worker "$bin") >"$f.out" 2>&1 &
     ;;
   moat-tp | moat-tp-base)
     # The transparent listener with filtering on: it reads the first
@@ -316,11 +320,11 @@ allow: [$NAME]
 EOF
     local bin=$MOAT
     [ "$cfg" = moat-tp-base ] && bin=$MOAT_BASE
-    on_proxy "$bin" -c "$f.yaml" >"$f.out" 2>&1 &
+    on_proxy "$bin" -c "$f.yaml" $(moat_one_worker "$bin") >"$f.out" 2>&1 &
     ;;
   moat-connect | moat-socks)
     moat_tunnel_yaml "$cfg" >"$f.yaml"
-    on_proxy "$MOAT" -c "$f.yaml" >"$f.out" 2>&1 &
+    on_proxy "$MOAT" -c "$f.yaml" --workers 1 >"$f.out" 2>&1 &
     ;;
   squid | squid-peek)
     squid_conf "$cfg"
@@ -389,7 +393,7 @@ proxy:
   max_connections: 20000
 log: {level: ${BENCH_MOAT_LOG:-warn}}
 EOF
-    on_proxy "$MOAT" -c "$f.yaml" >"$f.out" 2>&1 &
+    on_proxy "$MOAT" -c "$f.yaml" --workers 1 >"$f.out" 2>&1 &
     ;;
   relay)
     on_proxy "$BIN/splicerelay" 127.0.0.1 "${TPORT[relay]}" >"$f.out" 2>&1 &

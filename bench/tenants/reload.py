@@ -149,7 +149,7 @@ def main():
             [dnsmasq, "-k", "-C", "/dev/null", "-R", "-p", str(up_port),
              "--listen-address=127.0.0.1", "--bind-interfaces", "--no-hosts",
              "--address=/test/198.18.0.1"], stderr=subprocess.DEVNULL))
-        moat = subprocess.Popen([a.moat, "-c", os.path.join(d, "moat.yaml")],
+        moat = subprocess.Popen([a.moat, "-c", os.path.join(d, "moat.yaml"), "--workers", "1"],
                                 stderr=subprocess.PIPE, text=True)
         procs.append(moat)
         lines = []

@@ -172,7 +172,8 @@ class AllowedTest(DnsTestBase):
         self.assertEqual(out.stdout.split(), ["198.18.0.10"])
 
     def test_cached_ttl_counts_down(self):
-        self.start_allow(["allowed.test"])
+        # One worker: the second query must meet the first one's cache.
+        self.start_allow(["allowed.test"], "workers: 1\n")
         first = self.q("allowed.test")
         self.assertEqual(first.answer[0].ttl, 300)
         time.sleep(2.1)

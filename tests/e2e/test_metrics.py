@@ -221,9 +221,11 @@ class MetricsTest(MetricsBase, MoatTestCase):
         self.port, self.tls_port, self.http_port, self.mport = (free_port() for _ in range(4))
 
     def config_text(self, allow=None, mport=None, proxy_extra=""):
+        # One worker: these tests count one DNS cache's hits and misses
+        # (test_workers.py checks the sums over two).
         return dns_config(self.port, self.up_port, self.tls_port, self.http_port,
                           mport or self.mport, self.ALLOW if allow is None else allow,
-                          proxy_extra=proxy_extra)
+                          "workers: 1\n", proxy_extra=proxy_extra)
 
     def start(self, proxy_extra=""):
         self.start_config(self.config_text(proxy_extra=proxy_extra))
