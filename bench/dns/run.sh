@@ -70,23 +70,11 @@ ROOT_USER=()
 [ "$(id -u)" -eq 0 ] && ROOT_USER=(--user=root)
 
 # ---- query files (the same for every server and tool) -------------------------------
-# blocked: random names under blocked.test, A and AAAA. allowed: N_ALLOWED names
-# under allowed.test, A and AAAA (cache hits once warmed). mix: 90/10.
-awk -v seed=42 'BEGIN { srand(seed); for (i = 0; i < 100000; i++)
-  printf "b%d-%06x.blocked.test %s\n", i, int(rand() * 16777216), (i % 2 ? "AAAA" : "A") }' \
-  > "$WORK/blocked.txt"
-awk -v n=$N_ALLOWED 'BEGIN { for (i = 0; i < n; i++) {
-  printf "n%d.allowed.test A\n", i; printf "n%d.allowed.test AAAA\n", i } }' > "$WORK/allowed.txt"
-awk -v n=$((2 * N_ALLOWED)) 'NR == FNR { a[FNR - 1] = $0; next }
-  { print; if (FNR % 9 == 0) print a[k++ % n] }' "$WORK/allowed.txt" "$WORK/blocked.txt" \
-  > "$WORK/mix.txt"
+# (bench/lib.sh) blocked, allowed (N_ALLOWED names: cache hits once warmed), mix 90/10.
+bench_dns_queries "$WORK" $N_ALLOWED
 
 # ---- the upstream: authoritative for allowed.test (core 1) ---------------------------
-up_args=()
-for i in $(seq 0 $((N_ALLOWED - 1))); do
-  up_args+=("--host-record=n$i.allowed.test,198.18.0.$((i + 1)),2001:db8::$((i + 1)),3600")
-done
-up_args+=("--host-record=health.allowed.test,198.18.1.1,60")
+mapfile -t up_args < <(bench_dns_upstream_args $N_ALLOWED)
 taskset -c $LOAD_CPU dnsmasq --keep-in-foreground --no-resolv --no-hosts --port=$UP_PORT \
   --listen-address=127.0.0.1 --bind-interfaces "${ROOT_USER[@]}" --pid-file= --cache-size=0 \
   --local=/allowed.test/ "${up_args[@]}" >"$WORK/upstream.log" 2>&1 &
@@ -117,55 +105,9 @@ for v in moat moat-info; do
     "$WORK/$v.yaml" >"$WORK/${v/moat/moat-base}.yaml"
 done
 
-cat >"$WORK/unbound.conf" <<EOF
-server:
-  num-threads: 1
-  interface: 127.0.0.1@${PORT[unbound]}
-  port: ${PORT[unbound]}
-  do-ip6: no
-  do-daemonize: no
-  username: ""
-  chroot: ""
-  directory: "$WORK"
-  pidfile: ""
-  use-syslog: no
-  logfile: ""
-  verbosity: 0
-  access-control: 127.0.0.0/8 allow
-  do-not-query-localhost: no
-  module-config: "iterator"
-  qname-minimisation: no
-  num-queries-per-thread: 4096
-  so-rcvbuf: 4m
-  msg-cache-size: 16m
-  rrset-cache-size: 32m
-  # test. is one of unbound's default RFC 6761 local zones; let allowed.test
-  # through to the forwarder and sinkhole blocked.test like the others.
-  local-zone: "test." nodefault
-  local-zone: "blocked.test." always_null
-remote-control:
-  control-enable: no
-forward-zone:
-  name: "allowed.test."
-  forward-addr: 127.0.0.1@$UP_PORT
-EOF
-
-dnsdist_conf() { # port mmsg-vector-size (0: off, as shipped)
-  cat <<EOF
-setSecurityPollSuffix("")
-setLocal("127.0.0.1:$1")
-setACL({"127.0.0.0/8"})
-newServer({address="127.0.0.1:$UP_PORT", checkName="health.allowed.test."})
-pc = newPacketCache(10000, {maxTTL=86400})
-getPool(""):setCache(pc)
-blocked = newSuffixMatchNode()
-blocked:add("blocked.test.")
-addAction(SuffixMatchNodeRule(blocked), SpoofAction({"0.0.0.0", "::"}))
-EOF
-  [ "$2" = 0 ] || echo "setUDPMultipleMessagesVectorSize($2)"
-}
-dnsdist_conf "${PORT[dnsdist]}" 0 >"$WORK/dnsdist.conf"
-dnsdist_conf "${PORT[dnsdist-mmsg]}" 64 >"$WORK/dnsdist-mmsg.conf"
+bench_unbound_conf "$WORK" "${PORT[unbound]}" $UP_PORT >"$WORK/unbound.conf"
+bench_dnsdist_conf "${PORT[dnsdist]}" $UP_PORT 0 >"$WORK/dnsdist.conf"
+bench_dnsdist_conf "${PORT[dnsdist-mmsg]}" $UP_PORT 64 >"$WORK/dnsdist-mmsg.conf"
 
 start_server() { # name
   local n=$1 port=${PORT[$1]}
