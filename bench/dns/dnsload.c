@@ -4,7 +4,9 @@
  * 130k QPS on the bench machine, below what a good server answers on one
  * core. This one keeps a fixed number of queries in flight over several
  * connected UDP sockets, sends and receives them with sendmmsg/recvmmsg in
- * batches, and busy-polls its own core. It is bounded: it stops after a fixed
+ * batches, and busy-polls its own core (or, with -w, sleeps in poll(2) when a
+ * pass over its sockets moved nothing, so that a server with several threads
+ * can have the cores the load does not need: bench/workers). It is bounded: it stops after a fixed
  * duration (-t) or a fixed number of queries (-n), then waits at most the
  * query timeout for the last answers.
  *
@@ -21,6 +23,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,6 +62,7 @@ typedef struct dl_opts {
     double seconds;
     uint64_t count;
     unsigned sockets, inflight, batch, timeout_ms;
+    bool wait; /* -w: poll(2) when a pass moved nothing, instead of spinning */
 } dl_opts_t;
 
 static uint32_t dl_hist[DL_HIST_US + 1];
@@ -68,7 +72,8 @@ static void usage(void)
     fprintf(
         stderr,
         "usage: dnsload -s ADDR -p PORT -f QUERYFILE (-t SECONDS | -n COUNT)\n"
-        "               [-c SOCKETS=8] [-q INFLIGHT=256] [-b BATCH=32] [-T TIMEOUT_MS=1000]\n"
+        "               [-c SOCKETS=8] [-q INFLIGHT=256] [-b BATCH=32] [-T TIMEOUT_MS=1000] [-w]\n"
+        "-w: sleep in poll(2) when nothing moved, instead of busy-polling a core.\n"
         "QUERYFILE: dnsperf format, \"name TYPE\" per line (A, AAAA, TXT, MX, ...).\n"
         "Prints: sent= answered= lost= late= seconds= qps= p50_us= p99_us= max_us= not_noerror=\n");
 }
@@ -197,7 +202,7 @@ static int dl_parse_opts(int argc, char **argv, dl_opts_t *o)
 {
     *o = (dl_opts_t){.sockets = 8, .inflight = 256, .batch = 32, .timeout_ms = 1000};
     int c;
-    while ((c = getopt(argc, argv, "s:p:f:t:n:c:q:b:T:h")) != -1) {
+    while ((c = getopt(argc, argv, "s:p:f:t:n:c:q:b:T:wh")) != -1) {
         switch (c) {
         case 's':
             o->server = optarg;
@@ -222,6 +227,9 @@ static int dl_parse_opts(int argc, char **argv, dl_opts_t *o)
             break;
         case 'b':
             o->batch = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'w':
+            o->wait = true;
             break;
         case 'T':
             o->timeout_ms = (unsigned)strtoul(optarg, NULL, 10);
@@ -313,8 +321,16 @@ int main(int argc, char **argv)
     bool sending = true;
     uint64_t drain_end = 0;
 
+    struct pollfd *pfds = calloc(o.sockets, sizeof *pfds);
+    if (!pfds) {
+        fprintf(stderr, "dnsload: out of memory\n");
+        return 2;
+    }
+    for (unsigned si = 0; si < o.sockets; si++)
+        pfds[si] = (struct pollfd){.fd = socks[si].fd, .events = POLLIN};
     for (;;) {
         uint64_t now = dl_now_ns();
+        bool moved = false;
         if (sending && (now >= end || (o.count && sent >= o.count))) {
             sending = false;
             drain_end = now + timeout_ns;
@@ -333,6 +349,7 @@ int main(int argc, char **argv)
             }
             int got = recvmmsg(s->fd, msgs, o.batch, MSG_DONTWAIT, NULL);
             if (got > 0) {
+                moved = true;
                 uint64_t t = dl_now_ns();
                 last_recv = t;
                 for (int i = 0; i < got; i++) {
@@ -401,6 +418,7 @@ int main(int argc, char **argv)
                 qi = (qi + nq - room % nq) % nq;
                 continue;
             }
+            moved = true;
             if ((uint32_t)n < room)
                 qi = (qi + nq - (room - (uint32_t)n) % nq) % nq;
             for (int i = 0; i < n; i++)
@@ -410,7 +428,12 @@ int main(int argc, char **argv)
             outstanding += (uint64_t)n;
             sent += (uint64_t)n;
         }
+        /* Every query in flight and no answer yet: wait for one (1 ms at
+         * most, so the expiry above still runs). */
+        if (o.wait && !moved)
+            (void)poll(pfds, o.sockets, 1);
     }
+    free(pfds);
     /* Whatever is still unanswered at the end of the drain is lost. */
     lost += outstanding;
     double secs = (double)(last_recv - start) / 1e9;

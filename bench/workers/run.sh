@@ -261,8 +261,12 @@ dns_cell() { # mode load server round
   kill -0 "$pid" 2>/dev/null || die "$s exited: $(tail -5 "$WORK/$s.log")"
   [ "$s" = moat-2 ] && w0=$(worker_counts "$s" moat_worker_dns_queries_total)
   t0=$(cpu_ticks "$pid")
+  # Both cores shared: dnsload sleeps when nothing moved (-w) instead of
+  # busy-polling a core, so a server with two threads can have both.
+  local wait=()
+  [ "$mode" = both ] && wait=(-w)
   out=$(taskset -c "$LOAD_CPUS" "$DNSLOAD" -s 127.0.0.1 -p "${PORT[$s]}" -f "$WORK/$load.txt" \
-    -t "$SECS" -c "$SOCKETS" -q "$INFLIGHT" -b 32 -T 1000)
+    -t "$SECS" -c "$SOCKETS" -q "$INFLIGHT" -b 32 -T 1000 "${wait[@]}")
   t1=$(cpu_ticks "$pid")
   [ "$s" = moat-2 ] && { w1=$(worker_counts "$s" moat_worker_dns_queries_total); share=$(share_delta "$w0" "$w1"); }
   local answered qps
