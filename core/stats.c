@@ -80,7 +80,6 @@ typedef struct stats_counts {
     uint64_t reloads[2];
     uint64_t dialcache[STATS_DIALCACHE_EVENT_COUNT];
     int64_t dialcache_entries;
-    uint64_t dns_all, conns_all; /* every query and decided connection: the worker series */
 } stats_counts_t;
 
 /* One worker's counters (shard 0: the daemon's own loop). Only the worker's
@@ -107,8 +106,12 @@ static stats_shard_t stats_main = {.lock = PTHREAD_MUTEX_INITIALIZER};
 static stats_shard_t *stats_shards[STATS_MAX_WORKERS] = {&stats_main};
 static size_t stats_n_shards = 1;
 /* The shard of the calling thread: the daemon's loop and any thread not
- * bound (the thread pool never counts) use shard 0. */
-static _Thread_local stats_shard_t *stats_self = &stats_main;
+ * bound (the thread pool never counts) use shard 0. initial-exec: the
+ * library is linked into the program, so the variable is at a fixed offset
+ * from the thread pointer (one load), not found through __tls_get_addr,
+ * which the position-independent default would call on every count. */
+static _Thread_local stats_shard_t *stats_self __attribute__((tls_model("initial-exec"))) =
+    &stats_main;
 
 static size_t stats_reason_index(filter_reason_t reason)
 {
@@ -234,16 +237,11 @@ void stats_bind_worker(size_t i)
     stats_self = i < stats_n_shards ? stats_shards[i] : &stats_main;
 }
 
-/* The calling worker's block of tenant id, allocated at its first count;
- * NULL when it cannot be (the count is dropped). An id stats_tenant never
- * gave counts as no tenant. */
-static stats_tenant_t *stats_block(unsigned id)
+/* stats_block's first count of tenant id on this worker: allocate its
+ * block (NULL when it cannot be: the count is dropped). An id stats_tenant
+ * never gave counts as no tenant. Out of line: the common case inlines. */
+__attribute__((noinline)) static stats_tenant_t *stats_block_new(stats_shard_t *sh, unsigned id)
 {
-    stats_shard_t *sh = stats_self;
-    if (id == 0)
-        return &sh->none;
-    if (id < sh->cap && sh->blocks[id])
-        return sh->blocks[id];
     if (id >= __atomic_load_n(&stats_ids, __ATOMIC_ACQUIRE))
         return &sh->none;
     stats_tenant_t *t = NULL;
@@ -265,13 +263,23 @@ out:
     return t;
 }
 
+/* The calling worker's block of tenant id (see stats_block_new). */
+static inline stats_tenant_t *stats_block(unsigned id)
+{
+    stats_shard_t *sh = stats_self;
+    if (id == 0)
+        return &sh->none;
+    if (id < sh->cap && sh->blocks[id])
+        return sh->blocks[id];
+    return stats_block_new(sh, id);
+}
+
 void stats_dns_query(unsigned tenant, stats_verdict_t verdict, int rcode)
 {
     stats_tenant_t *t = stats_block(tenant);
     if ((unsigned)verdict >= STATS_VERDICT_COUNT || !t)
         return;
     STATS_ADD(t->dns_queries[verdict][stats_rcode_index(rcode)], 1);
-    STATS_ADD(stats_self->c.dns_all, 1);
 }
 
 void stats_dns_cache(bool hit)
@@ -318,7 +326,6 @@ void stats_conn_decision(unsigned tenant, stats_listener_t listener, stats_verdi
     stats_counts_t *c = &stats_self->c;
     STATS_ADD(c->bytes[listener][STATS_UP], bytes_up);
     STATS_ADD(c->bytes[listener][STATS_DOWN], bytes_down);
-    STATS_ADD(c->conns_all, 1);
 }
 
 void stats_conn_refused(stats_listener_t listener, filter_reason_t reason)
@@ -393,18 +400,30 @@ static void stats_add_all(uint64_t *dst, uint64_t *src, size_t n)
 
 #define STATS_WORDS(x) (sizeof(x) / sizeof(uint64_t))
 
+/* What one block counted over every label: queries into *dns, decided
+ * connections into *conns (the worker series; summed here, at a scrape,
+ * rather than counted a second time on every query). */
+static void stats_block_totals(const stats_tenant_t *t, uint64_t *dns, uint64_t *conns)
+{
+    const uint64_t *q = &t->dns_queries[0][0], *c = &t->conns[0][0][0];
+    for (size_t i = 0; i < STATS_WORDS(t->dns_queries); i++)
+        *dns += STATS_GET(q[i]);
+    for (size_t i = 0; i < STATS_WORDS(t->conns); i++)
+        *conns += STATS_GET(c[i]);
+}
+
 /* 0, or -ENOMEM (sum partly filled: free it with stats_sum_free). */
 static int stats_sum_shard(stats_sum_t *sum, stats_shard_t *sh, size_t k)
 {
     stats_add_all((uint64_t *)&sum->c, (uint64_t *)&sh->c, STATS_WORDS(sh->c));
     stats_add_all((uint64_t *)&sum->none, (uint64_t *)&sh->none, STATS_WORDS(sh->none));
-    sum->worker_dns[k] = STATS_GET(sh->c.dns_all);
-    sum->worker_conns[k] = STATS_GET(sh->c.conns_all);
+    stats_block_totals(&sh->none, &sum->worker_dns[k], &sum->worker_conns[k]);
     int rc = 0;
     pthread_mutex_lock(&sh->lock);
     for (size_t id = 1; id < sh->cap && id < sum->n && rc == 0; id++) {
         if (!sh->blocks[id])
             continue;
+        stats_block_totals(sh->blocks[id], &sum->worker_dns[k], &sum->worker_conns[k]);
         if (!sum->blocks[id] && !(sum->blocks[id] = calloc(1, sizeof *sum->blocks[id])))
             rc = -ENOMEM;
         else

@@ -158,8 +158,9 @@ void dns_addrmem_free(dns_addrmem_t *m)
     free(m);
 }
 
-static int amem_put_locked(dns_addrmem_t *m, const filter_addr_t *client, const char *name,
-                           size_t len, const filter_addr_t *addr, uint32_t ttl_s, uint64_t now_ms)
+__attribute__((always_inline)) static inline int
+amem_put_locked(dns_addrmem_t *m, const filter_addr_t *client, const char *name, size_t len,
+                const filter_addr_t *addr, uint32_t ttl_s, uint64_t now_ms)
 {
     if (m == NULL || name == NULL)
         return -EINVAL;

@@ -23,6 +23,7 @@
 
 #include <ares.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,6 +93,27 @@ struct dns_upstream {
 
 static void up_chan_update_timer(up_chan_t *c);
 static void up_chan_destroy(up_chan_t *c);
+
+
+/* c-ares counts ares_library_init / _cleanup calls in a plain integer: with
+ * several workers each creates and destroys its own client, possibly at
+ * once on two threads, so the calls are made under one lock. */
+static pthread_mutex_t up_lib_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int up_lib_init(void)
+{
+    pthread_mutex_lock(&up_lib_lock);
+    int rc = ares_library_init(ARES_LIB_INIT_ALL) == ARES_SUCCESS ? 0 : -EIO;
+    pthread_mutex_unlock(&up_lib_lock);
+    return rc;
+}
+
+static void up_lib_cleanup(void)
+{
+    pthread_mutex_lock(&up_lib_lock);
+    ares_library_cleanup();
+    pthread_mutex_unlock(&up_lib_lock);
+}
 
 /* ---- errors ---------------------------------------------------------------- */
 
@@ -221,7 +243,7 @@ static void up_chan_handle_closed_cb(uv_handle_t *h)
         if (up->done)
             up->done(up->done_arg);
         free(up);
-        ares_library_cleanup();
+        up_lib_cleanup();
     }
 }
 
@@ -496,11 +518,11 @@ static void up_chan_retire(dns_upstream_t *up, up_chan_t *c)
 int dns_upstream_create(uv_loop_t *loop, const cfg_t *cfg, dns_upstream_t **out)
 {
     *out = NULL;
-    if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS)
+    if (up_lib_init() != 0)
         return -EIO;
     dns_upstream_t *up = calloc(1, sizeof *up);
     if (!up) {
-        ares_library_cleanup();
+        up_lib_cleanup();
         return -ENOMEM;
     }
     up->loop = loop;
@@ -508,7 +530,7 @@ int dns_upstream_create(uv_loop_t *loop, const cfg_t *cfg, dns_upstream_t **out)
     int rc = up_chan_create(up, cfg, &up->cur);
     if (rc != 0) {
         free(up);
-        ares_library_cleanup();
+        up_lib_cleanup();
         return rc;
     }
     *out = up;
