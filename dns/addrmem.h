@@ -81,6 +81,13 @@ void dns_addrmem_free(dns_addrmem_t *m);
 int dns_addrmem_put(dns_addrmem_t *m, const filter_addr_t *client, const char *name, size_t len,
                     const filter_addr_t *addr, uint32_t ttl_s, uint64_t now_ms);
 
+/* dns_addrmem_put for a name filter_name_normalize() already returned (the
+ * resolver has it from the query parser: dns_query_t.lname); not checked
+ * again but for its length. */
+int dns_addrmem_put_normalized(dns_addrmem_t *m, const filter_addr_t *client, const char *norm,
+                               size_t len, const filter_addr_t *addr, uint32_t ttl_s,
+                               uint64_t now_ms);
+
 /* True when client resolved name to addr through moat and that has not
  * expired at now_ms. */
 bool dns_addrmem_check(dns_addrmem_t *m, const filter_addr_t *client, const char *name, size_t len,

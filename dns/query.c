@@ -12,24 +12,26 @@
 #include <string.h>
 
 #include "filter/cursor.h"
+#include "filter/name.h"
 
 /* Header flag bits (RFC 1035 §4.1.1, RFC 4035 §3.2). */
 #define DNSQ_QR 0x8000u
 #define DNSQ_RD 0x0100u
 #define DNSQ_CD 0x0010u
 
-/* Octets a host name may hold: [A-Za-z0-9-_], the same set as
- * filter_name_normalize(). None of them is escaped in presentation form. */
-static const uint8_t dnsq_host_octet[256] = {
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
-    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1,
-    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-};
+/* Octets a host name may hold, [A-Za-z0-9-_] (the same set as
+ * filter_name_normalize()), as that function writes them: lowercase. 0 for
+ * every other octet. None of them is escaped in presentation form. */
+static uint8_t dnsq_fold[256];
+
+__attribute__((constructor)) static void dnsq_fold_init(void)
+{
+    for (unsigned c = 0; c < 256; c++) {
+        bool lower = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+        bool upper = c >= 'A' && c <= 'Z';
+        dnsq_fold[c] = (uint8_t)(lower ? c : upper ? c + ('a' - 'A') : 0);
+    }
+}
 
 /* Append one label octet in presentation form, escaped as ldns writes it
  * (ldns_rdf2buffer_str_dname), so logs and tests agree with ldns. */
@@ -60,6 +62,17 @@ static int dnsq_fail(filter_cur_t *c, filter_cur_err_t kind)
  * pointer has nothing to point back to in a question and is refused, as are
  * the reserved label types 01 and 10 (RFC 6891 §5). Fills qname, the
  * presentation form and the label bookkeeping; returns 0 or -EBADMSG. */
+/* The last label is all digits (filter_name_normalize refuses such a name:
+ * an address, not a host name). */
+static bool dnsq_numeric_tld(const dns_query_t *q)
+{
+    const uint8_t *l = q->qname + q->tld_off;
+    for (uint8_t i = 1; i <= l[0]; i++)
+        if (l[i] < '0' || l[i] > '9')
+            return false;
+    return true;
+}
+
 static int dnsq_read_qname(filter_cur_t *c, dns_query_t *q)
 {
     size_t wire = 0, text = 0;
@@ -83,20 +96,28 @@ static int dnsq_read_qname(filter_cur_t *c, dns_query_t *q)
         q->qname[wire++] = len;
         memcpy(q->qname + wire, label, len);
         wire += len;
-        if (text > 0)
+        if (text > 0) {
+            if (!q->not_host)
+                q->lname[text] = '.'; /* text < wire while every label is a host's */
             q->name[text++] = '.';
+        }
         /* A host-name label (nearly every one) is its own presentation
-         * form: copied whole. Any other is written octet by octet. */
+         * form: copied whole, and folded into lname as it is checked. Any
+         * other is written octet by octet, and lname is given up. */
         unsigned host = 1;
-        for (size_t i = 0; i < len; i++)
-            host &= dnsq_host_octet[label[i]];
-        if (host) {
+        if (!q->not_host)
+            for (size_t i = 0; i < len; i++) {
+                uint8_t f = dnsq_fold[label[i]];
+                q->lname[text + i] = (char)f;
+                host &= f != 0;
+            }
+        if (host && !q->not_host) {
             memcpy(q->name + text, label, len);
             text += len;
             continue;
         }
         for (size_t i = 0; i < len; i++) {
-            if (!dnsq_host_octet[label[i]])
+            if (!dnsq_fold[label[i]])
                 q->not_host = true;
             text = dnsq_put_octet(q->name, text, label[i]);
         }
@@ -108,6 +129,9 @@ static int dnsq_read_qname(filter_cur_t *c, dns_query_t *q)
     q->name[text] = '\0';
     q->name_len = (uint16_t)text;
     q->qname_len = (uint16_t)wire;
+    q->host_name = !q->not_host && q->labels > 0 && text <= FILTER_NAME_MAX && !dnsq_numeric_tld(q);
+    if (q->host_name)
+        q->lname[text] = '\0';
     return 0;
 }
 

@@ -95,6 +95,7 @@ typedef struct dns_query {
     uint16_t udp_size; /* the client's payload size, at least 512 */
     /* The question name. */
     bool not_host;                    /* a label holds a byte no host name has (see name) */
+    bool host_name;                   /* lname holds the name normalised (see lname) */
     uint8_t labels;                   /* number of labels, 0 for the root */
     uint8_t tld_off;                  /* offset in qname of the last label's length octet */
     uint16_t qname_len;               /* wire length, root octet included (1..255) */
@@ -108,6 +109,13 @@ typedef struct dns_query {
      * and the other escapes are not host-name characters). NUL-terminated. */
     uint16_t name_len;
     char name[DNS_NAME_TEXT_MAX + 1];
+    /* When host_name is true: name as filter_name_normalize() returns it
+     * (lowercase, name_len octets, NUL-terminated), made while the labels
+     * are read, so the decision need not normalise again. host_name is true
+     * exactly when filter_name_normalize(name) succeeds: every label a
+     * host-name label, 1..FILTER_NAME_MAX octets, a last label not all
+     * digits. Otherwise lname holds nothing useful. */
+    char lname[DNS_NAME_WIRE_MAX];
 } dns_query_t;
 
 /* Parse the query in msg[0..len); see the top of this file. */

@@ -440,6 +440,8 @@ filter_dns_out_t filter_decide_dns(const filter_policy_t *p, const filter_dns_in
     }
     if (filtering && in->not_host)
         o.decision = dec_make(FILTER_BLOCK, FILTER_REASON_BAD_NAME, NULL);
+    else if (in->norm)
+        o.decision = filter_match_name_normalized(p, in->norm, in->name_len, FILTER_ANY_PORT);
     else
         o.decision = filter_match_name(p, in->name, in->name_len, FILTER_ANY_PORT);
     if (o.decision.verdict == FILTER_BLOCK) {

@@ -175,6 +175,9 @@ typedef struct filter_dns_input {
     bool not_host;    /* the name is not a host name (dns_query_t.not_host) */
     const char *name; /* presentation form, as asked */
     size_t name_len;
+    /* The same name as filter_name_normalize() returns it (name_len octets),
+     * when the caller has it already (dns_query_t.lname), or NULL. */
+    const char *norm;
 } filter_dns_input_t;
 
 typedef enum filter_dns_action {

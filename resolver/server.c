@@ -351,13 +351,19 @@ typedef struct srv_addr_ctx {
     const char *name;
     size_t name_len;
     uint64_t now;
+    bool normalized; /* name is dns_query_t.lname */
 } srv_addr_ctx_t;
 
 /* SPEC §2.2 last bullet: remember what this client was told. */
 static void srv_remember_cb(const dns_cache_addr_t *a, void *arg)
 {
     srv_addr_ctx_t *x = arg;
-    (void)dns_addrmem_put(x->s->addrmem, x->client, x->name, x->name_len, &a->addr, a->ttl, x->now);
+    if (x->normalized)
+        (void)dns_addrmem_put_normalized(x->s->addrmem, x->client, x->name, x->name_len, &a->addr,
+                                         a->ttl, x->now);
+    else
+        (void)dns_addrmem_put(x->s->addrmem, x->client, x->name, x->name_len, &a->addr, a->ttl,
+                              x->now);
 }
 
 /* ---- TCP connections ---------------------------------------------------------- */
@@ -494,7 +500,7 @@ static void srv_answer_waiter(dns_server_t *s, srv_waiter_t *w, const dns_rewrit
         /* RFC 8914 §4.23 / §4.24. */
         n = dns_answer_error_ede(&w->q, DNS_RCODE_SERVFAIL, ede, NULL, buf, cap);
     } else if (rr->qname_len > 0 && rr->n_addrs > 0) {
-        srv_addr_ctx_t x = {s, &w->caddr, rr->qname, rr->qname_len, uv_now(s->loop)};
+        srv_addr_ctx_t x = {s, &w->caddr, rr->qname, rr->qname_len, uv_now(s->loop), false};
         for (size_t i = 0; i < rr->n_addrs; i++)
             srv_remember_cb(&rr->addrs[i], &x);
     }
@@ -688,6 +694,7 @@ static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_cli
         .not_host = q.not_host,
         .name = q.name,
         .name_len = q.name_len,
+        .norm = q.host_name ? q.lname : NULL,
     };
     filter_dns_out_t d = filter_decide_dns(sc.policy, &din);
     const filter_decision_t *dec = &d.decision;
@@ -704,7 +711,7 @@ static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_cli
         return n > 0 ? (size_t)n : 0;
     }
     k.view = sc.view;
-    srv_addr_ctx_t x = {s, &cl->addr, q.name, q.name_len, now};
+    srv_addr_ctx_t x = {s, &cl->addr, q.host_name ? q.lname : q.name, q.name_len, now, q.host_name};
     size_t alen;
     uint8_t *abuf = out;
     size_t acap = cap;

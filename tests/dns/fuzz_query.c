@@ -13,6 +13,7 @@
 
 #include "dns/answer.h"
 #include "dns/query.h"
+#include "filter/name.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -100,6 +101,15 @@ static void fz_query(const uint8_t *data, size_t size)
     }
     CHECK(rc == 0);
     fz_check_query(&q);
+    /* lname is the normaliser's output exactly when the normaliser takes
+     * the name (the decision trusts it instead of normalising). */
+    if (q.has_question) {
+        char norm[FILTER_NAME_MAX + 1];
+        size_t nlen;
+        bool ok = filter_name_normalize(q.name, q.name_len, norm, &nlen) == FILTER_NAME_OK;
+        CHECK(ok == q.host_name);
+        CHECK(!ok || (nlen == q.name_len && memcmp(norm, q.lname, nlen + 1) == 0));
+    }
 
     static uint8_t buf[2048];
     dns_sinkhole_t cfg = {.ipv4 = {198, 18, 0, 1}, .ipv6 = {0xfd, [15] = 1}, .ttl = 10};

@@ -307,3 +307,14 @@ Test(addrmem, shared_between_threads)
     }
     dns_addrmem_free(m);
 }
+
+Test(addrmem, put_normalized_is_put)
+{
+    dns_addrmem_t *m = mk(16);
+    filter_addr_t c = A("198.18.0.2"), a = A("198.18.0.80");
+    cr_assert_eq(dns_addrmem_put_normalized(m, &c, "api.example.com", 15, &a, 60, 1000), 0);
+    cr_assert(check(m, "198.18.0.2", "API.Example.COM.", "198.18.0.80", 1000));
+    cr_assert_eq(dns_addrmem_put_normalized(m, &c, "", 0, &a, 60, 1000), -EINVAL);
+    cr_assert_eq(dns_addrmem_put_normalized(m, &c, NULL, 3, &a, 60, 1000), -EINVAL);
+    dns_addrmem_free(m);
+}
