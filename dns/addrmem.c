@@ -158,23 +158,13 @@ void dns_addrmem_free(dns_addrmem_t *m)
     free(m);
 }
 
+/* dns_addrmem_put_normalized, its lock held: norm[0..nlen) normalised. */
 __attribute__((always_inline)) static inline int
-amem_put_locked(dns_addrmem_t *m, const filter_addr_t *client, const char *name, size_t len,
-                bool normalized, const filter_addr_t *addr, uint32_t ttl_s, uint64_t now_ms)
+amem_put_locked(dns_addrmem_t *m, const filter_addr_t *client, const char *norm, size_t nlen,
+                const filter_addr_t *addr, uint32_t ttl_s, uint64_t now_ms)
 {
-    if (m == NULL || name == NULL)
-        return -EINVAL;
     amem_addr_t c, a;
     if (!amem_addr_canon(client, &c) || !amem_addr_canon(addr, &a))
-        return -EINVAL;
-    char buf[FILTER_NAME_MAX + 1];
-    const char *norm = name;
-    size_t nlen = len;
-    if (!normalized && filter_name_normalize(name, len, buf, &nlen) != 0)
-        return -EINVAL;
-    if (!normalized)
-        norm = buf;
-    else if (len == 0 || len > FILTER_NAME_MAX)
         return -EINVAL;
     if (m->max_entries == 0)
         return -ENODATA;
@@ -305,22 +295,21 @@ static size_t amem_names_for_locked(dns_addrmem_t *m, const filter_addr_t *clien
 int dns_addrmem_put(dns_addrmem_t *m, const filter_addr_t *client, const char *name, size_t len,
                     const filter_addr_t *addr, uint32_t ttl_s, uint64_t now_ms)
 {
-    if (m == NULL || name == NULL)
+    char norm[FILTER_NAME_MAX + 1];
+    size_t nlen;
+    if (m == NULL || name == NULL || filter_name_normalize(name, len, norm, &nlen) != 0)
         return -EINVAL;
-    amem_lock(m);
-    int rc = amem_put_locked(m, client, name, len, false, addr, ttl_s, now_ms);
-    amem_unlock(m);
-    return rc;
+    return dns_addrmem_put_normalized(m, client, norm, nlen, addr, ttl_s, now_ms);
 }
 
 int dns_addrmem_put_normalized(dns_addrmem_t *m, const filter_addr_t *client, const char *norm,
                                size_t len, const filter_addr_t *addr, uint32_t ttl_s,
                                uint64_t now_ms)
 {
-    if (m == NULL || norm == NULL)
+    if (m == NULL || norm == NULL || len == 0 || len > FILTER_NAME_MAX)
         return -EINVAL;
     amem_lock(m);
-    int rc = amem_put_locked(m, client, norm, len, true, addr, ttl_s, now_ms);
+    int rc = amem_put_locked(m, client, norm, len, addr, ttl_s, now_ms);
     amem_unlock(m);
     return rc;
 }
