@@ -118,10 +118,10 @@ static void worker_run(moat_worker_t *w, worker_cmd_t *cmd)
             moat_service_drain(inner, worker_inner_drained_cb);
         break;
     case WORKER_CLOSE:
+        /* The daemon closes a wrapper once, from STARTED or DRAINING, and
+         * the copy is then in one of those states too. */
         if (st == MOAT_SERVICE_STARTED || st == MOAT_SERVICE_DRAINING)
             moat_service_close(inner, worker_inner_closed_cb);
-        else
-            worker_inner_closed_cb(inner); /* closed already: say so anyway */
         break;
     case WORKER_FREE:
         if (inner->ops->free)

@@ -382,11 +382,11 @@ static void px_lsn_wanted(void *ctx, size_t i, const cfg_addr_t **addr, int *kin
  * another kind (it would otherwise be in use when the new one binds). */
 static bool px_lsn_same(void *ctx, moat_listener_t *ml, const cfg_addr_t *a, int kind)
 {
-    (void)ctx;
+    px_t *px = ctx;
     px_listener_t *l = container_of(ml, px_listener_t, base);
     if (ml->keep || !filter_sockaddr_equal(&l->addr.sa, &a->sa))
         return false;
-    if (l->kind != (px_kind_t)kind)
+    if (l->kind != (px_kind_t)kind && px->worker == 0) /* once, not per worker */
         log_info("proxy: %s is now a %s listener (was %s)", a->text, px_kind_str((px_kind_t)kind),
                  px_kind_str(l->kind));
     l->kind = (px_kind_t)kind;
@@ -403,9 +403,10 @@ static int px_lsn_open(void *ctx, const cfg_addr_t *a, int kind, moat_listener_t
 
 static void px_lsn_close(void *ctx, moat_listener_t *ml)
 {
-    (void)ctx;
+    px_t *px = ctx;
     px_listener_t *l = container_of(ml, px_listener_t, base);
-    log_info("proxy: no longer listening on %s %s", px_kind_str(l->kind), l->addr.text);
+    if (px->worker == 0) /* once, not per worker */
+        log_info("proxy: no longer listening on %s %s", px_kind_str(l->kind), l->addr.text);
     px_listener_close(l);
 }
 
