@@ -277,6 +277,20 @@ static int wt_move(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, ui
 }
 
 /* Keep buf[from..len) as the held bytes (buf may be the held buffer). */
+/* Room for want bytes in the held buffer. 0 or -ENOMEM (the held bytes
+ * stay as they were). */
+static int wt_held_room(px_watch_t *w, size_t want)
+{
+    if (want <= w->held_cap)
+        return 0;
+    uint8_t *nb = realloc(w->held, want);
+    if (!nb)
+        return -ENOMEM;
+    w->held = nb;
+    w->held_cap = want;
+    return 0;
+}
+
 static int wt_hold(px_watch_t *w, const uint8_t *buf, size_t from, size_t len)
 {
     size_t rest = len - from;
@@ -289,13 +303,8 @@ static int wt_hold(px_watch_t *w, const uint8_t *buf, size_t from, size_t len)
         w->held_len = rest;
         return 0;
     }
-    if (rest > w->held_cap) {
-        uint8_t *nb = realloc(w->held, rest);
-        if (!nb)
-            return -ENOMEM;
-        w->held = nb;
-        w->held_cap = rest;
-    }
+    if (wt_held_room(w, rest) != 0)
+        return -ENOMEM;
     memcpy(w->held, buf + from, rest);
     w->held_len = rest;
     return 0;
@@ -304,14 +313,8 @@ static int wt_hold(px_watch_t *w, const uint8_t *buf, size_t from, size_t len)
 /* Read more client bytes behind the held ones. Same returns as wt_read. */
 static ssize_t wt_read_held(px_conn_t *c, px_watch_t *w)
 {
-    size_t want = w->held_len + PX_COPY_BUF;
-    if (want > w->held_cap) {
-        uint8_t *nb = realloc(w->held, want);
-        if (!nb)
-            return -ENOMEM;
-        w->held = nb;
-        w->held_cap = want;
-    }
+    if (wt_held_room(w, w->held_len + PX_COPY_BUF) != 0)
+        return -ENOMEM;
     ssize_t n = wt_read(c, &c->d_up, &c->cs, w->held + w->held_len, PX_COPY_BUF);
     if (n > 0)
         w->held_len += (size_t)n;
