@@ -57,8 +57,9 @@
 #define SRV_UDP_ROUNDS 16
 /* Busy reading (srv_udp_poll_cb): a wake-up that found at least
  * SRV_UDP_BUSY_MIN datagrams switches the socket from epoll to reading on
- * every turn of the loop, and SRV_UDP_SPIN turns in a row that found none
- * switch it back. */
+ * every turn of the loop, and SRV_UDP_SPIN turns in a row that found fewer
+ * switch it back (so a moderate load, a few datagrams a turn, does not keep
+ * the loop spinning where epoll would let it sleep). */
 #define SRV_UDP_BUSY_MIN 8
 #define SRV_UDP_SPIN     16
 /* Room per received datagram: a query is header + question + OPT (+ a few
@@ -831,7 +832,7 @@ static unsigned srv_udp_read(srv_listener_t *l)
 static void srv_udp_poll_cb(uv_poll_t *h, int status, int events);
 
 /* Every turn of the loop while some listener is busy: read the busy ones;
- * after SRV_UDP_SPIN turns with nothing, hand them back to epoll. */
+ * after SRV_UDP_SPIN turns with little, hand them back to epoll. */
 static void srv_udp_idle_cb(uv_idle_t *h)
 {
     dns_server_t *s = h->data;
@@ -842,7 +843,7 @@ static void srv_udp_idle_cb(uv_idle_t *h)
         if (l->busy)
             got += srv_udp_read(l);
     }
-    if (got > 0) {
+    if (got >= SRV_UDP_BUSY_MIN) {
         s->udp_empty = 0;
         return;
     }
