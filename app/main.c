@@ -386,6 +386,19 @@ static bool main_subcommand(int argc, char **argv, int *status)
     return true;
 }
 
+/* --workers' value: 0 for auto, 1..CFG_WORKERS_MAX, or -1 for anything
+ * else (NULL included). */
+static long main_parse_workers(const char *v)
+{
+    if (!v)
+        return -1;
+    if (strcmp(v, "auto") == 0)
+        return 0;
+    char *end;
+    long n = strtol(v, &end, 10);
+    return end != v && *end == '\0' && n >= 1 && n <= CFG_WORKERS_MAX ? n : -1;
+}
+
 /* The daemon's options. Returns -1 to run with *config_path, or the exit
  * status (--version, --help, a bad argument). */
 static int main_options(int argc, char **argv, const char **config_path)
@@ -420,16 +433,9 @@ static int main_options(int argc, char **argv, const char **config_path)
         }
         if (strncmp(a, "--workers", 9) == 0 && (a[9] == '\0' || a[9] == '=')) {
             const char *v = args_value(argc, argv, &i, "--workers");
-            char *end = NULL;
-            long n = v && strcmp(v, "auto") == 0 ? 0 : v ? strtol(v, &end, 10) : -1;
-            if (!v || main_workers_option >= 0 || (end && (*end || end == v)) || n < 0 ||
-                n > CFG_WORKERS_MAX) {
-                fprintf(stderr, "moat: --workers needs auto or a number from 1 to %d\n",
-                        CFG_WORKERS_MAX);
-                return MOAT_EXIT_CONFIG;
-            }
-            if (n == 0 && strcmp(v, "auto") != 0) {
-                fprintf(stderr, "moat: --workers needs auto or a number from 1 to %d\n",
+            long n = main_workers_option < 0 ? main_parse_workers(v) : -1;
+            if (n < 0) {
+                fprintf(stderr, "moat: --workers needs one value: auto or a number from 1 to %d\n",
                         CFG_WORKERS_MAX);
                 return MOAT_EXIT_CONFIG;
             }

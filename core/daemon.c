@@ -39,7 +39,7 @@ struct moat_daemon {
     uv_async_t reap_async;
     pthread_mutex_t reap_lock;
     struct reap_node *reaps;
-    bool reap_open;
+    bool reap_open;      /* under reap_lock: reap_async may be sent to */
     size_t workers;      /* running (core/worker.h) */
     bool workers_pinned; /* by the command line: the config's value is not asked */
 };
@@ -138,10 +138,12 @@ static void daemon_finish(moat_daemon_t *d)
     /* From here a last reference frees its generation where it drops;
      * daemon_reap_closed_cb frees those still queued. */
     moat_gen_set_reaper(NULL, NULL);
-    if (d->reap_open) {
-        d->reap_open = false;
+    pthread_mutex_lock(&d->reap_lock);
+    bool was_open = d->reap_open;
+    d->reap_open = false; /* a daemon_reap still under way frees in place */
+    pthread_mutex_unlock(&d->reap_lock);
+    if (was_open)
         uv_close((uv_handle_t *)&d->reap_async, daemon_reap_closed_cb);
-    }
     uv_close((uv_handle_t *)&d->sig_hup, daemon_handle_closed_cb);
     uv_close((uv_handle_t *)&d->sig_term, daemon_handle_closed_cb);
     uv_close((uv_handle_t *)&d->sig_int, daemon_handle_closed_cb);
@@ -541,10 +543,17 @@ static void daemon_reap(moat_gen_t *gen, void *arg)
     }
     n->gen = gen;
     pthread_mutex_lock(&d->reap_lock);
-    n->next = d->reaps;
-    d->reaps = n;
+    bool open = d->reap_open;
+    if (open) {
+        n->next = d->reaps;
+        d->reaps = n;
+        uv_async_send(&d->reap_async); /* under the lock: the handle is not closed meanwhile */
+    }
     pthread_mutex_unlock(&d->reap_lock);
-    uv_async_send(&d->reap_async);
+    if (!open) {
+        free(n);
+        moat_gen_free(gen);
+    }
 }
 
 int moat_daemon_run(moat_daemon_t *d, moat_daemon_started_cb started, void *arg)

@@ -100,6 +100,16 @@ class CliTest(unittest.TestCase):
     def test_config_flag_needs_file(self):
         self.assertEqual(run_moat("-c").returncode, 1)
 
+    def test_workers_flag_needs_auto_or_a_number(self):
+        for args in (["--workers"], ["--workers", "0"], ["--workers", "257"],
+                     ["--workers", "two"], ["--workers", "2x"], ["--workers=-1"],
+                     ["--workers", "2", "--workers", "2"]):
+            with self.subTest(args=args):
+                r = run_moat(*args)
+                self.assertEqual(r.returncode, 1)
+                self.assertIn("--workers needs one value: auto or a number from 1 to 256",
+                              r.stderr)
+
     # --- check ----------------------------------------------------------------
 
     def test_check_valid_prints_summary(self):

@@ -149,6 +149,17 @@ class WorkersTest(xf.ExplicitCase):
             time.sleep(0.1)
         self.assertEqual(rep, 0)
 
+    def test_a_reload_keeps_the_workers_and_says_so(self):
+        self.start(extra=WORKERS)
+        n = self.reload(self.config_text.replace(WORKERS, "workers: 1\n"))
+        self.moat.wait_line("workers: the config asks for 1, 2 are running; a change of "
+                            "workers takes effect at the next start", start=n)
+        self.moat.wait_line("reloaded", start=n)
+        # Both workers still answer.
+        for _ in range(N_QUERIES // 4):
+            self.assertEqual(self.guest_query("blocked.test"), ["0.0.0.0"])
+        self.assertGreater(min(self.per_worker("dns_queries")), 0)
+
     def test_sigterm_drains_every_worker(self):
         self.start(extra=WORKERS)
         tunnels = []
