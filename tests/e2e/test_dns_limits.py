@@ -230,8 +230,18 @@ class UdpGarbageTest(LimitsTestBase):
             except (BlockingIOError, ConnectionRefusedError):
                 pass
         # Still answering (garbage with a header got FORMERR and was dropped
-        # otherwise; nothing crashed).
-        r = udp_query(self.port, "allowed.test", timeout=5.0)
+        # otherwise; nothing crashed). Asked up to three times, as a stub
+        # resolver would: right after 50,000 datagrams the socket's receive
+        # buffer may still be full, and the kernel then drops the question
+        # before moat sees it (on a machine busy with other work).
+        r = None
+        for _ in range(3):
+            try:
+                r = udp_query(self.port, "allowed.test", timeout=2.0)
+                break
+            except AssertionError:
+                continue
+        self.assertIsNotNone(r, "no answer to three tries after the flood")
         self.assertEqual(r.rcode_name, "NOERROR")
         self.assertEqual(r.addrs(), ["198.18.0.10"])
         self.assertServing()
