@@ -118,3 +118,14 @@ addAction(SuffixMatchNodeRule(blocked), SpoofAction({"0.0.0.0", "::"}))
 EOF
   [ "$3" = 0 ] || echo "setUDPMultipleMessagesVectorSize($3)"
 }
+
+# bench_dns_probe DNSLOAD PORT FILE: return 0 once a server on
+# 127.0.0.1:PORT answers one query of FILE, 1 after 5 s.
+bench_dns_probe() {
+  local i
+  for i in $(seq 50); do
+    "$1" -s 127.0.0.1 -p "$2" -f "$3" -n 1 -c 1 -q 1 -T 100 >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}

@@ -94,7 +94,6 @@ struct dns_upstream {
 static void up_chan_update_timer(up_chan_t *c);
 static void up_chan_destroy(up_chan_t *c);
 
-
 /* c-ares counts ares_library_init / _cleanup calls in a plain integer: with
  * several workers each creates and destroys its own client, possibly at
  * once on two threads, so the calls are made under one lock. */

@@ -141,14 +141,7 @@ start_server() { # name
   PID[$n]=$!
 }
 
-probe() { # port file: answered within 5 s
-  local i
-  for i in $(seq 50); do
-    "$DNSLOAD" -s 127.0.0.1 -p "$1" -f "$2" -n 1 -c 1 -q 1 -T 100 >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  return 1
-}
+probe() { bench_dns_probe "$DNSLOAD" "$@"; } # port file: answered within 5 s
 
 probe $UP_PORT "$WORK/allowed.txt" || die "the upstream dnsmasq did not answer: $(cat "$WORK/upstream.log")"
 for s in $SERVERS; do

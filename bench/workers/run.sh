@@ -128,13 +128,7 @@ if has_load tcp; then
   bench_wait_port "${TARGET[moat]}" 443 || die "tcpresp: nothing on port 443"
 fi
 
-probe() { # port file: answered within 5 s
-  for _ in $(seq 50); do
-    "$DNSLOAD" -s 127.0.0.1 -p "$1" -f "$2" -n 1 -c 1 -q 1 -T 100 >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  return 1
-}
+probe() { bench_dns_probe "$DNSLOAD" "$@"; } # port file: answered within 5 s
 probe $UP_PORT "$WORK/allowed.txt" || die "the upstream dnsmasq did not answer: $(cat "$WORK/upstream.log")"
 
 # ---- the servers (started on core 0) -----------------------------------------------------
