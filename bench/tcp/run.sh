@@ -26,8 +26,9 @@
 # the rates of such a run mean nothing), BENCH_MOAT_LOG (moat's log level,
 # default warn), BENCH_PEER_DNS=1 (the peers resolve the tunnels' names
 # through dnsmasq instead of /etc/hosts), BENCH_MOAT_BASE (another moat
-# binary, e.g. a build from before a change: its http and transparent
-# listeners run the keep-alive load too, as moat-base and moat-tp-base).
+# binary, e.g. a build from before a change: its tls listener runs the rate
+# load beside moat's, and its http and transparent listeners the keep-alive
+# load, as moat-base and moat-tp-base).
 set -euo pipefail
 
 BUILD=${1:-build-bench}
@@ -130,7 +131,7 @@ declare -A TNAME=([moat-connect]=tunnel1.test [moat-socks]=tunnel2.test [squid]=
 # ka (d, the keep-alive HTTP load).
 declare -A LOADS=([direct]="rate bulk hold ka" [moat]="rate bulk hold ka" [relay]="rate bulk ka"
                   [moat-off]="rate bulk hold ka" [moat-tp]="ka" [moat-connect]="rate bulk hold ka"
-                  [moat-base]="ka" [moat-tp-base]="ka")
+                  [moat-base]="rate ka" [moat-tp-base]="ka")
 loads() { echo "${LOADS[$1]:-rate bulk hold}"; }
 
 ip link set lo up

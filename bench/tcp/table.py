@@ -31,7 +31,7 @@ import statistics
 import sys
 
 PEERS = ["sniproxy", "haproxy", "haproxy-splice"]
-ORDER = ["direct", "relay", "moat-off", "moat", "sniproxy", "haproxy", "haproxy-splice", "uring"]
+ORDER = ["direct", "relay", "moat-off", "moat", "moat-base", "sniproxy", "haproxy", "haproxy-splice", "uring"]
 TPEERS = ["squid", "squid-peek", "tinyproxy", "dante", "microsocks"]
 TORDER = ["moat-connect", "moat-socks"] + TPEERS
 KORDER = ["direct", "relay", "moat-off", "moat", "moat-base", "moat-tp", "moat-tp-base",
@@ -126,7 +126,7 @@ def sni_table(data, spread, conns, bulk, hold, rounds):
                 rb, ra, fb, fa = r[:4]
                 cells[6] = "%.2f → %.2f KB" % (rb, ra)
                 cells[7] = "%.2f → %.2f" % (fb, fa)
-            if cfg in ("moat", "moat-off") and load != "hold":
+            if cfg in ("moat", "moat-base", "moat-off") and load != "hold":
                 parts = ["rate %s, CPU %s best peer (%s; %s)" %
                          (ratio(rate, brate), ratio(cpu, bcpu), bp, bc),
                          "rate %s direct" % ratio(rate, d)]
