@@ -2,6 +2,7 @@
 # moat's one entry point for people and CI (see README):
 #   ./dev.sh run [moat args]   install what is missing, build, run build/moat
 #   ./dev.sh test [--sanitize] install what is missing, build, run every test suite
+#   ./dev.sh test --threads    the e2e suite against a ThreadSanitizer build, two workers
 #   ./dev.sh fuzz [SECONDS]    build the libFuzzer targets (clang) and run each SECONDS (default 30)
 #   ./dev.sh bench [NAME]      build and run the benchmarks in bench/
 #   ./dev.sh package           build the Debian package (debian/) into dist/
@@ -50,6 +51,15 @@ test)
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
       meson test -C build-san --print-errorlogs --num-processes 2 \
       --wrapper "$PWD/tests/san-check.sh" "$@"
+  elif [ "${1:-}" = "--threads" ]; then
+    shift
+    # The daemon's threads (workers, log writer, thread pool) under TSan,
+    # with two workers unless MOAT_TEST_WORKERS says otherwise. The e2e
+    # suite only: Criterion's runner does not start under TSan.
+    build build-tsan -Db_sanitize=thread --buildtype=debugoptimized
+    MOAT_TEST_WORKERS=${MOAT_TEST_WORKERS:-2} \
+      meson test -C build-tsan --suite e2e --print-errorlogs --num-processes 2 \
+      --wrapper "$PWD/tests/tsan-check.sh" "$@"
   else
     build build
     meson test -C build --print-errorlogs --num-processes 2 "$@"
@@ -84,7 +94,7 @@ package)
   ls dist/moat_"$ver"_*.deb
   ;;
 *)
-  echo "usage: ./dev.sh run [moat args] | test [--sanitize] | fuzz [SECONDS] | bench [NAME] | package" >&2
+  echo "usage: ./dev.sh run [moat args] | test [--sanitize|--threads] | fuzz [SECONDS] | bench [NAME] | package" >&2
   exit 1
   ;;
 esac

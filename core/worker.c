@@ -168,14 +168,17 @@ static void worker_main(void *arg)
 
 /* ---- on the daemon's loop ----------------------------------------------------------------- */
 
-/* Queue cmd (and wait for it when cmd->wait). */
+/* Queue cmd (and wait for it when cmd->wait). A posted cmd belongs to the
+ * worker once queued (it frees it, maybe before uv_async_send returns), so
+ * nothing of it is read after the unlock. */
 static void worker_send(moat_worker_t *w, worker_cmd_t *cmd)
 {
+    bool wait = cmd->wait;
     pthread_mutex_lock(&w->lock);
     moat_list_append(&w->cmds, &cmd->node);
     pthread_mutex_unlock(&w->lock);
     uv_async_send(&w->wake);
-    if (!cmd->wait)
+    if (!wait)
         return;
     pthread_mutex_lock(&w->lock);
     while (!cmd->done)

@@ -10,8 +10,8 @@ SIGTERM while one spliced connection is still open (the grace ends and
 aborts it), so the reload, drain and abort paths are checked too.
 
 Skipped, with the reason, when valgrind is not installed (dev.sh's test
-packages install it), when build/moat is a sanitizer build (ASan and
-valgrind do not mix; the sanitizer build has its own leak check), or when
+packages install it), when build/moat is a sanitizer build (ASan or
+TSan and valgrind do not mix; the ASan build has its own leak check), or when
 not root (the backends listen on ports 443 and 80 in a network namespace
 of the test's own). valgrind makes moat some 20-50 times slower: every wait
 here is long, and every one is bounded."""
@@ -35,20 +35,22 @@ SLOW = 60.0  # seconds: any single wait on moat under valgrind
 
 
 def sanitizer_build(path):
-    """Whether the binary at path carries AddressSanitizer (linked or static)."""
+    """Whether the binary at path carries AddressSanitizer or ThreadSanitizer
+    (linked or static)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError:
         return False
-    return b"__asan_init" in data or b"libasan.so" in data
+    return any(m in data for m in (b"__asan_init", b"libasan.so", b"__tsan_init", b"libtsan.so"))
 
 
 SKIP = None
 if not VALGRIND:
     SKIP = "valgrind is not installed (apt-get install valgrind; ./dev.sh test installs it)"
 elif sanitizer_build(MOAT):
-    SKIP = "%s is a sanitizer (ASan) build: valgrind cannot run it; its leak check is ASan's" % MOAT
+    SKIP = ("%s is a sanitizer (ASan or TSan) build: valgrind cannot run it; the ASan "
+            "build has its own leak check" % MOAT)
 else:
     SKIP = pf.netns_skip(__name__, __file__)
 
