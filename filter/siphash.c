@@ -1,6 +1,7 @@
 /* filter/siphash.c: SipHash-1-3 (see siphash.h). */
 #include "filter/siphash.h"
 
+#include <endian.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -10,12 +11,13 @@ static uint64_t sip_rotl(uint64_t x, int b)
     return (x << b) | (x >> (64 - b));
 }
 
-static uint64_t sip_le64(const uint8_t *p)
+/* A little-endian word from any address: one load (GCC compiled the
+ * byte-by-byte form to 24 instructions a word, most of a short key's hash). */
+static inline uint64_t sip_le64(const uint8_t *p)
 {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return le64toh(v);
 }
 
 #define SIP_ROUND                                                                                  \
