@@ -56,9 +56,11 @@ test)
     # The daemon's threads (workers, log writer, thread pool) under TSan,
     # with two workers unless MOAT_TEST_WORKERS says otherwise. The e2e
     # suite only: Criterion's runner does not start under TSan.
-    build build-tsan -Db_sanitize=thread --buildtype=debugoptimized
+    # Only the daemon is built: the e2e tests run nothing else of the tree.
+    setup build-tsan -Db_sanitize=thread --buildtype=debugoptimized
+    ninja -C build-tsan moat >&2
     MOAT_TEST_WORKERS=${MOAT_TEST_WORKERS:-2} \
-      meson test -C build-tsan --suite e2e --print-errorlogs --num-processes 2 \
+      meson test -C build-tsan --no-rebuild --suite e2e --print-errorlogs --num-processes 2 \
       --wrapper "$PWD/tests/tsan-check.sh" "$@"
   else
     build build
