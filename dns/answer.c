@@ -243,17 +243,6 @@ int dns_answer_canary(const dns_query_t *q, const dns_sinkhole_t *cfg, uint8_t *
     return dnsa_blocked(q, cfg, true, dnsa_opt_canary, sizeof dnsa_opt_canary - 1, buf, cap, limit);
 }
 
-/* What dns_answer_patch reads from an upstream answer before changing it. */
-typedef struct dnsa_scan {
-    uint16_t flags, ancount, nscount, arcount;
-    size_t question_end; /* offset after QCLASS */
-    size_t opt_off;      /* the OPT record's offset, when opt_len != 0 */
-    size_t opt_len;
-    uint8_t opt_ext_rcode; /* the OPT's extended RCODE octet */
-    uint8_t opt_flags_hi;  /* the OPT's DO|Z upper octet */
-    size_t end;            /* offset after the last record */
-} dnsa_scan_t;
-
 /* a == b but for ASCII case; equal octets, the usual case, cost one test. */
 static inline bool dnsa_same_letter(uint8_t a, uint8_t b)
 {
@@ -266,7 +255,7 @@ static inline bool dnsa_same_letter(uint8_t a, uint8_t b)
 /* The header and the question, which must be q's: same name octet for octet
  * but for ASCII case (the client's name has no pointers, so matching it
  * octet by octet also matches the label structure), QTYPE and QCLASS. */
-static int dnsa_scan_question(filter_cur_t *c, const dns_query_t *q, dnsa_scan_t *s)
+static int dnsa_scan_question(filter_cur_t *c, const dns_query_t *q, dns_answer_scan_t *s)
 {
     filter_cur_skip(c, 2); /* ID */
     s->flags = filter_cur_u16(c);
@@ -293,7 +282,7 @@ static int dnsa_scan_question(filter_cur_t *c, const dns_query_t *q, dnsa_scan_t
 
 /* The records: each whole; in the additional section at most one OPT,
  * owned by the root (RFC 6891 §6.1.1). */
-static int dnsa_scan_records(filter_cur_t *c, dnsa_scan_t *s)
+static int dnsa_scan_records(filter_cur_t *c, dns_answer_scan_t *s)
 {
     bool root;
     for (uint32_t i = 0; i < (uint32_t)s->ancount + s->nscount; i++) {
@@ -331,7 +320,7 @@ static int dnsa_scan_records(filter_cur_t *c, dnsa_scan_t *s)
 /* The OPT fitted to the client: removed when it sent none (RFC 6891 §7),
  * else its UDP size and DO set (other fields and options kept), or a bare
  * one appended. */
-static void dnsa_fit_opt(filter_wr_t *w, const dns_query_t *q, dnsa_scan_t *s)
+static void dnsa_fit_opt(filter_wr_t *w, const dns_query_t *q, dns_answer_scan_t *s)
 {
     if (s->opt_len != 0 && !q->edns) {
         filter_wr_cut(w, s->opt_off, s->opt_len);
@@ -348,14 +337,10 @@ static void dnsa_fit_opt(filter_wr_t *w, const dns_query_t *q, dnsa_scan_t *s)
     }
 }
 
-int dns_answer_patch(uint8_t *buf, size_t len, size_t cap, const dns_query_t *q, size_t limit)
+/* The patch itself, from the scan s of buf (changed as the answer is). */
+static int dnsa_patch(uint8_t *buf, size_t cap, const dns_query_t *q, size_t limit,
+                      dns_answer_scan_t s)
 {
-    if (buf == NULL || q == NULL || len > cap || !q->has_question)
-        return -EINVAL;
-    dnsa_scan_t s = {0};
-    filter_cur_t c = filter_cur_make(buf, len);
-    if (dnsa_scan_question(&c, q, &s) != 0 || dnsa_scan_records(&c, &s) != 0)
-        return -EBADMSG;
     /* An extended RCODE (BADVERS, BADCOOKIE, ...: RFC 6891 §6.1.3) speaks of
      * moat's own exchange with the upstream, never of the client's query. */
     if (s.opt_len != 0 && s.opt_ext_rcode != 0)
@@ -385,4 +370,57 @@ int dns_answer_patch(uint8_t *buf, size_t len, size_t cap, const dns_query_t *q,
     dnsa_header_octets(h, q->id, flags, 1, s.ancount, s.nscount, s.arcount);
     filter_wr_patch_bytes(&w, 0, h, sizeof h);
     return dnsa_len(&w);
+}
+
+int dns_answer_patch(uint8_t *buf, size_t len, size_t cap, const dns_query_t *q, size_t limit)
+{
+    if (buf == NULL || q == NULL || len > cap || !q->has_question)
+        return -EINVAL;
+    dns_answer_scan_t s = {0};
+    filter_cur_t c = filter_cur_make(buf, len);
+    if (dnsa_scan_question(&c, q, &s) != 0 || dnsa_scan_records(&c, &s) != 0)
+        return -EBADMSG;
+    return dnsa_patch(buf, cap, q, limit, s);
+}
+
+int dns_answer_scan(const uint8_t *buf, size_t len, dns_answer_scan_t *out)
+{
+    *out = (dns_answer_scan_t){0};
+    if (buf == NULL)
+        return -EINVAL;
+    dns_answer_scan_t s = {0};
+    filter_cur_t c = filter_cur_make(buf, len);
+    bool root;
+    filter_cur_skip(&c, 2); /* ID */
+    s.flags = filter_cur_u16(&c);
+    uint16_t qdcount = filter_cur_u16(&c);
+    s.ancount = filter_cur_u16(&c);
+    s.nscount = filter_cur_u16(&c);
+    s.arcount = filter_cur_u16(&c);
+    if (!filter_cur_ok(&c) || !(s.flags & DNSA_QR) || qdcount != 1 ||
+        dns_wire_skip_name(&c, &root) != 0)
+        return -EBADMSG;
+    filter_cur_skip(&c, 4); /* QTYPE, QCLASS */
+    if (!filter_cur_ok(&c))
+        return -EBADMSG;
+    s.question_end = filter_cur_pos(&c);
+    if (dnsa_scan_records(&c, &s) != 0)
+        return -EBADMSG;
+    *out = s;
+    return 0;
+}
+
+int dns_answer_patch_scanned(uint8_t *buf, size_t len, size_t cap, const dns_query_t *q,
+                             size_t limit, const dns_answer_scan_t *scan)
+{
+    if (buf == NULL || q == NULL || scan == NULL || len > cap || !q->has_question ||
+        scan->end == 0 || scan->end > len)
+        return -EINVAL;
+    /* The question is checked as dns_answer_patch checks it (it is the
+     * client's to copy); the records are the scan's. */
+    dns_answer_scan_t t = {0};
+    filter_cur_t c = filter_cur_make(buf, len);
+    if (dnsa_scan_question(&c, q, &t) != 0 || t.question_end != scan->question_end)
+        return -EBADMSG;
+    return dnsa_patch(buf, cap, q, limit, *scan);
 }

@@ -69,6 +69,19 @@ int dns_answer_sinkhole(const dns_query_t *q, const dns_sinkhole_t *cfg, uint8_t
 int dns_answer_canary(const dns_query_t *q, const dns_sinkhole_t *cfg, uint8_t *buf, size_t cap,
                       size_t limit);
 
+/* What dns_answer_patch reads from an answer before changing it: the
+ * header's flags and counts, where the question ends, the OPT record and
+ * where the last record ends. */
+typedef struct dns_answer_scan {
+    uint16_t flags, ancount, nscount, arcount;
+    size_t question_end; /* offset after QCLASS */
+    size_t opt_off;      /* the OPT record's offset, when opt_len != 0 */
+    size_t opt_len;
+    uint8_t opt_ext_rcode; /* the OPT's extended RCODE octet */
+    uint8_t opt_flags_hi;  /* the OPT's DO|Z upper octet */
+    size_t end;            /* offset after the last record; 0: no scan */
+} dns_answer_scan_t;
+
 /* Fit an upstream or cached answer (buf[0..len), cap bytes of room) to the
  * client's query q, in place:
  *   - ID := q->id; the question name's octets := q->qname (the client's
@@ -89,5 +102,18 @@ int dns_answer_canary(const dns_query_t *q, const dns_sinkhole_t *cfg, uint8_t *
  * untouched (the caller answers SERVFAIL). Returns the new length. The
  * answer's bytes are not trusted: they are read through filter/cursor.h. */
 int dns_answer_patch(uint8_t *buf, size_t len, size_t cap, const dns_query_t *q, size_t limit);
+
+/* Scan an answer once for dns_answer_patch_scanned: 0 with *out filled, or
+ * -EBADMSG (*out zeroed) where dns_answer_patch would refuse its header,
+ * question shape or records. The question is not compared with any query:
+ * the DNS cache scans what it stores, under the question's key. */
+int dns_answer_scan(const uint8_t *buf, size_t len, dns_answer_scan_t *out);
+
+/* dns_answer_patch for an answer whose bytes were scanned by
+ * dns_answer_scan into *scan and not changed since: the same result, and
+ * the same checks of the question against q, without reading the records
+ * again (a cache hit). -EINVAL for a scan that does not fit len. */
+int dns_answer_patch_scanned(uint8_t *buf, size_t len, size_t cap, const dns_query_t *q,
+                             size_t limit, const dns_answer_scan_t *scan);
 
 #endif

@@ -31,6 +31,7 @@ typedef struct cache_entry {
     uint16_t n_ttl;
     uint16_t n_addrs;
     dns_cache_key_t key;
+    dns_answer_scan_t scan; /* of the stored bytes, for dns_answer_patch_scanned */
     uint16_t ttl_off[];
 } cache_entry_t;
 
@@ -420,6 +421,9 @@ int dns_cache_put(dns_cache_t *c, const dns_cache_key_t *k, const uint8_t *wire,
     filter_wr_bytes(&w, wire, s->end);
     for (size_t i = 0; i < s->n_ttl; i++) /* store the normalised TTLs */
         filter_wr_patch_u32(&w, s->ttl_off[i], s->ttl_val[i]);
+    /* The patch of every hit reads the same bytes: scanned once here (a TTL
+     * is no part of what the scan keeps). */
+    (void)dns_answer_scan(cache_wire(e), e->len, &e->scan);
     dns_cache_addr_t *a = cache_addrs(e);
     for (size_t i = 0; i < n_addrs; i++) {
         a[i] = addrs[i];
@@ -450,8 +454,17 @@ done:
 int dns_cache_get(dns_cache_t *c, const dns_cache_key_t *k, uint64_t now_ms, uint8_t *buf,
                   size_t cap, size_t *len, dns_cache_addr_cb cb, void *arg)
 {
+    return dns_cache_get_scanned(c, k, now_ms, buf, cap, len, cb, arg, NULL);
+}
+
+int dns_cache_get_scanned(dns_cache_t *c, const dns_cache_key_t *k, uint64_t now_ms, uint8_t *buf,
+                          size_t cap, size_t *len, dns_cache_addr_cb cb, void *arg,
+                          dns_answer_scan_t *scan)
+{
     if (len != NULL)
         *len = 0;
+    if (scan != NULL)
+        *scan = (dns_answer_scan_t){0};
     if (c == NULL || k == NULL || len == NULL || (buf == NULL && cap != 0))
         return -EINVAL;
     uint64_t h = cache_key_hash(c, k);
@@ -482,6 +495,8 @@ int dns_cache_get(dns_cache_t *c, const dns_cache_key_t *k, uint64_t now_ms, uin
         filter_wr_patch_u32(&w, e->ttl_off[i], v > elapsed ? v - elapsed : 0);
     }
     *len = e->len;
+    if (scan != NULL)
+        *scan = e->scan;
     moat_list_remove(&e->lru);
     moat_list_push(&c->lru, &e->lru);
     c->st.hits++;

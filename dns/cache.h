@@ -49,6 +49,7 @@
 #include <stdint.h>
 
 #include "filter/addr.h"
+#include "dns/answer.h"
 
 /* Largest answer kept: bigger ones (rare: most answers fit 1232 bytes since
  * DNS flag day 2020) are forwarded but not cached, which bounds memory at
@@ -140,6 +141,13 @@ int dns_cache_put(dns_cache_t *c, const dns_cache_key_t *k, const uint8_t *wire,
  * into this cache. */
 int dns_cache_get(dns_cache_t *c, const dns_cache_key_t *k, uint64_t now_ms, uint8_t *buf,
                   size_t cap, size_t *len, dns_cache_addr_cb cb, void *arg);
+
+/* dns_cache_get, and on a hit *scan := the dns_answer_scan of the stored
+ * answer, made once when it was stored (scan->end 0 when that scan failed:
+ * the caller then patches with dns_answer_patch, which refuses it too). */
+int dns_cache_get_scanned(dns_cache_t *c, const dns_cache_key_t *k, uint64_t now_ms, uint8_t *buf,
+                          size_t cap, size_t *len, dns_cache_addr_cb cb, void *arg,
+                          dns_answer_scan_t *scan);
 
 /* Drop every entry (on reload). Counters other than entries are kept. */
 void dns_cache_clear(dns_cache_t *c);

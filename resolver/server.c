@@ -725,17 +725,21 @@ static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_cli
     size_t alen;
     uint8_t *abuf = out;
     size_t acap = cap;
-    int rc = dns_cache_get(s->cache, &k, now, abuf, acap, &alen, srv_remember_cb, &x);
+    dns_answer_scan_t scan;
+    int rc =
+        dns_cache_get_scanned(s->cache, &k, now, abuf, acap, &alen, srv_remember_cb, &x, &scan);
     if (rc == -ENOSPC && out != s->scratch + 2) {
         /* A big cached answer for a UDP client: patch (truncate) it in the
          * scratch buffer, then copy what goes out. */
         abuf = s->scratch;
         acap = sizeof s->scratch;
-        rc = dns_cache_get(s->cache, &k, now, abuf, acap, &alen, srv_remember_cb, &x);
+        rc =
+            dns_cache_get_scanned(s->cache, &k, now, abuf, acap, &alen, srv_remember_cb, &x, &scan);
     }
     stats_dns_cache(rc == 0);
     if (rc == 0) {
-        n = dns_answer_patch(abuf, alen, acap, &q, limit);
+        n = scan.end ? dns_answer_patch_scanned(abuf, alen, acap, &q, limit, &scan)
+                     : dns_answer_patch(abuf, alen, acap, &q, limit);
         if (n > 0 && abuf != out) {
             if ((size_t)n <= cap)
                 memcpy(out, abuf, (size_t)n);

@@ -749,3 +749,61 @@ Test(answer, patch_own_answers)
         cr_assert_eq(memcmp(buf, copy, (size_t)n), 0);
     }
 }
+
+/* A scan made once, as the cache makes it when it stores an answer, then a
+ * patch per hit: the same bytes and length as dns_answer_patch, for every
+ * kind of client (EDNS or not, DO, the case of the name, a UDP limit that
+ * cuts) and upstream answer (with an OPT or without). */
+Test(answer, patch_scanned_is_patch)
+{
+    static const char *const names[] = {"www.example.com", "WWW.Example.COM"};
+    for (int up_opt = 0; up_opt < 2; up_opt++)
+        for (int edns = 0; edns < 2; edns++)
+            for (int nm = 0; nm < 2; nm++)
+                for (int big = 0; big < 2; big++) {
+                    uint8_t stored[4096], a[4096], b[4096];
+                    size_t len = upstream("www.example.com.", LDNS_RR_TYPE_A, big ? 60 : 2, 0,
+                                          false, stored, sizeof stored);
+                    if (up_opt)
+                        len = upstream("www.example.com.", LDNS_RR_TYPE_A, big ? 60 : 2, 1232,
+                                       false, stored, sizeof stored);
+                    qopts_t o = {.id = (uint16_t)(0x100 + nm),
+                                 .edns = edns != 0,
+                                 .do_bit = edns != 0 && nm != 0};
+                    dns_query_t q = mkq(names[nm], LDNS_RR_TYPE_A, &o);
+                    dns_answer_scan_t scan;
+                    cr_assert_eq(dns_answer_scan(stored, len, &scan), 0);
+                    cr_assert_eq(scan.end, len);
+                    memcpy(a, stored, len);
+                    memcpy(b, stored, len);
+                    size_t limit = dns_udp_limit(&q);
+                    int na = dns_answer_patch(a, len, sizeof a, &q, limit);
+                    int nb = dns_answer_patch_scanned(b, len, sizeof b, &q, limit, &scan);
+                    cr_assert_gt(na, 0);
+                    cr_assert_eq(nb, na, "opt %d edns %d name %d big %d", up_opt, edns, nm, big);
+                    cr_assert_eq(memcmp(a, b, (size_t)na), 0);
+                }
+}
+
+/* What the scan refuses, and a scan that does not fit. */
+Test(answer, scan_refuses)
+{
+    uint8_t buf[4096];
+    dns_answer_scan_t scan;
+    size_t len = upstream("www.example.com.", LDNS_RR_TYPE_A, 2, 0, false, buf, sizeof buf);
+    cr_assert_eq(dns_answer_scan(buf, len - 1, &scan), -EBADMSG); /* a record cut short */
+    cr_assert_eq(scan.end, 0);
+    cr_assert_eq(dns_answer_scan(buf, 11, &scan), -EBADMSG);
+    buf[2] &= 0x7f; /* not a response */
+    cr_assert_eq(dns_answer_scan(buf, len, &scan), -EBADMSG);
+    buf[2] |= 0x80;
+    cr_assert_eq(dns_answer_scan(buf, len, &scan), 0);
+    qopts_t o = {.id = 1};
+    dns_query_t q = mkq("www.example.com", LDNS_RR_TYPE_A, &o);
+    cr_assert_eq(dns_answer_patch_scanned(buf, len - 1, sizeof buf, &q, 512, &scan), -EINVAL);
+    /* Another question than the client's: refused as dns_answer_patch refuses it. */
+    dns_query_t other = mkq("www.example.org", LDNS_RR_TYPE_A, &o);
+    cr_assert_eq(dns_answer_patch_scanned(buf, len, sizeof buf, &other, 512, &scan), -EBADMSG);
+    dns_query_t aaaa = mkq("www.example.com", LDNS_RR_TYPE_AAAA, &o);
+    cr_assert_eq(dns_answer_patch_scanned(buf, len, sizeof buf, &aaaa, 512, &scan), -EBADMSG);
+}
