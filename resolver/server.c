@@ -674,6 +674,40 @@ static int srv_forward(dns_server_t *s, const dns_query_t *q, const dns_cache_ke
     return 0;
 }
 
+/* A cache hit for q (key k) fitted to q into out (cap bytes): its length,
+ * or a SERVFAIL's when the stored answer does not fit q; -ENOENT on a miss.
+ * The answer's addresses are remembered for the client (x). */
+static int srv_answer_cached(dns_server_t *s, const dns_query_t *q, const dns_cache_key_t *k,
+                             srv_addr_ctx_t *x, size_t limit, uint8_t *out, size_t cap)
+{
+    size_t alen;
+    uint8_t *abuf = out;
+    size_t acap = cap;
+    uint64_t now = x->now;
+    dns_answer_scan_t scan;
+    int rc = dns_cache_get_scanned(s->cache, k, now, abuf, acap, &alen, srv_remember_cb, x, &scan);
+    if (rc == -ENOSPC && out != s->scratch + 2) {
+        /* A big cached answer for a UDP client: patch (truncate) it in the
+         * scratch buffer, then copy what goes out. */
+        abuf = s->scratch;
+        acap = sizeof s->scratch;
+        rc = dns_cache_get_scanned(s->cache, k, now, abuf, acap, &alen, srv_remember_cb, x, &scan);
+    }
+    if (rc != 0)
+        return -ENOENT;
+    int n = scan.end ? dns_answer_patch_scanned(abuf, alen, acap, q, limit, &scan)
+                     : dns_answer_patch(abuf, alen, acap, q, limit);
+    if (n > 0 && abuf != out) {
+        if ((size_t)n <= cap)
+            memcpy(out, abuf, (size_t)n);
+        else
+            n = -ENOSPC;
+    }
+    if (n < 0)
+        n = dns_answer_error(q, DNS_RCODE_SERVFAIL, out, cap);
+    return n;
+}
+
 /* One query (SPEC §2.2). Writes an answer to send now into out (cap bytes)
  * and returns its length, or returns 0: dropped, or waiting for upstream. */
 static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_client_t *cl,
@@ -722,38 +756,15 @@ static size_t srv_query(dns_server_t *s, const uint8_t *msg, size_t len, srv_cli
     }
     k.view = sc.view;
     srv_addr_ctx_t x = {s, &cl->addr, q.host_name ? q.lname : q.name, q.name_len, now, q.host_name};
-    size_t alen;
-    uint8_t *abuf = out;
-    size_t acap = cap;
-    dns_answer_scan_t scan;
-    int rc =
-        dns_cache_get_scanned(s->cache, &k, now, abuf, acap, &alen, srv_remember_cb, &x, &scan);
-    if (rc == -ENOSPC && out != s->scratch + 2) {
-        /* A big cached answer for a UDP client: patch (truncate) it in the
-         * scratch buffer, then copy what goes out. */
-        abuf = s->scratch;
-        acap = sizeof s->scratch;
-        rc =
-            dns_cache_get_scanned(s->cache, &k, now, abuf, acap, &alen, srv_remember_cb, &x, &scan);
-    }
-    stats_dns_cache(rc == 0);
-    if (rc == 0) {
-        n = scan.end ? dns_answer_patch_scanned(abuf, alen, acap, &q, limit, &scan)
-                     : dns_answer_patch(abuf, alen, acap, &q, limit);
-        if (n > 0 && abuf != out) {
-            if ((size_t)n <= cap)
-                memcpy(out, abuf, (size_t)n);
-            else
-                n = -ENOSPC;
-        }
-        if (n < 0)
-            n = dns_answer_error(&q, DNS_RCODE_SERVFAIL, out, cap);
+    n = srv_answer_cached(s, &q, &k, &x, limit, out, cap);
+    if (n != -ENOENT) {
+        stats_dns_cache(true);
         srv_log(s, &q, &cl->addr, cl->port, &sc, dec, out, n, now);
         return n > 0 ? (size_t)n : 0;
     }
+    stats_dns_cache(false);
 
-    rc = srv_forward(s, &q, &k, &sc, dec, cl);
-    if (rc == 0)
+    if (srv_forward(s, &q, &k, &sc, dec, cl) == 0)
         return 0;
     n = dns_answer_error_ede(&q, DNS_RCODE_SERVFAIL, DNS_EDE_OTHER, "overloaded", out, cap);
     srv_log(s, &q, &cl->addr, cl->port, &sc, dec, out, n, now);
