@@ -255,7 +255,8 @@ static inline bool dnsa_same_letter(uint8_t a, uint8_t b)
 /* The header and the question, which must be q's: same name octet for octet
  * but for ASCII case (the client's name has no pointers, so matching it
  * octet by octet also matches the label structure), QTYPE and QCLASS. */
-static int dnsa_scan_question(filter_cur_t *c, const dns_query_t *q, dns_answer_scan_t *s)
+/* The header of an answer: a response with one question. */
+static int dnsa_scan_header(filter_cur_t *c, dns_answer_scan_t *s)
 {
     filter_cur_skip(c, 2); /* ID */
     s->flags = filter_cur_u16(c);
@@ -264,6 +265,13 @@ static int dnsa_scan_question(filter_cur_t *c, const dns_query_t *q, dns_answer_
     s->nscount = filter_cur_u16(c);
     s->arcount = filter_cur_u16(c);
     if (!filter_cur_ok(c) || !(s->flags & DNSA_QR) || qdcount != 1)
+        return -EBADMSG;
+    return 0;
+}
+
+static int dnsa_scan_question(filter_cur_t *c, const dns_query_t *q, dns_answer_scan_t *s)
+{
+    if (dnsa_scan_header(c, s) != 0)
         return -EBADMSG;
     const uint8_t *name = filter_cur_take(c, q->qname_len);
     uint16_t qtype = filter_cur_u16(c);
@@ -391,14 +399,7 @@ int dns_answer_scan(const uint8_t *buf, size_t len, dns_answer_scan_t *out)
     dns_answer_scan_t s = {0};
     filter_cur_t c = filter_cur_make(buf, len);
     bool root;
-    filter_cur_skip(&c, 2); /* ID */
-    s.flags = filter_cur_u16(&c);
-    uint16_t qdcount = filter_cur_u16(&c);
-    s.ancount = filter_cur_u16(&c);
-    s.nscount = filter_cur_u16(&c);
-    s.arcount = filter_cur_u16(&c);
-    if (!filter_cur_ok(&c) || !(s.flags & DNSA_QR) || qdcount != 1 ||
-        dns_wire_skip_name(&c, &root) != 0)
+    if (dnsa_scan_header(&c, &s) != 0 || dns_wire_skip_name(&c, &root) != 0)
         return -EBADMSG;
     filter_cur_skip(&c, 4); /* QTYPE, QCLASS */
     if (!filter_cur_ok(&c))
