@@ -58,10 +58,6 @@ static int dnsq_fail(filter_cur_t *c, filter_cur_err_t kind)
     return -EBADMSG;
 }
 
-/* The question name (RFC 1035 §4.1.2): plain labels only. A compression
- * pointer has nothing to point back to in a question and is refused, as are
- * the reserved label types 01 and 10 (RFC 6891 §5). Fills qname, the
- * presentation form and the label bookkeeping; returns 0 or -EBADMSG. */
 /* The last label is all digits (filter_name_normalize refuses such a name:
  * an address, not a host name). */
 static bool dnsq_numeric_tld(const dns_query_t *q)
@@ -73,6 +69,11 @@ static bool dnsq_numeric_tld(const dns_query_t *q)
     return true;
 }
 
+/* The question name (RFC 1035 §4.1.2): plain labels only. A compression
+ * pointer has nothing to point back to in a question and is refused, as are
+ * the reserved label types 01 and 10 (RFC 6891 §5). Fills qname, the
+ * presentation form, the label bookkeeping, and for a host name lname (its
+ * filter_name_normalize() form) and host_name; returns 0 or -EBADMSG. */
 static int dnsq_read_qname(filter_cur_t *c, dns_query_t *q)
 {
     size_t wire = 0, text = 0;

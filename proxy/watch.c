@@ -276,7 +276,6 @@ static int wt_move(px_conn_t *c, px_dir_t *d, px_side_t *src, px_side_t *dst, ui
     return r < 0 ? r : 1;
 }
 
-/* Keep buf[from..len) as the held bytes (buf may be the held buffer). */
 /* Room for want bytes in the held buffer. 0 or -ENOMEM (the held bytes
  * stay as they were). */
 static int wt_held_room(px_watch_t *w, size_t want)
@@ -291,6 +290,7 @@ static int wt_held_room(px_watch_t *w, size_t want)
     return 0;
 }
 
+/* Keep buf[from..len) as the held bytes (buf may be the held buffer). */
 static int wt_hold(px_watch_t *w, const uint8_t *buf, size_t from, size_t len)
 {
     size_t rest = len - from;
