@@ -514,6 +514,9 @@ static void srv_answer_waiter(dns_server_t *s, srv_waiter_t *w, const dns_rewrit
         for (size_t i = 0; i < rr->n_addrs; i++)
             srv_remember_cb(&rr->addrs[i], &x);
     }
+    /* Counted and logged before it is sent, as an answer from the cache or
+     * the sinkhole is: a client that has its answer finds it in /metrics. */
+    srv_log(s, &w->q, &w->caddr, w->cport, &w->scope, &w->dec, buf, n, w->start_ms);
     if (n > 0) {
         if (w->udp) {
             srv_send_udp(w->udp, (const struct sockaddr *)&w->peer, w->peer_len, buf, (size_t)n);
@@ -523,7 +526,6 @@ static void srv_answer_waiter(dns_server_t *s, srv_waiter_t *w, const dns_rewrit
             srv_conn_send(w->conn, s->scratch, (size_t)n + 2);
         }
     }
-    srv_log(s, &w->q, &w->caddr, w->cport, &w->scope, &w->dec, buf, n, w->start_ms);
 }
 
 /* Free p, off its bucket already, and release it as busy work (last: it
